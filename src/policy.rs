@@ -1,1 +1,976 @@
-//! (in progress)
+//! Opt-in policy: what a workload's annotations say hashroll should track for it.
+//!
+//! hashroll's own annotations live under `hashroll.dev/`. With Stakater compatibility on, the
+//! annotations of Stakater Reloader keep their documented meaning, so a cluster can switch
+//! controllers without editing its workloads.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use regex::Regex;
+
+use crate::references::{KeySelection, Reference};
+use crate::source::{SourceId, SourceKind};
+
+/// `"true"`: track every Secret and ConfigMap the pod spec uses; `"false"`: never roll this workload.
+pub const RELOAD: &str = "hashroll.dev/reload";
+/// Comma list of Secret names tracked whole, referenced by the pod spec or not.
+pub const SECRETS: &str = "hashroll.dev/secrets";
+/// Comma list of ConfigMap names tracked whole, referenced by the pod spec or not.
+pub const CONFIGMAPS: &str = "hashroll.dev/configmaps";
+/// Comma list of Secret names never tracked.
+pub const EXCLUDE_SECRETS: &str = "hashroll.dev/exclude-secrets";
+/// Comma list of ConfigMap names never tracked.
+pub const EXCLUDE_CONFIGMAPS: &str = "hashroll.dev/exclude-configmaps";
+/// `"annotation"` (default) or `"restart"` (Argo Rollouts: set `spec.restartAt` instead).
+pub const ROLLOUT_STRATEGY: &str = "hashroll.dev/rollout-strategy";
+
+/// Stakater: `"true"` tracks every reference; `"false"` opts out of `--auto-reload-all`.
+pub const STAKATER_AUTO: &str = "reloader.stakater.com/auto";
+/// Stakater: `"true"` tracks Secret references only.
+pub const STAKATER_SECRET_AUTO: &str = "secret.reloader.stakater.com/auto";
+/// Stakater: `"true"` tracks ConfigMap references only.
+pub const STAKATER_CONFIGMAP_AUTO: &str = "configmap.reloader.stakater.com/auto";
+/// Stakater: comma list of anchored regular expressions naming Secrets to track.
+pub const STAKATER_SECRET_RELOAD: &str = "secret.reloader.stakater.com/reload";
+/// Stakater: comma list of anchored regular expressions naming ConfigMaps to track.
+pub const STAKATER_CONFIGMAP_RELOAD: &str = "configmap.reloader.stakater.com/reload";
+/// Stakater: comma list of anchored regular expressions naming Secrets never tracked.
+pub const STAKATER_SECRET_EXCLUDE: &str = "secrets.exclude.reloader.stakater.com/reload";
+/// Stakater: comma list of anchored regular expressions naming ConfigMaps never tracked.
+pub const STAKATER_CONFIGMAP_EXCLUDE: &str = "configmaps.exclude.reloader.stakater.com/reload";
+/// Stakater: `"true"` tracks references, but only to sources annotated with [`STAKATER_MATCH`].
+pub const STAKATER_SEARCH: &str = "reloader.stakater.com/search";
+/// Stakater: on a Secret or ConfigMap, `"true"` makes it eligible for [`STAKATER_SEARCH`] workloads.
+pub const STAKATER_MATCH: &str = "reloader.stakater.com/match";
+
+/// Installation-wide switches that change how annotations are read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicySettings {
+    /// Treat every workload as `hashroll.dev/reload: "true"` unless it opts out.
+    pub auto_reload_all: bool,
+    /// Honour Stakater Reloader's annotations.
+    pub stakater_compat: bool,
+}
+
+/// A source name, given exactly or as an anchored regular expression.
+#[derive(Clone, Debug)]
+pub enum NamePattern {
+    /// A literal name; the index can look it up directly.
+    Exact(String),
+    /// A regular expression already anchored as `^(?:…)$`.
+    Regex(Regex),
+}
+
+impl NamePattern {
+    /// Whether `name` is this name or matches this expression as a whole.
+    pub fn matches(&self, name: &str) -> bool {
+        match self {
+            NamePattern::Exact(n) => n == name,
+            NamePattern::Regex(re) => re.is_match(name),
+        }
+    }
+
+    /// The literal name, or the anchored expression's source.
+    pub fn as_str(&self) -> &str {
+        match self {
+            NamePattern::Exact(n) => n,
+            NamePattern::Regex(re) => re.as_str(),
+        }
+    }
+}
+
+// Regex has no equality; two patterns are equal when they are written the same way.
+impl PartialEq for NamePattern {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (NamePattern::Exact(a), NamePattern::Exact(b)) => a == b,
+            (NamePattern::Regex(a), NamePattern::Regex(b)) => a.as_str() == b.as_str(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for NamePattern {}
+
+impl fmt::Display for NamePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which of the pod spec's own references a workload tracks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RefTracking {
+    /// Secret references are tracked.
+    pub secrets: bool,
+    /// ConfigMap references are tracked.
+    pub configmaps: bool,
+    /// Tracked references only count when the source carries `reloader.stakater.com/match: "true"`
+    /// (Stakater `search`), except for the kind in `match_exempt`.
+    pub require_stakater_match: bool,
+    /// A kind switched on by its own Stakater auto annotation next to `search`: that kind is tracked
+    /// unconditionally while the other kind still needs the match annotation (Stakater does the same).
+    pub match_exempt: Option<SourceKind>,
+}
+
+impl RefTracking {
+    /// Whether pod-spec references of `kind` are tracked at all.
+    pub fn tracks(&self, kind: SourceKind) -> bool {
+        match kind {
+            SourceKind::Secret => self.secrets,
+            SourceKind::ConfigMap => self.configmaps,
+        }
+    }
+
+    /// Whether a tracked reference of `kind` needs the source's Stakater match annotation.
+    pub fn requires_match(&self, kind: SourceKind) -> bool {
+        self.require_stakater_match && self.match_exempt != Some(kind)
+    }
+}
+
+/// What an opted-in workload's annotations ask for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReloadPolicy {
+    /// Which pod-spec references count.
+    pub refs: RefTracking,
+    /// Sources tracked whole even if the pod spec doesn't reference them.
+    pub named: Vec<(SourceKind, NamePattern)>,
+    /// Sources never tracked, whatever else says so.
+    pub excluded: Vec<(SourceKind, NamePattern)>,
+    /// `hashroll.dev/rollout-strategy: restart` (Argo Rollouts).
+    pub rollout_restart: bool,
+}
+
+/// A malformed annotation; the workload is left alone until it is fixed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("annotation {annotation}: {reason} (value {value:?})")]
+pub struct PolicyError {
+    pub annotation: String,
+    pub value: String,
+    pub reason: String,
+}
+
+/// One source a workload tracks, known by name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackedSource {
+    pub id: SourceId,
+    /// The keys whose changes roll the workload.
+    pub keys: KeySelection,
+    /// A missing source (or key) is not a reason to hold the workload.
+    pub optional: bool,
+    /// Only counts while the source carries `reloader.stakater.com/match: "true"`.
+    pub require_stakater_match: bool,
+}
+
+/// Everything one workload tracks in its namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tracked {
+    /// Sources known by name, sorted by id, one entry each.
+    pub exact: Vec<TrackedSource>,
+    /// Name expressions: every matching source of that kind in the namespace is tracked whole and
+    /// optional, unless excluded (check [`ReloadPolicy::is_excluded`]).
+    pub patterns: Vec<(SourceKind, NamePattern)>,
+}
+
+/// None = the workload is not opted in. Annotations come from the workload's metadata and its pod
+/// template's metadata; on the same key, the workload's metadata wins.
+///
+/// `hashroll.dev/reload: "false"` opts out of everything before any other annotation is read. Every
+/// other annotation is checked even when the workload turns out not to be opted in, so a typo in an
+/// annotation meant to opt in is reported instead of silently ignored.
+pub fn parse_policy(
+    workload: &BTreeMap<String, String>,
+    template: &BTreeMap<String, String>,
+    settings: PolicySettings,
+) -> Result<Option<ReloadPolicy>, PolicyError> {
+    let get = |key: &str| {
+        workload
+            .get(key)
+            .or_else(|| template.get(key))
+            .map(String::as_str)
+    };
+
+    let reload = boolean(RELOAD, get(RELOAD))?;
+    if reload == Some(false) {
+        return Ok(None);
+    }
+
+    let mut named = Vec::new();
+    let mut excluded = Vec::new();
+    for (annotation, kind, exclude) in [
+        (SECRETS, SourceKind::Secret, false),
+        (CONFIGMAPS, SourceKind::ConfigMap, false),
+        (EXCLUDE_SECRETS, SourceKind::Secret, true),
+        (EXCLUDE_CONFIGMAPS, SourceKind::ConfigMap, true),
+    ] {
+        let out = if exclude { &mut excluded } else { &mut named };
+        if let Some(value) = get(annotation) {
+            for name in exact_names(annotation, value)? {
+                push_unique(out, kind, NamePattern::Exact(name));
+            }
+        }
+    }
+
+    let rollout_restart = match get(ROLLOUT_STRATEGY) {
+        None => false,
+        Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "restart" => true,
+            "annotation" => false,
+            _ => {
+                return Err(err(
+                    ROLLOUT_STRATEGY,
+                    v,
+                    "expected \"restart\" or \"annotation\"",
+                ));
+            }
+        },
+    };
+
+    let mut stakater = Stakater::default();
+    if settings.stakater_compat {
+        stakater.auto = boolean(STAKATER_AUTO, get(STAKATER_AUTO))?;
+        stakater.secret_auto = boolean(STAKATER_SECRET_AUTO, get(STAKATER_SECRET_AUTO))?;
+        stakater.configmap_auto = boolean(STAKATER_CONFIGMAP_AUTO, get(STAKATER_CONFIGMAP_AUTO))?;
+        stakater.search = boolean(STAKATER_SEARCH, get(STAKATER_SEARCH))?;
+        for (annotation, kind, exclude) in [
+            (STAKATER_SECRET_RELOAD, SourceKind::Secret, false),
+            (STAKATER_CONFIGMAP_RELOAD, SourceKind::ConfigMap, false),
+            (STAKATER_SECRET_EXCLUDE, SourceKind::Secret, true),
+            (STAKATER_CONFIGMAP_EXCLUDE, SourceKind::ConfigMap, true),
+        ] {
+            let out = if exclude { &mut excluded } else { &mut named };
+            if let Some(value) = get(annotation) {
+                for pattern in name_patterns(annotation, value)? {
+                    push_unique(out, kind, pattern);
+                }
+            }
+        }
+    }
+
+    // Stakater's `auto: "false"` only withdraws the installation-wide default; explicit hashroll
+    // annotations and named lists still apply, as they do in Stakater.
+    let all = reload == Some(true)
+        || stakater.auto == Some(true)
+        || (settings.auto_reload_all && reload.is_none() && stakater.auto != Some(false));
+    let secret_auto = all || stakater.secret_auto == Some(true);
+    let configmap_auto = all || stakater.configmap_auto == Some(true);
+    let search = stakater.search == Some(true) && !(secret_auto && configmap_auto);
+
+    let refs = if search {
+        RefTracking {
+            secrets: true,
+            configmaps: true,
+            require_stakater_match: true,
+            match_exempt: match (secret_auto, configmap_auto) {
+                (true, _) => Some(SourceKind::Secret),
+                (_, true) => Some(SourceKind::ConfigMap),
+                _ => None,
+            },
+        }
+    } else {
+        RefTracking {
+            secrets: secret_auto,
+            configmaps: configmap_auto,
+            require_stakater_match: false,
+            match_exempt: None,
+        }
+    };
+
+    if !refs.secrets && !refs.configmaps && named.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(ReloadPolicy {
+        refs,
+        named,
+        excluded,
+        rollout_restart,
+    }))
+}
+
+/// The Stakater annotations that are booleans, as read.
+#[derive(Default)]
+struct Stakater {
+    auto: Option<bool>,
+    secret_auto: Option<bool>,
+    configmap_auto: Option<bool>,
+    search: Option<bool>,
+}
+
+impl ReloadPolicy {
+    /// What one workload tracks in its namespace, given its policy and pod-spec references.
+    ///
+    /// A source that is both referenced and named is tracked whole, with the reference's
+    /// `optional` (a required use stays required) and without any Stakater match requirement,
+    /// since naming it is explicit. Excluded sources are dropped from both.
+    pub fn tracked(&self, namespace: &str, refs: &[Reference]) -> Tracked {
+        let mut exact: BTreeMap<SourceId, TrackedSource> = BTreeMap::new();
+
+        for r in refs {
+            if !self.refs.tracks(r.kind) || self.is_excluded(r.kind, &r.name) {
+                continue;
+            }
+            let named = self.is_named(r.kind, &r.name);
+            let source = TrackedSource {
+                id: SourceId::new(r.kind, namespace, r.name.clone()),
+                keys: if named {
+                    KeySelection::All
+                } else {
+                    r.keys.clone()
+                },
+                optional: r.optional,
+                require_stakater_match: !named && self.refs.requires_match(r.kind),
+            };
+            upsert(&mut exact, source);
+        }
+
+        let mut patterns: Vec<(SourceKind, NamePattern)> = Vec::new();
+        for (kind, pattern) in &self.named {
+            match pattern {
+                NamePattern::Exact(name) => {
+                    if self.is_excluded(*kind, name) {
+                        continue;
+                    }
+                    let reference = refs.iter().find(|r| r.kind == *kind && r.name == *name);
+                    upsert(
+                        &mut exact,
+                        TrackedSource {
+                            id: SourceId::new(*kind, namespace, name.clone()),
+                            keys: KeySelection::All,
+                            optional: reference.is_none_or(|r| r.optional),
+                            require_stakater_match: false,
+                        },
+                    );
+                }
+                NamePattern::Regex(_) => {
+                    // A referenced name the expression matches is tracked whole by name, keeping
+                    // the reference's `optional`, even if reference tracking is off for its kind.
+                    for r in refs.iter().filter(|r| r.kind == *kind) {
+                        if pattern.matches(&r.name) && !self.is_excluded(r.kind, &r.name) {
+                            upsert(
+                                &mut exact,
+                                TrackedSource {
+                                    id: SourceId::new(r.kind, namespace, r.name.clone()),
+                                    keys: KeySelection::All,
+                                    optional: r.optional,
+                                    require_stakater_match: false,
+                                },
+                            );
+                        }
+                    }
+                    if !patterns.iter().any(|(k, p)| k == kind && p == pattern) {
+                        patterns.push((*kind, pattern.clone()));
+                    }
+                }
+            }
+        }
+
+        Tracked {
+            exact: exact.into_values().collect(),
+            patterns,
+        }
+    }
+
+    /// Whether an exclude annotation names this source.
+    pub fn is_excluded(&self, kind: SourceKind, name: &str) -> bool {
+        self.excluded
+            .iter()
+            .any(|(k, p)| *k == kind && p.matches(name))
+    }
+
+    /// Whether a named-source annotation names this source.
+    pub fn is_named(&self, kind: SourceKind, name: &str) -> bool {
+        self.named
+            .iter()
+            .any(|(k, p)| *k == kind && p.matches(name))
+    }
+}
+
+/// Merges a tracked source into the map: keys union, `optional` only if both are, match required
+/// only if both require it.
+fn upsert(exact: &mut BTreeMap<SourceId, TrackedSource>, source: TrackedSource) {
+    match exact.get_mut(&source.id) {
+        Some(prev) => {
+            prev.keys = std::mem::replace(&mut prev.keys, KeySelection::All).union(source.keys);
+            prev.optional &= source.optional;
+            prev.require_stakater_match &= source.require_stakater_match;
+        }
+        None => {
+            exact.insert(source.id.clone(), source);
+        }
+    }
+}
+
+fn push_unique(out: &mut Vec<(SourceKind, NamePattern)>, kind: SourceKind, p: NamePattern) {
+    if !out.iter().any(|(k, q)| *k == kind && *q == p) {
+        out.push((kind, p));
+    }
+}
+
+fn err(annotation: &str, value: &str, reason: impl Into<String>) -> PolicyError {
+    PolicyError {
+        annotation: annotation.to_string(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Reads a boolean annotation: `true`/`false`, any case, surrounding blanks ignored.
+fn boolean(annotation: &str, value: Option<&str>) -> Result<Option<bool>, PolicyError> {
+    let Some(value) = value else { return Ok(None) };
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(Some(true)),
+        "false" => Ok(Some(false)),
+        _ => Err(err(annotation, value, "expected \"true\" or \"false\"")),
+    }
+}
+
+/// The non-empty, trimmed entries of a comma list.
+fn entries(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|e| !e.is_empty())
+}
+
+/// A comma list of object names, each checked to be a possible Secret/ConfigMap name.
+fn exact_names(annotation: &str, value: &str) -> Result<Vec<String>, PolicyError> {
+    entries(value)
+        .map(|name| {
+            if is_dns1123_subdomain(name) {
+                Ok(name.to_string())
+            } else {
+                Err(err(
+                    annotation,
+                    value,
+                    format!(
+                        "{name:?} is not a valid object name (lower-case letters, digits, '-' and \
+                         '.', starting and ending with a letter or digit, at most 253 characters)"
+                    ),
+                ))
+            }
+        })
+        .collect()
+}
+
+/// A comma list of Stakater name expressions. Plain names stay exact so they can be indexed.
+fn name_patterns(annotation: &str, value: &str) -> Result<Vec<NamePattern>, PolicyError> {
+    entries(value)
+        .map(|entry| {
+            if entry
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                return Ok(NamePattern::Exact(entry.to_string()));
+            }
+            Regex::new(&format!("^(?:{entry})$"))
+                .map(NamePattern::Regex)
+                .map_err(|e| {
+                    // The regex crate's message spans several lines; the last one says what is wrong.
+                    let msg = e.to_string();
+                    let what = msg
+                        .lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or("invalid")
+                        .trim()
+                        .trim_start_matches("error: ")
+                        .to_string();
+                    err(
+                        annotation,
+                        value,
+                        format!("{entry:?} is not a valid regular expression: {what}"),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// Kubernetes' rule for Secret and ConfigMap names (RFC 1123 subdomain).
+pub fn is_dns1123_subdomain(name: &str) -> bool {
+    let b = name.as_bytes();
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !b.is_empty()
+        && b.len() <= 253
+        && alnum(b[0])
+        && alnum(b[b.len() - 1])
+        && b.iter().all(|&c| alnum(c) || c == b'-' || c == b'.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    use SourceKind::{ConfigMap, Secret};
+
+    const NS: &str = "ns";
+    const PLAIN: PolicySettings = PolicySettings {
+        auto_reload_all: false,
+        stakater_compat: false,
+    };
+    const COMPAT: PolicySettings = PolicySettings {
+        auto_reload_all: false,
+        stakater_compat: true,
+    };
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn parse(
+        pairs: &[(&str, &str)],
+        s: PolicySettings,
+    ) -> Result<Option<ReloadPolicy>, PolicyError> {
+        parse_policy(&map(pairs), &BTreeMap::new(), s)
+    }
+
+    fn on(pairs: &[(&str, &str)], s: PolicySettings) -> ReloadPolicy {
+        parse(pairs, s)
+            .expect("annotations should be valid")
+            .expect("workload should be opted in")
+    }
+
+    fn refs_of(p: &ReloadPolicy) -> (bool, bool, bool) {
+        (
+            p.refs.secrets,
+            p.refs.configmaps,
+            p.refs.require_stakater_match,
+        )
+    }
+
+    fn reference(kind: SourceKind, name: &str, keys: &[&str], optional: bool) -> Reference {
+        Reference {
+            kind,
+            name: name.into(),
+            keys: if keys.is_empty() {
+                KeySelection::All
+            } else {
+                KeySelection::Keys(keys.iter().map(|k| k.to_string()).collect())
+            },
+            optional,
+        }
+    }
+
+    fn ts(
+        kind: SourceKind,
+        name: &str,
+        keys: KeySelection,
+        optional: bool,
+        m: bool,
+    ) -> TrackedSource {
+        TrackedSource {
+            id: SourceId::new(kind, NS, name),
+            keys,
+            optional,
+            require_stakater_match: m,
+        }
+    }
+
+    fn exact(p: &NamePattern) -> Option<&str> {
+        match p {
+            NamePattern::Exact(n) => Some(n),
+            NamePattern::Regex(_) => None,
+        }
+    }
+
+    #[test]
+    fn no_annotations_means_not_opted_in() {
+        assert_eq!(parse(&[], PLAIN), Ok(None));
+        assert_eq!(parse(&[], COMPAT), Ok(None));
+        assert_eq!(parse(&[("unrelated", "x")], COMPAT), Ok(None));
+    }
+
+    #[test]
+    fn reload_true_tracks_all_references_case_insensitively() {
+        for v in ["true", "TRUE", " True "] {
+            let p = on(&[(RELOAD, v)], PLAIN);
+            assert_eq!(refs_of(&p), (true, true, false));
+            assert!(p.named.is_empty() && p.excluded.is_empty() && !p.rollout_restart);
+        }
+    }
+
+    #[test]
+    fn reload_false_opts_out_even_with_lists_and_auto_reload_all() {
+        let all = PolicySettings {
+            auto_reload_all: true,
+            stakater_compat: true,
+        };
+        let annotations = [
+            (RELOAD, "False"),
+            (SECRETS, "a"),
+            (STAKATER_AUTO, "true"),
+            (STAKATER_SECRET_RELOAD, "b"),
+            // Not even checked: an opted-out workload is never reported.
+            (ROLLOUT_STRATEGY, "bogus"),
+        ];
+        assert_eq!(parse(&annotations, all), Ok(None));
+    }
+
+    #[test]
+    fn invalid_reload_value_names_the_annotation() {
+        let e = parse(&[(RELOAD, "yes please")], PLAIN).unwrap_err();
+        assert_eq!(e.annotation, RELOAD);
+        assert_eq!(e.value, "yes please");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("hashroll.dev/reload") && msg.contains("yes please"),
+            "{msg}"
+        );
+        assert!(parse(&[(RELOAD, "")], PLAIN).is_err());
+    }
+
+    #[test]
+    fn workload_metadata_wins_over_template_metadata() {
+        let workload = map(&[(RELOAD, "false")]);
+        let template = map(&[(RELOAD, "true"), (SECRETS, "extra")]);
+        assert_eq!(parse_policy(&workload, &template, PLAIN), Ok(None));
+
+        let workload = map(&[(RELOAD, "true")]);
+        let template = map(&[(RELOAD, "false")]);
+        let p = parse_policy(&workload, &template, PLAIN).unwrap().unwrap();
+        assert_eq!(refs_of(&p), (true, true, false));
+
+        // Keys only on the template still count.
+        let p = parse_policy(&BTreeMap::new(), &map(&[(CONFIGMAPS, "c")]), PLAIN)
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.named, vec![(ConfigMap, NamePattern::Exact("c".into()))]);
+    }
+
+    #[test]
+    fn named_lists_opt_in_for_those_names_only() {
+        let p = on(&[(SECRETS, " a, ,b ,a"), (CONFIGMAPS, "x.y,")], PLAIN);
+        assert_eq!(refs_of(&p), (false, false, false));
+        assert_eq!(
+            p.named,
+            vec![
+                (Secret, NamePattern::Exact("a".into())),
+                (Secret, NamePattern::Exact("b".into())),
+                (ConfigMap, NamePattern::Exact("x.y".into())),
+            ]
+        );
+        // An empty list opts nothing in.
+        assert_eq!(parse(&[(SECRETS, " , ")], PLAIN), Ok(None));
+    }
+
+    #[test]
+    fn invalid_names_are_reported_with_annotation_and_name() {
+        for (annotation, bad) in [
+            (SECRETS, "Upper"),
+            (CONFIGMAPS, "-lead"),
+            (EXCLUDE_SECRETS, "trail."),
+            (EXCLUDE_CONFIGMAPS, "under_score"),
+        ] {
+            let value = format!("good,{bad}");
+            let e = parse(&[(annotation, value.as_str()), (RELOAD, "true")], PLAIN).unwrap_err();
+            assert_eq!(e.annotation, annotation);
+            assert!(e.reason.contains(bad), "{e}");
+        }
+        let long = "a".repeat(254);
+        assert!(parse(&[(SECRETS, long.as_str())], PLAIN).is_err());
+        let max = "a".repeat(253);
+        assert!(parse(&[(SECRETS, max.as_str())], PLAIN).unwrap().is_some());
+    }
+
+    #[test]
+    fn dns1123_subdomain_rule() {
+        for ok in ["a", "a-b.c", "0", "db.prod-1"] {
+            assert!(is_dns1123_subdomain(ok), "{ok}");
+        }
+        for bad in ["", "A", "a_b", "-a", "a-", ".a", "a.", "a b", "ä"] {
+            assert!(!is_dns1123_subdomain(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rollout_strategy_values() {
+        assert!(on(&[(RELOAD, "true"), (ROLLOUT_STRATEGY, "restart")], PLAIN).rollout_restart);
+        assert!(on(&[(RELOAD, "true"), (ROLLOUT_STRATEGY, " Restart ")], PLAIN).rollout_restart);
+        assert!(!on(&[(RELOAD, "true"), (ROLLOUT_STRATEGY, "annotation")], PLAIN).rollout_restart);
+        let e = parse(&[(RELOAD, "true"), (ROLLOUT_STRATEGY, "recreate")], PLAIN).unwrap_err();
+        assert_eq!(e.annotation, ROLLOUT_STRATEGY);
+        // Checked even when nothing opts the workload in: a typo is not silently ignored.
+        assert!(parse(&[(ROLLOUT_STRATEGY, "recreate")], PLAIN).is_err());
+        // A strategy alone does not opt in.
+        assert_eq!(parse(&[(ROLLOUT_STRATEGY, "restart")], PLAIN), Ok(None));
+    }
+
+    #[test]
+    fn auto_reload_all_opts_everyone_in_unless_they_opt_out() {
+        let all = PolicySettings {
+            auto_reload_all: true,
+            stakater_compat: false,
+        };
+        assert_eq!(refs_of(&on(&[], all)), (true, true, false));
+        assert_eq!(parse(&[(RELOAD, "false")], all), Ok(None));
+        // Without compat, Stakater's opt-out is just an unknown annotation.
+        assert_eq!(
+            refs_of(&on(&[(STAKATER_AUTO, "false")], all)),
+            (true, true, false)
+        );
+
+        let all_compat = PolicySettings {
+            auto_reload_all: true,
+            stakater_compat: true,
+        };
+        assert_eq!(parse(&[(STAKATER_AUTO, "false")], all_compat), Ok(None));
+        // Stakater's opt-out withdraws the default only; explicit names still apply.
+        let p = on(&[(STAKATER_AUTO, "false"), (SECRETS, "s")], all_compat);
+        assert_eq!(refs_of(&p), (false, false, false));
+        assert_eq!(p.named.len(), 1);
+        // hashroll's own explicit annotation beats Stakater's.
+        let p = on(&[(STAKATER_AUTO, "false"), (RELOAD, "true")], all_compat);
+        assert_eq!(refs_of(&p), (true, true, false));
+    }
+
+    #[test]
+    fn stakater_annotations_are_ignored_without_compat() {
+        let annotations = [
+            (STAKATER_AUTO, "true"),
+            (STAKATER_SECRET_RELOAD, "a"),
+            (STAKATER_SEARCH, "not-a-bool"),
+            (STAKATER_CONFIGMAP_EXCLUDE, "(bad"),
+        ];
+        assert_eq!(parse(&annotations, PLAIN), Ok(None));
+    }
+
+    #[test]
+    fn stakater_auto_annotations_select_kinds() {
+        assert_eq!(
+            refs_of(&on(&[(STAKATER_AUTO, "true")], COMPAT)),
+            (true, true, false)
+        );
+        assert_eq!(
+            refs_of(&on(&[(STAKATER_SECRET_AUTO, "true")], COMPAT)),
+            (true, false, false)
+        );
+        assert_eq!(
+            refs_of(&on(&[(STAKATER_CONFIGMAP_AUTO, "true")], COMPAT)),
+            (false, true, false)
+        );
+        assert_eq!(
+            refs_of(&on(
+                &[
+                    (STAKATER_SECRET_AUTO, "true"),
+                    (STAKATER_CONFIGMAP_AUTO, "true")
+                ],
+                COMPAT
+            )),
+            (true, true, false)
+        );
+        assert_eq!(parse(&[(STAKATER_SECRET_AUTO, "false")], COMPAT), Ok(None));
+    }
+
+    #[test]
+    fn invalid_stakater_booleans_name_the_annotation() {
+        for a in [
+            STAKATER_AUTO,
+            STAKATER_SECRET_AUTO,
+            STAKATER_CONFIGMAP_AUTO,
+            STAKATER_SEARCH,
+        ] {
+            let e = parse(&[(a, "maybe")], COMPAT).unwrap_err();
+            assert_eq!(e.annotation, a);
+            assert!(e.to_string().contains(a));
+        }
+    }
+
+    #[test]
+    fn search_requires_match_unless_auto_also_applies() {
+        let p = on(&[(STAKATER_SEARCH, "true")], COMPAT);
+        assert_eq!(refs_of(&p), (true, true, true));
+        assert!(p.refs.requires_match(Secret) && p.refs.requires_match(ConfigMap));
+
+        let p = on(
+            &[(STAKATER_SEARCH, "true"), (STAKATER_AUTO, "true")],
+            COMPAT,
+        );
+        assert_eq!(refs_of(&p), (true, true, false));
+        let p = on(&[(STAKATER_SEARCH, "true"), (RELOAD, "true")], COMPAT);
+        assert_eq!(refs_of(&p), (true, true, false));
+
+        // A kind-specific auto wins for its kind only.
+        let p = on(
+            &[(STAKATER_SEARCH, "true"), (STAKATER_SECRET_AUTO, "true")],
+            COMPAT,
+        );
+        assert!(!p.refs.requires_match(Secret));
+        assert!(p.refs.requires_match(ConfigMap));
+        let refs = [
+            reference(Secret, "s", &[], false),
+            reference(ConfigMap, "c", &[], false),
+        ];
+        assert_eq!(
+            p.tracked(NS, &refs).exact,
+            vec![
+                ts(Secret, "s", KeySelection::All, false, false),
+                ts(ConfigMap, "c", KeySelection::All, false, true),
+            ]
+        );
+        assert_eq!(parse(&[(STAKATER_SEARCH, "false")], COMPAT), Ok(None));
+    }
+
+    #[test]
+    fn stakater_reload_lists_are_anchored_patterns() {
+        let p = on(
+            &[
+                (STAKATER_SECRET_RELOAD, "db, app-.*"),
+                (STAKATER_CONFIGMAP_RELOAD, "cfg.v1"),
+            ],
+            COMPAT,
+        );
+        assert_eq!(refs_of(&p), (false, false, false));
+        assert_eq!(p.named.len(), 3);
+        let (k, db) = &p.named[0];
+        assert_eq!((*k, exact(db)), (Secret, Some("db")));
+        assert!(db.matches("db") && !db.matches("db2") && !db.matches("xdb"));
+        let (_, app) = &p.named[1];
+        assert!(exact(app).is_none());
+        assert!(app.matches("app-1") && !app.matches("myapp-1") && !app.matches("app"));
+        let (k, cfg) = &p.named[2];
+        assert_eq!(*k, ConfigMap);
+        assert!(exact(cfg).is_none(), "'.' makes it an expression");
+        assert!(cfg.matches("cfg.v1") && cfg.matches("cfgxv1") && !cfg.matches("cfg.v12"));
+
+        // Alternation cannot escape the anchors.
+        let p = on(&[(STAKATER_SECRET_RELOAD, "a|b")], COMPAT);
+        let (_, ab) = &p.named[0];
+        assert!(ab.matches("a") && ab.matches("b") && !ab.matches("ab") && !ab.matches("xa"));
+    }
+
+    #[test]
+    fn invalid_regex_names_annotation_and_entry() {
+        for a in [
+            STAKATER_SECRET_RELOAD,
+            STAKATER_CONFIGMAP_RELOAD,
+            STAKATER_SECRET_EXCLUDE,
+            STAKATER_CONFIGMAP_EXCLUDE,
+        ] {
+            let e = parse(&[(a, "ok,db-(x"), (RELOAD, "true")], COMPAT).unwrap_err();
+            assert_eq!(e.annotation, a);
+            assert!(e.reason.contains("db-(x"), "{e}");
+            assert!(!e.reason.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
+    fn excludes_remove_references_and_named_sources() {
+        let p = on(
+            &[
+                (RELOAD, "true"),
+                (SECRETS, "named,gone"),
+                (EXCLUDE_SECRETS, "gone,db"),
+                (EXCLUDE_CONFIGMAPS, "c1"),
+                (STAKATER_CONFIGMAP_EXCLUDE, "tmp-.*"),
+            ],
+            COMPAT,
+        );
+        let refs = [
+            reference(Secret, "db", &["k"], false),
+            reference(Secret, "keep", &[], false),
+            reference(ConfigMap, "c1", &[], false),
+            reference(ConfigMap, "tmp-1", &[], false),
+            reference(ConfigMap, "db", &[], true),
+        ];
+        let t = p.tracked(NS, &refs);
+        assert_eq!(
+            t.exact,
+            vec![
+                ts(Secret, "keep", KeySelection::All, false, false),
+                ts(Secret, "named", KeySelection::All, true, false),
+                ts(ConfigMap, "db", KeySelection::All, true, false),
+            ]
+        );
+        assert!(t.patterns.is_empty());
+        assert!(p.is_excluded(ConfigMap, "tmp-9"));
+        assert!(!p.is_excluded(ConfigMap, "tmp"));
+        assert!(!p.is_excluded(Secret, "c1"), "excludes are per kind");
+    }
+
+    #[test]
+    fn tracked_filters_references_by_kind_and_keeps_keys() {
+        let p = on(&[(STAKATER_CONFIGMAP_AUTO, "true")], COMPAT);
+        let refs = [
+            reference(Secret, "s", &[], false),
+            reference(ConfigMap, "c", &["a", "b"], true),
+        ];
+        let t = p.tracked(NS, &refs);
+        let keys = KeySelection::Keys(BTreeSet::from(["a".to_string(), "b".to_string()]));
+        assert_eq!(t.exact, vec![ts(ConfigMap, "c", keys, true, false)]);
+    }
+
+    #[test]
+    fn referenced_and_named_merge_to_all_keys_with_reference_optional() {
+        let p = on(&[(RELOAD, "true"), (SECRETS, "db,opt,extra")], PLAIN);
+        let refs = [
+            reference(Secret, "db", &["password"], false),
+            reference(Secret, "opt", &["k"], true),
+        ];
+        let t = p.tracked(NS, &refs);
+        assert_eq!(
+            t.exact,
+            vec![
+                ts(Secret, "db", KeySelection::All, false, false),
+                ts(Secret, "extra", KeySelection::All, true, false),
+                ts(Secret, "opt", KeySelection::All, true, false),
+            ]
+        );
+
+        // Named only (reference tracking off): a required reference still makes it required.
+        let p = on(&[(SECRETS, "db")], PLAIN);
+        let t = p.tracked(NS, &refs);
+        assert_eq!(
+            t.exact,
+            vec![ts(Secret, "db", KeySelection::All, false, false)]
+        );
+    }
+
+    #[test]
+    fn named_sources_need_no_match_even_under_search() {
+        let p = on(
+            &[
+                (STAKATER_SEARCH, "true"),
+                (STAKATER_SECRET_RELOAD, "db,app-.*"),
+            ],
+            COMPAT,
+        );
+        let refs = [
+            reference(Secret, "db", &["k"], false),
+            reference(Secret, "app-1", &["k"], false),
+            reference(Secret, "other", &["k"], false),
+        ];
+        let t = p.tracked(NS, &refs);
+        let other = KeySelection::Keys(BTreeSet::from(["k".to_string()]));
+        assert_eq!(
+            t.exact,
+            vec![
+                ts(Secret, "app-1", KeySelection::All, false, false),
+                ts(Secret, "db", KeySelection::All, false, false),
+                ts(Secret, "other", other, false, true),
+            ]
+        );
+        assert_eq!(t.patterns.len(), 1);
+        assert_eq!(t.patterns[0].0, Secret);
+        assert_eq!(t.patterns[0].1.as_str(), "^(?:app-.*)$");
+    }
+
+    #[test]
+    fn patterns_are_deduplicated_and_output_has_no_duplicates() {
+        let p = on(
+            &[
+                (RELOAD, "true"),
+                (SECRETS, "a"),
+                (STAKATER_SECRET_RELOAD, "a,x.*,x.*"),
+            ],
+            COMPAT,
+        );
+        let refs = [reference(Secret, "a", &["k"], true)];
+        let t = p.tracked(NS, &refs);
+        assert_eq!(
+            t.exact,
+            vec![ts(Secret, "a", KeySelection::All, true, false)]
+        );
+        assert_eq!(t.patterns.len(), 1);
+    }
+}
