@@ -1,1 +1,417 @@
-//! (in progress)
+//! The reverse index: which workloads to re-evaluate when a Secret or ConfigMap changes.
+//!
+//! A pure data structure, updated by the controller whenever it (re)reads a workload. Each workload is
+//! registered under the exact sources it names (whether they exist or not, so creating a missing Secret
+//! finds its waiting workloads) and, for pattern rules, under (namespace, kind): those workloads are
+//! re-evaluated for every source of that kind in their namespace.
+//!
+//! Memory depends on the number of objects and references only. Every workload id and every source id is
+//! allocated once and shared through `Arc`s between the forward and backward maps.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::source::{SourceId, SourceKind};
+use crate::workload::WorkloadId;
+
+/// (namespace, kind, name) → workloads, including names that do not exist yet; plus per (namespace, kind) the
+/// workloads that track by pattern (regular expressions) and must be checked against every source of that kind.
+#[derive(Debug, Default)]
+pub struct ReverseIndex {
+    /// Exact source → the workloads naming it. Never holds an empty set.
+    by_source: HashMap<Arc<SourceId>, BTreeSet<Arc<WorkloadId>>>,
+    /// Namespace → pattern trackers per source kind. Never holds an entry with both sets empty.
+    patterns: HashMap<String, PatternTrackers>,
+    /// Workload → what it registered, so `set` and `remove` can undo exactly that.
+    by_workload: HashMap<Arc<WorkloadId>, Registration>,
+}
+
+/// The workloads of one namespace tracking sources by pattern.
+#[derive(Debug, Default)]
+struct PatternTrackers {
+    secrets: BTreeSet<Arc<WorkloadId>>,
+    config_maps: BTreeSet<Arc<WorkloadId>>,
+}
+
+impl PatternTrackers {
+    fn of(&self, kind: SourceKind) -> &BTreeSet<Arc<WorkloadId>> {
+        match kind {
+            SourceKind::Secret => &self.secrets,
+            SourceKind::ConfigMap => &self.config_maps,
+        }
+    }
+
+    fn of_mut(&mut self, kind: SourceKind) -> &mut BTreeSet<Arc<WorkloadId>> {
+        match kind {
+            SourceKind::Secret => &mut self.secrets,
+            SourceKind::ConfigMap => &mut self.config_maps,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.secrets.is_empty() && self.config_maps.is_empty()
+    }
+}
+
+/// What one workload is registered under.
+#[derive(Debug)]
+struct Registration {
+    /// Sorted, distinct.
+    exact: Box<[Arc<SourceId>]>,
+    /// Sorted, distinct.
+    pattern_kinds: Box<[SourceKind]>,
+}
+
+impl ReverseIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers what `workload` uses now, replacing its previous entries. Duplicates are fine.
+    ///
+    /// Pattern trackers are registered in the workload's own namespace. A workload that uses nothing is
+    /// not kept at all (the same as [`ReverseIndex::remove`]).
+    pub fn set(
+        &mut self,
+        workload: &WorkloadId,
+        exact: impl IntoIterator<Item = SourceId>,
+        pattern_kinds: &[SourceKind],
+    ) {
+        let exact: BTreeSet<SourceId> = exact.into_iter().collect();
+        let kinds: BTreeSet<SourceKind> = pattern_kinds.iter().copied().collect();
+
+        // Reuse the workload's existing allocation when it is re-registered.
+        let w = match self.by_workload.remove_entry(workload) {
+            Some((w, old)) => {
+                self.unregister(&w, old);
+                w
+            }
+            None => Arc::new(workload.clone()),
+        };
+        if exact.is_empty() && kinds.is_empty() {
+            return;
+        }
+
+        let mut shared = Vec::with_capacity(exact.len());
+        for id in exact {
+            let key = match self.by_source.get_key_value(&id) {
+                Some((k, _)) => Arc::clone(k),
+                None => Arc::new(id),
+            };
+            self.by_source
+                .entry(Arc::clone(&key))
+                .or_default()
+                .insert(Arc::clone(&w));
+            shared.push(key);
+        }
+        if !kinds.is_empty() {
+            let trackers = match self.patterns.get_mut(&w.namespace) {
+                Some(t) => t,
+                None => self.patterns.entry(w.namespace.clone()).or_default(),
+            };
+            for &kind in &kinds {
+                trackers.of_mut(kind).insert(Arc::clone(&w));
+            }
+        }
+        self.by_workload.insert(
+            w,
+            Registration {
+                exact: shared.into_boxed_slice(),
+                pattern_kinds: kinds.into_iter().collect(),
+            },
+        );
+    }
+
+    /// Forgets `workload` entirely; sources nobody else uses disappear from the index.
+    pub fn remove(&mut self, workload: &WorkloadId) {
+        if let Some((w, old)) = self.by_workload.remove_entry(workload) {
+            self.unregister(&w, old);
+        }
+    }
+
+    /// Workloads to re-evaluate when `source` changes: exact users + pattern trackers of that kind in its namespace. Sorted, no duplicates.
+    pub fn affected(&self, source: &SourceId) -> Vec<WorkloadId> {
+        let exact = self.by_source.get(source);
+        let pattern = self
+            .patterns
+            .get(&source.namespace)
+            .map(|t| t.of(source.kind));
+        let merged: BTreeSet<&Arc<WorkloadId>> = exact
+            .into_iter()
+            .flatten()
+            .chain(pattern.into_iter().flatten())
+            .collect();
+        merged.into_iter().map(|w| WorkloadId::clone(w)).collect()
+    }
+
+    /// The exact sources `workload` is registered under, sorted.
+    pub fn sources_of(&self, workload: &WorkloadId) -> Vec<SourceId> {
+        self.by_workload
+            .get(workload)
+            .map(|r| r.exact.iter().map(|s| SourceId::clone(s)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The source kinds `workload` tracks by pattern in its namespace, sorted.
+    pub fn pattern_kinds_of(&self, workload: &WorkloadId) -> Vec<SourceKind> {
+        self.by_workload
+            .get(workload)
+            .map(|r| r.pattern_kinds.to_vec())
+            .unwrap_or_default()
+    }
+
+    /// True when `workload` is registered (it uses at least one source or pattern).
+    pub fn contains(&self, workload: &WorkloadId) -> bool {
+        self.by_workload.contains_key(workload)
+    }
+
+    /// Number of workloads registered.
+    pub fn workload_count(&self) -> usize {
+        self.by_workload.len()
+    }
+
+    /// Number of distinct exact source ids indexed (existing or not).
+    pub fn source_count(&self) -> usize {
+        self.by_source.len()
+    }
+
+    /// Removes `w` from everything `reg` lists, dropping entries left empty.
+    fn unregister(&mut self, w: &Arc<WorkloadId>, reg: Registration) {
+        for id in reg.exact.iter() {
+            if let Some(users) = self.by_source.get_mut(&**id) {
+                users.remove(w);
+                if users.is_empty() {
+                    self.by_source.remove(&**id);
+                }
+            }
+        }
+        if !reg.pattern_kinds.is_empty()
+            && let Some(trackers) = self.patterns.get_mut(&w.namespace)
+        {
+            for &kind in reg.pattern_kinds.iter() {
+                trackers.of_mut(kind).remove(w);
+            }
+            if trackers.is_empty() {
+                self.patterns.remove(&w.namespace);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::WorkloadKind;
+
+    fn deploy(ns: &str, name: &str) -> WorkloadId {
+        WorkloadId::new(WorkloadKind::Deployment, ns, name)
+    }
+
+    fn secret(ns: &str, name: &str) -> SourceId {
+        SourceId::new(SourceKind::Secret, ns, name)
+    }
+
+    fn cm(ns: &str, name: &str) -> SourceId {
+        SourceId::new(SourceKind::ConfigMap, ns, name)
+    }
+
+    /// Checks the index's internal invariants: both directions agree and nothing empty is kept.
+    fn assert_consistent(ix: &ReverseIndex) {
+        for (src, users) in &ix.by_source {
+            assert!(!users.is_empty(), "empty user set kept for {src}");
+            for w in users {
+                let reg = ix.by_workload.get(&**w).expect("user is registered");
+                assert!(
+                    reg.exact.iter().any(|s| s == src),
+                    "{w} not registered under {src}"
+                );
+            }
+        }
+        for (ns, t) in &ix.patterns {
+            assert!(!t.is_empty(), "empty pattern entry kept for {ns}");
+            for (kind, set) in [
+                (SourceKind::Secret, &t.secrets),
+                (SourceKind::ConfigMap, &t.config_maps),
+            ] {
+                for w in set {
+                    assert_eq!(&w.namespace, ns);
+                    assert!(ix.by_workload[&**w].pattern_kinds.contains(&kind));
+                }
+            }
+        }
+        for (w, reg) in &ix.by_workload {
+            assert!(!reg.exact.is_empty() || !reg.pattern_kinds.is_empty());
+            for s in reg.exact.iter() {
+                assert!(ix.by_source[&**s].contains(w));
+                // Shared, not copied: the forward and backward maps hold the same allocation.
+                let (key, _) = ix.by_source.get_key_value(&**s).unwrap();
+                assert!(Arc::ptr_eq(key, s));
+            }
+        }
+    }
+
+    #[test]
+    fn exact_users_are_found_including_missing_sources() {
+        let mut ix = ReverseIndex::new();
+        let (a, b) = (deploy("ns", "a"), deploy("ns", "b"));
+        ix.set(&a, [secret("ns", "db"), cm("ns", "app")], &[]);
+        ix.set(
+            &b,
+            [secret("ns", "db"), secret("ns", "not-created-yet")],
+            &[],
+        );
+        assert_consistent(&ix);
+
+        assert_eq!(ix.affected(&secret("ns", "db")), vec![a.clone(), b.clone()]);
+        assert_eq!(ix.affected(&cm("ns", "app")), vec![a.clone()]);
+        assert_eq!(
+            ix.affected(&secret("ns", "not-created-yet")),
+            vec![b.clone()]
+        );
+        // Same name, other kind or namespace: unrelated.
+        assert!(ix.affected(&cm("ns", "db")).is_empty());
+        assert!(ix.affected(&secret("other", "db")).is_empty());
+
+        assert_eq!(ix.workload_count(), 2);
+        assert_eq!(ix.source_count(), 3);
+        assert_eq!(ix.sources_of(&a), vec![secret("ns", "db"), cm("ns", "app")]);
+        assert!(ix.sources_of(&deploy("ns", "unknown")).is_empty());
+    }
+
+    #[test]
+    fn set_replaces_and_drops_stale_sources() {
+        let mut ix = ReverseIndex::new();
+        let a = deploy("ns", "a");
+        ix.set(&a, [secret("ns", "old"), secret("ns", "kept")], &[]);
+        ix.set(&a, [secret("ns", "kept"), secret("ns", "new")], &[]);
+        assert_consistent(&ix);
+
+        assert!(ix.affected(&secret("ns", "old")).is_empty());
+        assert_eq!(ix.affected(&secret("ns", "new")), vec![a.clone()]);
+        assert_eq!(ix.affected(&secret("ns", "kept")), vec![a.clone()]);
+        assert_eq!(ix.source_count(), 2, "the old source must not linger");
+        assert_eq!(ix.workload_count(), 1);
+        assert_eq!(
+            ix.sources_of(&a),
+            vec![secret("ns", "kept"), secret("ns", "new")]
+        );
+    }
+
+    #[test]
+    fn duplicates_are_registered_once() {
+        let mut ix = ReverseIndex::new();
+        let a = deploy("ns", "a");
+        ix.set(
+            &a,
+            [secret("ns", "db"), secret("ns", "db")],
+            &[SourceKind::Secret, SourceKind::Secret],
+        );
+        assert_consistent(&ix);
+        assert_eq!(ix.sources_of(&a), vec![secret("ns", "db")]);
+        assert_eq!(ix.pattern_kinds_of(&a), vec![SourceKind::Secret]);
+        // Exact and pattern match for the same source: listed once.
+        assert_eq!(ix.affected(&secret("ns", "db")), vec![a]);
+    }
+
+    #[test]
+    fn remove_leaves_no_stale_entries() {
+        let mut ix = ReverseIndex::new();
+        let (a, b) = (deploy("ns", "a"), deploy("ns", "b"));
+        ix.set(
+            &a,
+            [secret("ns", "shared"), secret("ns", "only-a")],
+            &[SourceKind::ConfigMap],
+        );
+        ix.set(&b, [secret("ns", "shared")], &[]);
+        ix.remove(&a);
+        assert_consistent(&ix);
+
+        assert!(!ix.contains(&a));
+        assert!(ix.affected(&secret("ns", "only-a")).is_empty());
+        assert!(ix.affected(&cm("ns", "anything")).is_empty());
+        assert_eq!(ix.affected(&secret("ns", "shared")), vec![b.clone()]);
+        assert_eq!(ix.source_count(), 1);
+        assert!(ix.patterns.is_empty());
+
+        ix.remove(&b);
+        ix.remove(&b); // removing twice is harmless
+        assert_eq!((ix.workload_count(), ix.source_count()), (0, 0));
+        assert!(ix.by_source.is_empty() && ix.patterns.is_empty() && ix.by_workload.is_empty());
+    }
+
+    #[test]
+    fn setting_nothing_forgets_the_workload() {
+        let mut ix = ReverseIndex::new();
+        let a = deploy("ns", "a");
+        ix.set(&a, [secret("ns", "db")], &[SourceKind::Secret]);
+        ix.set(&a, [], &[]);
+        assert_consistent(&ix);
+        assert!(!ix.contains(&a));
+        assert_eq!((ix.workload_count(), ix.source_count()), (0, 0));
+        assert!(ix.patterns.is_empty());
+    }
+
+    #[test]
+    fn pattern_trackers_see_every_source_of_their_kind_in_their_namespace() {
+        let mut ix = ReverseIndex::new();
+        let p = deploy("ns", "pattern");
+        let e = deploy("ns", "exact");
+        let other = deploy("other", "pattern");
+        ix.set(&p, [], &[SourceKind::Secret]);
+        ix.set(&e, [secret("ns", "db")], &[]);
+        ix.set(&other, [], &[SourceKind::Secret, SourceKind::ConfigMap]);
+        assert_consistent(&ix);
+
+        assert_eq!(ix.affected(&secret("ns", "anything")), vec![p.clone()]);
+        // Sorted by workload id: "exact" < "pattern".
+        assert_eq!(ix.affected(&secret("ns", "db")), vec![e.clone(), p.clone()]);
+        assert!(ix.affected(&cm("ns", "anything")).is_empty());
+        assert_eq!(ix.affected(&cm("other", "x")), vec![other.clone()]);
+        assert_eq!(ix.source_count(), 1, "patterns add no exact sources");
+        assert_eq!(ix.workload_count(), 3);
+
+        // Switching from pattern to exact tracking removes the pattern registration.
+        ix.set(&p, [secret("ns", "tls")], &[]);
+        assert_consistent(&ix);
+        assert!(ix.affected(&secret("ns", "anything")).is_empty());
+        assert_eq!(ix.affected(&secret("ns", "tls")), vec![p.clone()]);
+        assert!(ix.pattern_kinds_of(&p).is_empty());
+    }
+
+    #[test]
+    fn affected_is_sorted_across_kinds_of_workload() {
+        let mut ix = ReverseIndex::new();
+        let ids = [
+            WorkloadId::new(WorkloadKind::Rollout, "ns", "a"),
+            WorkloadId::new(WorkloadKind::Deployment, "ns", "z"),
+            WorkloadId::new(WorkloadKind::CronJob, "ns", "m"),
+            WorkloadId::new(WorkloadKind::Deployment, "ns", "b"),
+        ];
+        for w in &ids {
+            ix.set(w, [cm("ns", "shared")], &[]);
+        }
+        let mut expected = ids.to_vec();
+        expected.sort();
+        assert_eq!(ix.affected(&cm("ns", "shared")), expected);
+    }
+
+    #[test]
+    fn many_workloads_share_one_source_entry() {
+        let mut ix = ReverseIndex::new();
+        for i in 0..1000 {
+            ix.set(
+                &deploy("ns", &format!("w{i}")),
+                [cm("ns", "ca"), secret("ns", &format!("s{i}"))],
+                &[],
+            );
+        }
+        assert_eq!(ix.source_count(), 1001);
+        assert_eq!(ix.affected(&cm("ns", "ca")).len(), 1000);
+        assert_consistent(&ix);
+        for i in 0..1000 {
+            ix.remove(&deploy("ns", &format!("w{i}")));
+        }
+        assert_eq!((ix.workload_count(), ix.source_count()), (0, 0));
+    }
+}

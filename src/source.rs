@@ -75,3 +75,247 @@ pub struct SourceSummary {
     /// `reloader.stakater.com/match: "true"`: eligible for workloads using `reloader.stakater.com/search`.
     pub stakater_match: bool,
 }
+
+/// Annotations that exclude a source from ever rolling anything.
+const IGNORE_ANNOTATIONS: [&str; 2] = ["hashroll.dev/ignore", "reloader.stakater.com/ignore"];
+/// Annotation that makes a source eligible for `reloader.stakater.com/search` workloads.
+const STAKATER_MATCH_ANNOTATION: &str = "reloader.stakater.com/match";
+
+impl SourceSummary {
+    /// Reduces a Secret to its digests and decision annotations; None without name/namespace.
+    ///
+    /// `stringData` is folded into `data` (it wins for the same key, as the API server does when it
+    /// merges on write), so a Secret hashes the same however its values were submitted.
+    pub fn from_secret(s: &k8s_openapi::api::core::v1::Secret) -> Option<SourceSummary> {
+        use crate::hashing::{Section, key_digest};
+        let id = source_id(SourceKind::Secret, &s.metadata)?;
+        let mut keys = BTreeMap::new();
+        for (k, v) in s.data.iter().flatten() {
+            keys.insert(k.clone(), key_digest(Section::Data, k, &v.0));
+        }
+        for (k, v) in s.string_data.iter().flatten() {
+            keys.insert(k.clone(), key_digest(Section::Data, k, v.as_bytes()));
+        }
+        Some(Self::with_annotations(id, keys, &s.metadata))
+    }
+
+    /// Reduces a ConfigMap to its digests and decision annotations; None without name/namespace.
+    ///
+    /// `data` and `binaryData` hash under different sections; the API server forbids one key in both, and
+    /// should it happen anyway `binaryData` wins so the result stays deterministic.
+    pub fn from_config_map(c: &k8s_openapi::api::core::v1::ConfigMap) -> Option<SourceSummary> {
+        use crate::hashing::{Section, key_digest};
+        let id = source_id(SourceKind::ConfigMap, &c.metadata)?;
+        let mut keys = BTreeMap::new();
+        for (k, v) in c.data.iter().flatten() {
+            keys.insert(k.clone(), key_digest(Section::Data, k, v.as_bytes()));
+        }
+        for (k, v) in c.binary_data.iter().flatten() {
+            keys.insert(k.clone(), key_digest(Section::BinaryData, k, &v.0));
+        }
+        Some(Self::with_annotations(id, keys, &c.metadata))
+    }
+
+    fn with_annotations(
+        id: SourceId,
+        keys: BTreeMap<String, KeyDigest>,
+        meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    ) -> SourceSummary {
+        let is_true = |name: &str| {
+            meta.annotations
+                .as_ref()
+                .and_then(|a| a.get(name))
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        };
+        SourceSummary {
+            id,
+            keys,
+            ignore: IGNORE_ANNOTATIONS.iter().any(|a| is_true(a)),
+            stakater_match: is_true(STAKATER_MATCH_ANNOTATION),
+        }
+    }
+}
+
+fn source_id(
+    kind: SourceKind,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<SourceId> {
+    let name = meta.name.as_deref().filter(|n| !n.is_empty())?;
+    let namespace = meta.namespace.as_deref().filter(|n| !n.is_empty())?;
+    Some(SourceId::new(kind, namespace, name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hashing::{Section, key_digest};
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn meta(annotations: &[(&str, &str)]) -> ObjectMeta {
+        ObjectMeta {
+            name: Some("db".into()),
+            namespace: Some("prod".into()),
+            annotations: (!annotations.is_empty()).then(|| {
+                annotations
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            }),
+            ..ObjectMeta::default()
+        }
+    }
+
+    fn bytes(v: &str) -> ByteString {
+        ByteString(v.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn secret_keeps_digests_only() {
+        let s = Secret {
+            metadata: meta(&[]),
+            data: Some(BTreeMap::from([
+                ("user".to_string(), bytes("admin")),
+                ("pass".to_string(), bytes("hunter2")),
+            ])),
+            type_: Some("Opaque".into()),
+            ..Secret::default()
+        };
+        let sum = SourceSummary::from_secret(&s).unwrap();
+        assert_eq!(sum.id, SourceId::new(SourceKind::Secret, "prod", "db"));
+        assert_eq!(
+            sum.keys,
+            BTreeMap::from([
+                (
+                    "pass".to_string(),
+                    key_digest(Section::Data, "pass", b"hunter2")
+                ),
+                (
+                    "user".to_string(),
+                    key_digest(Section::Data, "user", b"admin")
+                ),
+            ])
+        );
+        assert!(!sum.ignore && !sum.stakater_match);
+    }
+
+    #[test]
+    fn secret_string_data_folds_into_data_and_wins() {
+        let s = Secret {
+            metadata: meta(&[]),
+            data: Some(BTreeMap::from([
+                ("pass".to_string(), bytes("old")),
+                ("user".to_string(), bytes("admin")),
+            ])),
+            string_data: Some(BTreeMap::from([
+                ("pass".to_string(), "new".to_string()),
+                ("token".to_string(), "t".to_string()),
+            ])),
+            ..Secret::default()
+        };
+        let sum = SourceSummary::from_secret(&s).unwrap();
+        assert_eq!(sum.keys.len(), 3);
+        assert_eq!(sum.keys["pass"], key_digest(Section::Data, "pass", b"new"));
+        assert_eq!(sum.keys["token"], key_digest(Section::Data, "token", b"t"));
+
+        // The same content submitted through `data` only hashes identically.
+        let as_data = Secret {
+            metadata: meta(&[]),
+            data: Some(BTreeMap::from([
+                ("pass".to_string(), bytes("new")),
+                ("user".to_string(), bytes("admin")),
+                ("token".to_string(), bytes("t")),
+            ])),
+            ..Secret::default()
+        };
+        assert_eq!(SourceSummary::from_secret(&as_data).unwrap().keys, sum.keys);
+    }
+
+    #[test]
+    fn config_map_separates_data_and_binary_data() {
+        let c = ConfigMap {
+            metadata: meta(&[]),
+            data: Some(BTreeMap::from([("conf".to_string(), "x=1".to_string())])),
+            binary_data: Some(BTreeMap::from([("blob".to_string(), bytes("x=1"))])),
+            ..ConfigMap::default()
+        };
+        let sum = SourceSummary::from_config_map(&c).unwrap();
+        assert_eq!(sum.id, SourceId::new(SourceKind::ConfigMap, "prod", "db"));
+        assert_eq!(sum.keys["conf"], key_digest(Section::Data, "conf", b"x=1"));
+        assert_eq!(
+            sum.keys["blob"],
+            key_digest(Section::BinaryData, "blob", b"x=1")
+        );
+
+        // Moving a value from data to binaryData is a change.
+        let moved = ConfigMap {
+            metadata: meta(&[]),
+            binary_data: Some(BTreeMap::from([("conf".to_string(), bytes("x=1"))])),
+            ..ConfigMap::default()
+        };
+        let moved = SourceSummary::from_config_map(&moved).unwrap();
+        assert_ne!(moved.keys["conf"], sum.keys["conf"]);
+    }
+
+    #[test]
+    fn empty_objects_have_no_keys() {
+        let sum = SourceSummary::from_config_map(&ConfigMap {
+            metadata: meta(&[]),
+            ..ConfigMap::default()
+        })
+        .unwrap();
+        assert!(sum.keys.is_empty());
+    }
+
+    #[test]
+    fn objects_without_name_or_namespace_are_skipped() {
+        let mut m = meta(&[]);
+        m.namespace = None;
+        assert!(
+            SourceSummary::from_secret(&Secret {
+                metadata: m.clone(),
+                ..Secret::default()
+            })
+            .is_none()
+        );
+        m.namespace = Some("prod".into());
+        m.name = Some(String::new());
+        assert!(
+            SourceSummary::from_config_map(&ConfigMap {
+                metadata: m,
+                ..ConfigMap::default()
+            })
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn annotations_set_ignore_and_match() {
+        let secret = |ann: &[(&str, &str)]| {
+            SourceSummary::from_secret(&Secret {
+                metadata: meta(ann),
+                ..Secret::default()
+            })
+            .unwrap()
+        };
+        assert!(secret(&[("hashroll.dev/ignore", "true")]).ignore);
+        assert!(secret(&[("reloader.stakater.com/ignore", " TRUE ")]).ignore);
+        assert!(!secret(&[("hashroll.dev/ignore", "false")]).ignore);
+        assert!(!secret(&[("hashroll.dev/ignore", "yes")]).ignore);
+        assert!(!secret(&[("example.com/ignore", "true")]).ignore);
+        let m = secret(&[("reloader.stakater.com/match", "True")]);
+        assert!(m.stakater_match && !m.ignore);
+        assert!(!secret(&[("reloader.stakater.com/match", "1")]).stakater_match);
+
+        let cm = SourceSummary::from_config_map(&ConfigMap {
+            metadata: meta(&[
+                ("hashroll.dev/ignore", "true"),
+                ("reloader.stakater.com/match", "true"),
+            ]),
+            ..ConfigMap::default()
+        })
+        .unwrap();
+        assert!(cm.ignore && cm.stakater_match);
+    }
+}
