@@ -1,0 +1,120 @@
+//! The workload status simulator: writes the status a healthy controller would report after a spec change.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::control::WorkloadSim;
+use crate::resources::{ResourceDef, SimKind};
+use crate::server::State;
+use crate::store::Store;
+
+/// Reacts to a spec change (or creation) of a simulated workload, per the configured `WorkloadSim`.
+pub(crate) fn on_spec_change(
+    state: &Arc<State>,
+    store: &mut Store,
+    def: &ResourceDef,
+    ns: &str,
+    name: &str,
+    created: bool,
+) {
+    match state.ctl.sim() {
+        WorkloadSim::Off => {}
+        WorkloadSim::Never => {
+            if created {
+                write_status(store, def, ns, name);
+            }
+        }
+        WorkloadSim::Immediate => write_status(store, def, ns, name),
+        WorkloadSim::Delay(d) => {
+            let (state, def, ns, name) =
+                (state.clone(), def.clone(), ns.to_string(), name.to_string());
+            tokio::spawn(async move {
+                tokio::time::sleep(d).await;
+                let mut store = state.store.lock().unwrap();
+                write_status(&mut store, &def, &ns, &name);
+            });
+        }
+    }
+}
+
+/// Writes the converged status for the object's current generation, unless it is already there.
+pub(crate) fn write_status(store: &mut Store, def: &ResourceDef, ns: &str, name: &str) {
+    let rid: Arc<str> = def.store_id().into();
+    let Some(cur) = store.get(&rid, ns, name) else {
+        return;
+    };
+    let Some(kind) = def.sim else { return };
+    let new = converged(kind, &cur.obj);
+    if new != cur.obj {
+        store.put(&rid, ns, name, new);
+    }
+}
+
+/// The object with the status a finished rollout reports.
+pub fn converged(kind: SimKind, obj: &Value) -> Value {
+    let generation = obj
+        .pointer("/metadata/generation")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let replicas = obj
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let mut out = obj.clone();
+    if !out["status"].is_object() {
+        out["status"] = json!({});
+    }
+    let s = &mut out["status"];
+    s["observedGeneration"] = json!(generation);
+    match kind {
+        SimKind::Replicas => {
+            for f in [
+                "replicas",
+                "updatedReplicas",
+                "readyReplicas",
+                "availableReplicas",
+            ] {
+                s[f] = json!(replicas);
+            }
+            if obj.get("kind").and_then(Value::as_str) == Some("StatefulSet") {
+                s["currentReplicas"] = json!(replicas);
+            }
+        }
+        SimKind::DaemonSet => {
+            for f in [
+                "desiredNumberScheduled",
+                "currentNumberScheduled",
+                "numberReady",
+                "updatedNumberScheduled",
+                "numberAvailable",
+            ] {
+                s[f] = json!(1);
+            }
+            s["numberMisscheduled"] = json!(0);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deployment_status_converges_to_spec_replicas_and_generation() {
+        let d = json!({"kind": "Deployment", "metadata": {"generation": 3}, "spec": {"replicas": 4}, "status": {}});
+        let out = converged(SimKind::Replicas, &d);
+        assert_eq!(out["status"]["observedGeneration"], 3);
+        assert_eq!(out["status"]["availableReplicas"], 4);
+        assert_eq!(out["status"]["updatedReplicas"], 4);
+    }
+
+    #[test]
+    fn daemonset_uses_scheduled_counts() {
+        let d = json!({"kind": "DaemonSet", "metadata": {"generation": 2}, "spec": {}});
+        let out = converged(SimKind::DaemonSet, &d);
+        assert_eq!(out["status"]["numberAvailable"], 1);
+        assert_eq!(out["status"]["observedGeneration"], 2);
+    }
+}
