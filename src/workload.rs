@@ -62,3 +62,155 @@ impl fmt::Display for WorkloadId {
         write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
     }
 }
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use sha2::{Digest, Sha256};
+
+use crate::hashing::Stamp;
+use crate::policy::{PolicyError, PolicySettings, ReloadPolicy, parse_policy};
+use crate::references::pod_spec_references;
+
+/// Annotation on the workload's metadata: the stamp hashroll last recorded (baseline or roll).
+pub const STAMP_ANNOTATION: &str = "hashroll.dev/hash";
+/// Annotation on the workload's metadata: per-source keyed digests, so an Event can name what changed.
+pub const SOURCES_ANNOTATION: &str = "hashroll.dev/sources";
+/// Annotation on the pod template: changing it is what rolls the pods.
+pub const TEMPLATE_ANNOTATION: &str = "hashroll.dev/hash";
+
+/// Whether and how a workload takes part.
+#[derive(Debug, Clone)]
+pub enum Tracking {
+    /// Not opted in (or opted out).
+    Off,
+    /// A malformed annotation: the workload is skipped and told so with a Warning Event.
+    Invalid(PolicyError),
+    /// Opted in; `policy` says what to track, `references` is what the pod spec uses.
+    On {
+        policy: ReloadPolicy,
+        references: Vec<crate::references::Reference>,
+    },
+}
+
+/// What hashroll last wrote on the workload, read back from its metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stored {
+    /// The recorded stamp, if present and well-formed.
+    pub stamp: Option<Stamp>,
+    /// Per-source digests (`secret/db` → digest); None if absent or unreadable.
+    pub sources: Option<BTreeMap<String, String>>,
+}
+
+impl Stored {
+    /// Reads hashroll's annotations from a workload's metadata annotations.
+    pub fn from_annotations(annotations: &BTreeMap<String, String>) -> Stored {
+        Stored {
+            stamp: annotations
+                .get(STAMP_ANNOTATION)
+                .and_then(|s| Stamp::parse(s)),
+            sources: annotations
+                .get(SOURCES_ANNOTATION)
+                .and_then(|s| serde_json::from_str(s).ok()),
+        }
+    }
+}
+
+/// A workload reduced to what reload decisions need: identity, tracking rules, stored state.
+#[derive(Debug, Clone)]
+pub struct WorkloadSummary {
+    pub id: WorkloadId,
+    /// For the Event's object reference.
+    pub uid: Option<String>,
+    pub tracking: Tracking,
+    pub stored: Stored,
+    /// Digest of the pod template without hashroll's annotation: when it changes the workload rolls by
+    /// itself, so config changes seen at the same time need no roll of their own.
+    pub template_digest: [u8; 16],
+    /// Digest of everything that decides tracking (annotations, references), to skip irrelevant updates.
+    pub policy_digest: [u8; 16],
+}
+
+impl WorkloadSummary {
+    /// Reduces a workload's metadata and pod template. None for objects without name or namespace.
+    pub fn reduce(
+        kind: WorkloadKind,
+        meta: &ObjectMeta,
+        template: Option<&PodTemplateSpec>,
+        settings: PolicySettings,
+    ) -> Option<WorkloadSummary> {
+        let id = WorkloadId::new(kind, meta.namespace.clone()?, meta.name.clone()?);
+        let empty = BTreeMap::new();
+        let annotations = meta.annotations.as_ref().unwrap_or(&empty);
+        let template_annotations = template
+            .and_then(|t| t.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref())
+            .unwrap_or(&empty);
+        let tracking = match parse_policy(annotations, template_annotations, settings) {
+            Err(e) => Tracking::Invalid(e),
+            Ok(None) => Tracking::Off,
+            Ok(Some(policy)) => Tracking::On {
+                policy,
+                references: template
+                    .and_then(|t| t.spec.as_ref())
+                    .map(pod_spec_references)
+                    .unwrap_or_default(),
+            },
+        };
+        Some(WorkloadSummary {
+            id,
+            uid: meta.uid.clone(),
+            stored: Stored::from_annotations(annotations),
+            template_digest: template_digest(template),
+            policy_digest: policy_digest(annotations, template_annotations, template),
+            tracking,
+        })
+    }
+
+    /// True when `other` differs in anything that can change a decision (not status, not replicas).
+    pub fn differs_in_substance(&self, other: &WorkloadSummary) -> bool {
+        self.stored != other.stored
+            || self.template_digest != other.template_digest
+            || self.policy_digest != other.policy_digest
+    }
+}
+
+fn template_digest(template: Option<&PodTemplateSpec>) -> [u8; 16] {
+    let mut template = template.cloned().unwrap_or_default();
+    if let Some(a) = template
+        .metadata
+        .as_mut()
+        .and_then(|m| m.annotations.as_mut())
+    {
+        a.remove(TEMPLATE_ANNOTATION);
+    }
+    digest16(&serde_json::to_vec(&template).unwrap_or_default())
+}
+
+fn policy_digest(
+    annotations: &BTreeMap<String, String>,
+    template_annotations: &BTreeMap<String, String>,
+    template: Option<&PodTemplateSpec>,
+) -> [u8; 16] {
+    let relevant = |m: &BTreeMap<String, String>| -> Vec<(String, String)> {
+        m.iter()
+            .filter(|(k, _)| {
+                (k.starts_with("hashroll.dev/") || k.contains("reloader.stakater.com/"))
+                    && k.as_str() != STAMP_ANNOTATION
+                    && k.as_str() != SOURCES_ANNOTATION
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let spec = template.and_then(|t| t.spec.as_ref());
+    let doc = serde_json::json!([relevant(annotations), relevant(template_annotations), spec]);
+    digest16(&serde_json::to_vec(&doc).unwrap_or_default())
+}
+
+fn digest16(bytes: &[u8]) -> [u8; 16] {
+    let full = Sha256::digest(bytes);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    out
+}

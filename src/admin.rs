@@ -1,0 +1,50 @@
+//! The admin server: `/metrics`, `/healthz` (the process is alive), `/readyz` (every watch has synced).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+
+use crate::metrics::Metrics;
+
+/// Shared between the controller (which sets readiness) and the admin server.
+#[derive(Clone)]
+pub struct Health {
+    pub metrics: Metrics,
+    pub ready: Arc<AtomicBool>,
+}
+
+/// Serves until `shutdown` resolves. Returns the bound address through `bound` (for port 0).
+pub async fn serve(
+    addr: SocketAddr,
+    health: Health,
+    bound: tokio::sync::oneshot::Sender<SocketAddr>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(health);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let _ = bound.send(listener.local_addr()?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn metrics(State(h): State<Health>) -> String {
+    h.metrics.render()
+}
+
+async fn readyz(State(h): State<Health>) -> (StatusCode, &'static str) {
+    if h.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "syncing")
+    }
+}

@@ -1,0 +1,199 @@
+//! Wiring: flags → client → installation key → watches → the reconcile loop, until shutdown.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use tokio::sync::{mpsc, watch as signal};
+
+use crate::admin::{self, Health};
+use crate::config::{AdminAddr, Args};
+use crate::controller::{Controller, NamespaceFilter, Settings};
+use crate::events::EventPublisher;
+use crate::key;
+use crate::metrics::Metrics;
+use crate::policy::PolicySettings;
+use crate::watch::{self, WatchScope, WatchSettings, Watched};
+use crate::workload::WorkloadKind;
+
+async fn client_config(args: &Args) -> anyhow::Result<Config> {
+    let options = KubeConfigOptions {
+        context: args.context.clone(),
+        ..KubeConfigOptions::default()
+    };
+    match &args.kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path)
+                .with_context(|| format!("--kubeconfig {}: cannot read it", path.display()))?;
+            Config::from_custom_kubeconfig(kc, &options)
+                .await
+                .with_context(|| format!("--kubeconfig {}: unusable", path.display()))
+        }
+        None if args.context.is_some() => Config::from_kubeconfig(&options)
+            .await
+            .context("--context: cannot load the kubeconfig"),
+        None => Config::infer()
+            .await
+            .context("no kubeconfig and not running in a cluster (set --kubeconfig)"),
+    }
+}
+
+/// Runs hashroll until `shutdown` resolves: connect, load the key, watch, reconcile; then stop cleanly.
+pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let config = client_config(&args).await?;
+    let controller_ns = args
+        .controller_namespace
+        .clone()
+        .or_else(|| {
+            std::env::var("POD_NAMESPACE")
+                .ok()
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = Client::try_from(config).context("building the Kubernetes client")?;
+
+    let key = key::load_or_create(&client, &controller_ns, &args.key_secret)
+        .await
+        .context("loading the installation key")?;
+    tracing::info!(namespace = %controller_ns, key_id = key.id(), "installation key loaded");
+
+    let mut kinds = args.workload_kinds();
+    if kinds.contains(&WorkloadKind::Rollout) && !rollouts_served(&client).await {
+        tracing::info!(
+            "argoproj.io/v1alpha1 Rollouts are not served by this cluster; not watching them"
+        );
+        kinds.remove(&WorkloadKind::Rollout);
+    }
+
+    let policy = PolicySettings {
+        auto_reload_all: args.auto_reload_all,
+        stakater_compat: args.stakater_compat,
+    };
+    let namespaces: Vec<Option<String>> = if args.namespaces.is_empty() {
+        vec![None]
+    } else {
+        args.namespaces.iter().cloned().map(Some).collect()
+    };
+    let mut scopes = Vec::new();
+    for ns in &namespaces {
+        for kind in args.source_kinds() {
+            scopes.push(WatchScope {
+                resource: Watched::Source(kind),
+                namespace: ns.clone(),
+            });
+        }
+        for kind in &kinds {
+            scopes.push(WatchScope {
+                resource: Watched::Workload(*kind),
+                namespace: ns.clone(),
+            });
+        }
+    }
+    if args.namespace_selector.is_some() {
+        scopes.push(WatchScope {
+            resource: Watched::Namespaces,
+            namespace: None,
+        });
+    }
+
+    let metrics = Metrics::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = signal::channel(false);
+
+    if let AdminAddr::At(addr) = args.admin_addr {
+        let health = Health {
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+        };
+        let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+        let mut stop = stop_rx.clone();
+        let shutdown = async move {
+            let _ = stop.changed().await;
+        };
+        let server = tokio::spawn(admin::serve(addr, health, bound_tx, shutdown));
+        match bound_rx.await {
+            Ok(a) => {
+                tracing::info!(addr = %a, "admin server listening (/metrics, /healthz, /readyz)")
+            }
+            Err(_) => {
+                let err = server.await.ok().and_then(Result::err);
+                anyhow::bail!(
+                    "--admin-addr {addr}: cannot listen: {}",
+                    err.map(|e| e.to_string()).unwrap_or_default()
+                );
+            }
+        }
+    }
+
+    let instance = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "hashroll".into());
+    let events = EventPublisher::new(client.clone(), instance);
+    let settings = Settings {
+        debounce: args.debounce,
+        dry_run: args.dry_run,
+        namespaces: NamespaceFilter {
+            only: (!args.namespaces.is_empty()).then(|| args.namespaces.iter().cloned().collect()),
+            ignore: args
+                .ignore_namespaces
+                .iter()
+                .cloned()
+                .collect::<HashSet<_>>(),
+            by_selector: args.namespace_selector.is_some(),
+        },
+        policy,
+        patch_concurrency: args.patch_concurrency as usize,
+        scopes: scopes.clone(),
+    };
+    let watch_settings = WatchSettings {
+        resource_labels: args.resource_label_selector.clone(),
+        secret_fields: args.secret_field_selector(),
+        namespace_selector: args.namespace_selector.clone(),
+        policy,
+    };
+
+    let (tx, rx) = mpsc::channel(1024);
+    let watches: Vec<_> = scopes
+        .into_iter()
+        .map(|scope| {
+            watch::spawn(
+                client.clone(),
+                scope,
+                watch_settings.clone(),
+                tx.clone(),
+                metrics.clone(),
+            )
+        })
+        .collect();
+    drop(tx);
+    tracing::info!(
+        watches = watches.len(),
+        dry_run = args.dry_run,
+        debounce = ?args.debounce,
+        "hashroll started"
+    );
+
+    let controller = Controller::new(settings, key, client, events, metrics, ready);
+    let loop_task = tokio::spawn(controller.run(rx, stop_rx));
+
+    shutdown.await;
+    tracing::info!("stopping watches");
+    for w in &watches {
+        w.abort();
+    }
+    let _ = stop_tx.send(true);
+    let _ = loop_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Rollouts are watched only when the API server serves them (checked once, at start-up).
+async fn rollouts_served(client: &Client) -> bool {
+    let gvk = kube::api::GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Rollout");
+    kube::discovery::oneshot::pinned_kind(client, &gvk)
+        .await
+        .is_ok()
+}

@@ -1,0 +1,406 @@
+//! Command-line flags (each also an `HASHROLL_*` environment variable), validated before any connection.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::source::SourceKind;
+use crate::workload::WorkloadKind;
+
+/// hashroll rolls Deployments, StatefulSets, DaemonSets, CronJobs and Argo Rollouts when the Secrets and
+/// ConfigMaps they use change.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "hashroll", version, about)]
+pub struct Args {
+    /// Path to a kubeconfig file; without it, in-cluster config or $KUBECONFIG / ~/.kube/config.
+    #[arg(long, env = "HASHROLL_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// kubeconfig context to use (default: the current context).
+    #[arg(long, env = "HASHROLL_CONTEXT")]
+    pub context: Option<String>,
+
+    /// hashroll's own namespace (for its key Secret); default: $POD_NAMESPACE, then the kubeconfig's namespace.
+    #[arg(long, env = "HASHROLL_CONTROLLER_NAMESPACE", value_parser = parse_namespace)]
+    pub controller_namespace: Option<String>,
+
+    /// Watch only these namespaces (comma-separated); default: the whole cluster.
+    #[arg(long, env = "HASHROLL_NAMESPACES", value_delimiter = ',', value_parser = parse_namespace)]
+    pub namespaces: Vec<String>,
+
+    /// Act only in namespaces whose labels match this selector (e.g. `hashroll=enabled`).
+    #[arg(long, env = "HASHROLL_NAMESPACE_SELECTOR", value_parser = parse_label_selector)]
+    pub namespace_selector: Option<String>,
+
+    /// Never act in these namespaces (comma-separated).
+    #[arg(long, env = "HASHROLL_IGNORE_NAMESPACES", value_delimiter = ',', value_parser = parse_namespace)]
+    pub ignore_namespaces: Vec<String>,
+
+    /// Watch only Secrets and ConfigMaps whose labels match this selector (filtered by the API server).
+    #[arg(long, env = "HASHROLL_RESOURCE_LABEL_SELECTOR", value_parser = parse_label_selector)]
+    pub resource_label_selector: Option<String>,
+
+    /// Which sources to watch: secrets, configmaps (comma-separated).
+    #[arg(long, env = "HASHROLL_WATCH", value_delimiter = ',', value_parser = parse_source_kind,
+          default_value = "secrets,configmaps")]
+    pub watch: Vec<SourceKind>,
+
+    /// Which workload kinds to roll: deployments, statefulsets, daemonsets, cronjobs, rollouts.
+    #[arg(long, env = "HASHROLL_WORKLOAD_KINDS", value_delimiter = ',', value_parser = parse_workload_kind,
+          default_value = "deployments,statefulsets,daemonsets,cronjobs,rollouts")]
+    pub workload_kinds: Vec<WorkloadKind>,
+
+    /// Treat every workload as opted in unless it says `hashroll.dev/reload: "false"`.
+    #[arg(long, env = "HASHROLL_AUTO_RELOAD_ALL")]
+    pub auto_reload_all: bool,
+
+    /// Honour Stakater Reloader's annotations (`reloader.stakater.com/*`); `--stakater-compat=false` to turn off.
+    #[arg(long, env = "HASHROLL_STAKATER_COMPAT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub stakater_compat: bool,
+
+    /// Changes reaching one workload within this window produce one roll (e.g. `2s`, `500ms`; `0` disables).
+    #[arg(long, env = "HASHROLL_DEBOUNCE", value_parser = parse_duration, default_value = "2s")]
+    pub debounce: Duration,
+
+    /// Secret types never watched (filtered by the API server); empty to watch every type.
+    #[arg(
+        long,
+        env = "HASHROLL_EXCLUDE_SECRET_TYPES",
+        value_delimiter = ',',
+        default_value = "helm.sh/release.v1"
+    )]
+    pub exclude_secret_types: Vec<String>,
+
+    /// Log and emit Events for what would roll, patch nothing.
+    #[arg(long, env = "HASHROLL_DRY_RUN")]
+    pub dry_run: bool,
+
+    /// Log format.
+    #[arg(long, env = "HASHROLL_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Log level or filter (`info`, `debug`, `hashroll=debug,kube=warn`).
+    #[arg(long, env = "HASHROLL_LOG_LEVEL", default_value = "info", value_parser = parse_log_level)]
+    pub log_level: String,
+
+    /// Address of the admin server (`/metrics`, `/healthz`, `/readyz`); `off` disables it.
+    #[arg(long, env = "HASHROLL_ADMIN_ADDR", default_value = "0.0.0.0:8080", value_parser = parse_admin_addr)]
+    pub admin_addr: AdminAddr,
+
+    /// Name of the Secret (in the controller namespace) that holds the installation key for keyed hashes.
+    #[arg(long, env = "HASHROLL_KEY_SECRET", default_value = "hashroll-key", value_parser = parse_name)]
+    pub key_secret: String,
+
+    /// How many workload patches may be in flight at once.
+    #[arg(long, env = "HASHROLL_PATCH_CONCURRENCY", default_value_t = 16,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub patch_concurrency: u16,
+}
+
+/// How log lines are written.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where the admin server listens, if anywhere.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum AdminAddr {
+    Off,
+    At(SocketAddr),
+}
+
+impl Args {
+    /// The workload kinds selected, without duplicates.
+    pub fn workload_kinds(&self) -> BTreeSet<WorkloadKind> {
+        self.workload_kinds.iter().copied().collect()
+    }
+
+    /// The source kinds selected, without duplicates.
+    pub fn source_kinds(&self) -> BTreeSet<SourceKind> {
+        self.watch.iter().copied().collect()
+    }
+
+    /// The server-side field selector for Secrets, excluding the configured types.
+    pub fn secret_field_selector(&self) -> Option<String> {
+        let parts: Vec<String> = self
+            .exclude_secret_types
+            .iter()
+            .map(|t| t.trim())
+            .filter(|t| !t.is_empty())
+            .map(|t| format!("type!={t}"))
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(","))
+    }
+}
+
+fn parse_namespace(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if is_dns1123_label(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a valid namespace name (lower-case letters, digits and '-', at most 63 characters)"
+        ))
+    }
+}
+
+fn parse_name(s: &str) -> Result<String, String> {
+    if is_dns1123_subdomain(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not a valid object name"))
+    }
+}
+
+/// DNS-1123 label: what Kubernetes requires of namespace names.
+pub fn is_dns1123_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// DNS-1123 subdomain: what Kubernetes requires of Secret, ConfigMap and workload names.
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
+}
+
+fn parse_source_kind(s: &str) -> Result<SourceKind, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "secrets" | "secret" => Ok(SourceKind::Secret),
+        "configmaps" | "configmap" => Ok(SourceKind::ConfigMap),
+        other => Err(format!("{other:?} is not one of: secrets, configmaps")),
+    }
+}
+
+fn parse_workload_kind(s: &str) -> Result<WorkloadKind, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "deployments" | "deployment" => Ok(WorkloadKind::Deployment),
+        "statefulsets" | "statefulset" => Ok(WorkloadKind::StatefulSet),
+        "daemonsets" | "daemonset" => Ok(WorkloadKind::DaemonSet),
+        "cronjobs" | "cronjob" => Ok(WorkloadKind::CronJob),
+        "rollouts" | "rollout" => Ok(WorkloadKind::Rollout),
+        other => Err(format!(
+            "{other:?} is not one of: deployments, statefulsets, daemonsets, cronjobs, rollouts"
+        )),
+    }
+}
+
+/// Parses `0`, `250ms`, `2s`, `1m`, `1.5s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(|| format!("{s:?} has no unit: use ms, s or m (e.g. 2s)"))?;
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 2s, 500ms)"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => {
+            return Err(format!(
+                "{s:?} has an unknown unit {unit:?}: use ms, s or m"
+            ));
+        }
+    };
+    if !secs.is_finite() || !(0.0..=3600.0).contains(&secs) {
+        return Err(format!("{s:?} is out of range (0 to 1h)"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Checks the syntax of a label selector before it reaches the API server, so a typo fails at start-up.
+fn parse_label_selector(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("the selector is empty".into());
+    }
+    for req in split_requirements(s) {
+        let req = req.trim();
+        let valid = if let Some((key, rest)) = req.split_once(" notin ").or(req.split_once(" in "))
+        {
+            valid_label_key(key.trim())
+                && rest.trim().starts_with('(')
+                && rest.trim().ends_with(')')
+                && rest.trim()[1..rest.trim().len() - 1]
+                    .split(',')
+                    .all(|v| valid_label_value(v.trim()))
+        } else if let Some((k, v)) = req
+            .split_once("!=")
+            .or(req.split_once("=="))
+            .or(req.split_once('='))
+        {
+            valid_label_key(k.trim()) && valid_label_value(v.trim())
+        } else if let Some(k) = req.strip_prefix('!') {
+            valid_label_key(k.trim())
+        } else {
+            valid_label_key(req)
+        };
+        if !valid {
+            return Err(format!(
+                "invalid requirement {req:?} in label selector {s:?}"
+            ));
+        }
+    }
+    Ok(s.to_string())
+}
+
+/// Splits on commas that are not inside `( … )`.
+fn split_requirements(s: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0i32, 0usize);
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
+fn valid_label_key(k: &str) -> bool {
+    let (prefix, name) = match k.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    prefix.is_none_or(is_dns1123_subdomain) && !name.is_empty() && valid_label_value(name)
+}
+
+fn valid_label_value(v: &str) -> bool {
+    v.len() <= 63
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && v.bytes().next().is_none_or(|b| b.is_ascii_alphanumeric())
+        && v.bytes().last().is_none_or(|b| b.is_ascii_alphanumeric())
+}
+
+fn parse_log_level(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(s)
+        .map(|_| s.to_string())
+        .map_err(|e| format!("{s:?} is not a log level or filter: {e}"))
+}
+
+fn parse_admin_addr(s: &str) -> Result<AdminAddr, String> {
+    if s.eq_ignore_ascii_case("off") || s.is_empty() {
+        return Ok(AdminAddr::Off);
+    }
+    s.parse()
+        .map(AdminAddr::At)
+        .map_err(|_| format!("{s:?} is not an address like 0.0.0.0:8080 (or `off`)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("hashroll").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_are_production_defaults() {
+        let a = parse(&[]).unwrap();
+        assert_eq!(a.debounce, Duration::from_secs(2));
+        assert!(a.stakater_compat);
+        assert!(!a.dry_run);
+        assert_eq!(a.source_kinds().len(), 2);
+        assert_eq!(a.workload_kinds().len(), 5);
+        assert_eq!(
+            a.secret_field_selector().as_deref(),
+            Some("type!=helm.sh/release.v1")
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_the_flag() {
+        for (args, flag) in [
+            (vec!["--debounce", "soon"], "--debounce"),
+            (vec!["--namespaces", "Team_A"], "--namespaces"),
+            (vec!["--watch", "pods"], "--watch"),
+            (vec!["--workload-kinds", "jobs"], "--workload-kinds"),
+            (
+                vec!["--resource-label-selector", "a in b"],
+                "--resource-label-selector",
+            ),
+            (vec!["--log-format", "xml"], "--log-format"),
+            (vec!["--admin-addr", "nowhere"], "--admin-addr"),
+            (vec!["--patch-concurrency", "0"], "--patch-concurrency"),
+        ] {
+            let err = parse(&args).unwrap_err().to_string();
+            assert!(err.contains(flag), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert!(parse_duration("2").is_err());
+        assert!(parse_duration("2h").is_err());
+    }
+
+    #[test]
+    fn label_selectors() {
+        for ok in [
+            "app=web",
+            "app in (a,b),tier!=db",
+            "!legacy",
+            "example.com/team==x",
+        ] {
+            assert!(parse_label_selector(ok).is_ok(), "{ok}");
+        }
+        for bad in ["app=we b", "a in b", "=x", ""] {
+            assert!(parse_label_selector(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secret_types_can_be_cleared_or_extended() {
+        let a = parse(&["--exclude-secret-types", ""]).unwrap();
+        assert_eq!(a.secret_field_selector(), None);
+        let a = parse(&[
+            "--exclude-secret-types",
+            "helm.sh/release.v1,kubernetes.io/tls",
+        ])
+        .unwrap();
+        assert_eq!(
+            a.secret_field_selector().as_deref(),
+            Some("type!=helm.sh/release.v1,type!=kubernetes.io/tls")
+        );
+    }
+
+    #[test]
+    fn stakater_compat_switches_off() {
+        assert!(!parse(&["--stakater-compat=false"]).unwrap().stakater_compat);
+    }
+}

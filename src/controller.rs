@@ -1,0 +1,691 @@
+//! The reconcile loop. One task owns all state: reduced sources, reduced workloads, the reverse index and
+//! the debounce queue. Watches feed it [`Input`]s; it decides with [`crate::decision`] and hands writes to
+//! bounded patch tasks, whose results come back as messages. Nothing here is edge-triggered: every decision
+//! compares what a workload records with what its sources are now.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use kube::Client;
+use tokio::sync::{Semaphore, mpsc, watch as signal};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::decision::{self, Action, source_label};
+use crate::events::{EventPublisher, EventType, WorkloadEvent};
+use crate::hashing::{InstallationKey, Stamp};
+use crate::index::ReverseIndex;
+use crate::metrics::Metrics;
+use crate::patching::{self, Write};
+use crate::policy::{PolicySettings, Tracked};
+use crate::references::KeySelection;
+use crate::source::{SourceId, SourceKind, SourceSummary};
+use crate::watch::{Input, WatchScope, Watched, reduce_workload};
+use crate::workload::{Tracking, WorkloadId, WorkloadKind, WorkloadSummary};
+
+/// Which namespaces hashroll acts in.
+#[derive(Debug, Clone, Default)]
+pub struct NamespaceFilter {
+    /// `--namespaces`: only these (None = all).
+    pub only: Option<HashSet<String>>,
+    /// `--ignore-namespaces`.
+    pub ignore: HashSet<String>,
+    /// `--namespace-selector` is set: act only in namespaces the namespace watch reports.
+    pub by_selector: bool,
+}
+
+/// Settings of the loop.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub debounce: Duration,
+    pub dry_run: bool,
+    pub namespaces: NamespaceFilter,
+    pub policy: PolicySettings,
+    pub patch_concurrency: usize,
+    /// Every watch that was started; readiness and per-namespace gating are computed from these.
+    pub scopes: Vec<WatchScope>,
+}
+
+/// A patch task's outcome.
+struct Done {
+    id: WorkloadId,
+    result: Result<Option<WorkloadSummary>, kube::Error>,
+}
+
+struct Entry {
+    summary: WorkloadSummary,
+    /// The workload's own pod template changed since the last decision (it rolls by itself).
+    template_changed: bool,
+}
+
+/// The reconcile loop's state.
+pub struct Controller {
+    settings: Settings,
+    key: InstallationKey,
+    client: Client,
+    events: EventPublisher,
+    metrics: Metrics,
+    ready: Arc<AtomicBool>,
+
+    sources: BTreeMap<SourceId, SourceSummary>,
+    workloads: HashMap<WorkloadId, Entry>,
+    index: ReverseIndex,
+    /// Debounce queue: due time → workload, and each pending workload's (due, first change).
+    queue: BTreeSet<(Instant, WorkloadId)>,
+    pending: HashMap<WorkloadId, (Instant, Instant)>,
+
+    synced: HashSet<WatchScope>,
+    failed: HashSet<WatchScope>,
+    selected_namespaces: HashSet<String>,
+
+    in_flight: HashSet<WorkloadId>,
+    redo: HashSet<WorkloadId>,
+    retries: HashMap<WorkloadId, u32>,
+    /// Key names changed by each source's latest change, so a roll's Event can name them.
+    changed_keys: HashMap<SourceId, BTreeSet<String>>,
+    /// The last warning given per workload (malformed annotation) and the last hold, to say each once.
+    warned: HashMap<WorkloadId, String>,
+    held: HashMap<WorkloadId, SourceId>,
+
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: mpsc::UnboundedReceiver<Done>,
+    permits: Arc<Semaphore>,
+    tasks: JoinSet<()>,
+}
+
+impl Controller {
+    pub fn new(
+        settings: Settings,
+        key: InstallationKey,
+        client: Client,
+        events: EventPublisher,
+        metrics: Metrics,
+        ready: Arc<AtomicBool>,
+    ) -> Controller {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let permits = Arc::new(Semaphore::new(settings.patch_concurrency.max(1)));
+        Controller {
+            settings,
+            key,
+            client,
+            events,
+            metrics,
+            ready,
+            sources: BTreeMap::new(),
+            workloads: HashMap::new(),
+            index: ReverseIndex::default(),
+            queue: BTreeSet::new(),
+            pending: HashMap::new(),
+            synced: HashSet::new(),
+            failed: HashSet::new(),
+            selected_namespaces: HashSet::new(),
+            in_flight: HashSet::new(),
+            redo: HashSet::new(),
+            retries: HashMap::new(),
+            changed_keys: HashMap::new(),
+            warned: HashMap::new(),
+            held: HashMap::new(),
+            done_tx,
+            done_rx,
+            permits,
+            tasks: JoinSet::new(),
+        }
+    }
+
+    /// Runs until `shutdown` turns true or the inputs end; then waits (bounded) for patches in flight.
+    pub async fn run(
+        mut self,
+        mut inputs: mpsc::Receiver<Input>,
+        mut shutdown: signal::Receiver<bool>,
+    ) {
+        loop {
+            let next_due = self.queue.first().map(|(t, _)| *t);
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                Some(done) = self.done_rx.recv() => self.on_done(done),
+                msg = inputs.recv() => match msg {
+                    Some(m) => {
+                        self.on_input(m);
+                        // Drain what is already queued before deciding, so a burst is seen as one.
+                        while let Ok(m) = inputs.try_recv() {
+                            self.on_input(m);
+                        }
+                    }
+                    None => break,
+                },
+                _ = sleep_until(next_due), if next_due.is_some() => self.run_due(),
+                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
+            }
+        }
+        tracing::info!(
+            in_flight = self.tasks.len(),
+            "stopping: finishing patches in flight"
+        );
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(5), drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!("patches still in flight after 5s; exiting anyway");
+        }
+    }
+
+    fn on_input(&mut self, input: Input) {
+        match input {
+            Input::SourceApplied(s) => self.source_applied(s),
+            Input::SourceDeleted(id) => {
+                if self.sources.remove(&id).is_some() {
+                    self.changed_keys.remove(&id);
+                    self.metrics
+                        .source_changes
+                        .with_label_values(&[id.kind.as_str()])
+                        .inc();
+                    self.metrics.sources.set(self.sources.len() as i64);
+                    for w in self.index.affected(&id) {
+                        self.schedule_debounced(w);
+                    }
+                }
+            }
+            Input::WorkloadApplied(w) => self.workload_applied(*w),
+            Input::WorkloadDeleted(id) => {
+                self.workloads.remove(&id);
+                self.index.remove(&id);
+                self.unschedule(&id);
+                self.warned.remove(&id);
+                self.held.remove(&id);
+                self.retries.remove(&id);
+                self.refresh_gauges();
+            }
+            Input::Namespace(name, present) => {
+                if present {
+                    if self.selected_namespaces.insert(name.clone()) {
+                        self.schedule_namespace(|ns| ns == name);
+                    }
+                } else {
+                    self.selected_namespaces.remove(&name);
+                }
+            }
+            Input::Synced(scope) => {
+                self.failed.remove(&scope);
+                if self.synced.insert(scope.clone()) {
+                    tracing::info!(
+                        resource = scope.resource.resource_name(),
+                        namespace = scope.namespace.as_deref().unwrap_or("(all)"),
+                        "watch synced"
+                    );
+                }
+                // After any (re-)list, re-check everything it covers: level-triggered.
+                match scope.namespace.clone() {
+                    Some(ns) => self.schedule_namespace(|n| n == ns),
+                    None => self.schedule_namespace(|_| true),
+                }
+                self.update_ready();
+            }
+            Input::WatchFailed(scope) => {
+                if !self.synced.contains(&scope) {
+                    self.failed.insert(scope);
+                    self.update_ready();
+                }
+            }
+        }
+    }
+
+    fn source_applied(&mut self, s: SourceSummary) {
+        let id = s.id.clone();
+        let old = self.sources.get(&id);
+        if old == Some(&s) {
+            return;
+        }
+        let changed: BTreeSet<String> = match old {
+            Some(old) => old
+                .keys
+                .iter()
+                .filter(|(k, d)| s.keys.get(*k) != Some(*d))
+                .map(|(k, _)| k.clone())
+                .chain(
+                    s.keys
+                        .keys()
+                        .filter(|k| !old.keys.contains_key(*k))
+                        .cloned(),
+                )
+                .collect(),
+            None => s.keys.keys().cloned().collect(),
+        };
+        if old.is_some_and(|o| o.keys != s.keys) || old.is_none() {
+            self.metrics
+                .source_changes
+                .with_label_values(&[id.kind.as_str()])
+                .inc();
+        }
+        self.changed_keys.insert(id.clone(), changed);
+        self.sources.insert(id.clone(), s);
+        self.metrics.sources.set(self.sources.len() as i64);
+        for w in self.index.affected(&id) {
+            self.schedule_debounced(w);
+        }
+    }
+
+    fn workload_applied(&mut self, w: WorkloadSummary) {
+        let id = w.id.clone();
+        let template_changed = match self.workloads.get(&id) {
+            Some(old) if !old.summary.differs_in_substance(&w) => {
+                return;
+            }
+            Some(old) => old.template_changed || old.summary.template_digest != w.template_digest,
+            None => false,
+        };
+        match &w.tracking {
+            Tracking::On { policy, references } => {
+                let tracked = policy.tracked(&id.namespace, references);
+                self.index_workload(&id, &tracked);
+            }
+            _ => self.index.remove(&id),
+        }
+        self.workloads.insert(
+            id.clone(),
+            Entry {
+                summary: w,
+                template_changed,
+            },
+        );
+        self.refresh_gauges();
+        self.schedule_now(id);
+    }
+
+    fn index_workload(&mut self, id: &WorkloadId, tracked: &Tracked) {
+        let kinds: Vec<SourceKind> = tracked
+            .patterns
+            .iter()
+            .map(|(k, _)| *k)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        self.index
+            .set(id, tracked.exact.iter().map(|t| t.id.clone()), &kinds);
+    }
+
+    fn refresh_gauges(&self) {
+        self.metrics.workloads.set(self.workloads.len() as i64);
+        let invalid = self
+            .workloads
+            .values()
+            .filter(|e| matches!(e.summary.tracking, Tracking::Invalid(_)))
+            .count();
+        self.metrics.invalid_workloads.set(invalid as i64);
+    }
+
+    // ---- scheduling -------------------------------------------------------------------------------
+
+    /// A source changed: decide after the debounce window, pushing the decision back while changes keep
+    /// coming, but never more than five windows after the first.
+    fn schedule_debounced(&mut self, id: WorkloadId) {
+        let now = Instant::now();
+        let window = self.settings.debounce;
+        let (due, first) = match self.pending.get(&id) {
+            Some(&(_, first)) => ((now + window).min(first + window * 5), first),
+            None => (now + window, now),
+        };
+        self.set_due(id, due, first);
+    }
+
+    /// The workload itself changed: decide now, unless a debounced decision is already pending (a status
+    /// update must not cut a burst of source changes short).
+    fn schedule_now(&mut self, id: WorkloadId) {
+        if self.pending.contains_key(&id) {
+            return;
+        }
+        let now = Instant::now();
+        self.set_due(id, now, now);
+    }
+
+    fn schedule_at(&mut self, id: WorkloadId, due: Instant) {
+        self.set_due(id, due, due);
+    }
+
+    fn set_due(&mut self, id: WorkloadId, due: Instant, first: Instant) {
+        if let Some((old, _)) = self.pending.insert(id.clone(), (due, first)) {
+            self.queue.remove(&(old, id.clone()));
+        }
+        self.queue.insert((due, id));
+    }
+
+    fn unschedule(&mut self, id: &WorkloadId) {
+        if let Some((due, _)) = self.pending.remove(id) {
+            self.queue.remove(&(due, id.clone()));
+        }
+    }
+
+    fn schedule_namespace(&mut self, matches: impl Fn(&str) -> bool) {
+        let ids: Vec<WorkloadId> = self
+            .workloads
+            .keys()
+            .filter(|id| matches(&id.namespace))
+            .cloned()
+            .collect();
+        for id in ids {
+            self.schedule_now(id);
+        }
+    }
+
+    fn run_due(&mut self) {
+        let now = Instant::now();
+        while let Some((due, _)) = self.queue.first() {
+            if *due > now {
+                break;
+            }
+            let (_, id) = self.queue.pop_first().expect("non-empty");
+            self.pending.remove(&id);
+            self.reconcile(&id);
+        }
+    }
+
+    // ---- deciding ---------------------------------------------------------------------------------
+
+    fn namespace_allowed(&self, ns: &str) -> bool {
+        let f = &self.settings.namespaces;
+        !f.ignore.contains(ns)
+            && f.only.as_ref().is_none_or(|only| only.contains(ns))
+            && (!f.by_selector || self.selected_namespaces.contains(ns))
+    }
+
+    /// Every Secret/ConfigMap (and namespace) watch covering `ns` has listed once: decisions before that
+    /// would mistake "not listed yet" for "deleted".
+    fn synced_for(&self, ns: &str) -> bool {
+        self.settings
+            .scopes
+            .iter()
+            .filter(|s| matches!(s.resource, Watched::Source(_) | Watched::Namespaces))
+            .filter(|s| s.namespace.as_deref().is_none_or(|n| n == ns))
+            .all(|s| self.synced.contains(s))
+    }
+
+    fn update_ready(&self) {
+        let ready = self
+            .settings
+            .scopes
+            .iter()
+            .all(|s| self.synced.contains(s) || self.failed.contains(s));
+        if ready && !self.ready.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                sources = self.sources.len(),
+                workloads = self.workloads.len(),
+                "ready: every watch has listed"
+            );
+        }
+        self.metrics.ready.set(ready as i64);
+    }
+
+    fn reconcile(&mut self, id: &WorkloadId) {
+        if !self.namespace_allowed(&id.namespace) || !self.synced_for(&id.namespace) {
+            return;
+        }
+        if self.in_flight.contains(id) {
+            self.redo.insert(id.clone());
+            return;
+        }
+        let Some(entry) = self.workloads.get_mut(id) else {
+            return;
+        };
+        let (policy, references) = match &entry.summary.tracking {
+            Tracking::Off => {
+                self.warned.remove(id);
+                self.held.remove(id);
+                return;
+            }
+            Tracking::Invalid(e) => {
+                let message = e.to_string();
+                if self.warned.get(id) != Some(&message) {
+                    tracing::warn!(workload = %id, annotation = %e.annotation, error = %message,
+                        "skipping workload: malformed annotation");
+                    let ev = WorkloadEvent {
+                        type_: EventType::Warning,
+                        reason: "InvalidAnnotation",
+                        action: "Validate",
+                        note: format!("hashroll skips this {}: {message}", id.kind),
+                    };
+                    let uid = entry.summary.uid.clone();
+                    self.warned.insert(id.clone(), message);
+                    self.publish_later(id.clone(), uid, ev);
+                }
+                return;
+            }
+            Tracking::On { policy, references } => (policy, references),
+        };
+        self.warned.remove(id);
+        let tracked = policy.tracked(&id.namespace, references);
+        let current = decision::current(
+            policy,
+            &tracked,
+            &id.namespace,
+            &self.sources,
+            &entry.summary.stored,
+            &self.key,
+        );
+        let template_changed = std::mem::take(&mut entry.template_changed);
+        let action = decision::decide(&entry.summary.stored, current, template_changed, &self.key);
+        let restart_at = id.kind == WorkloadKind::Rollout && policy.rollout_restart;
+        match action {
+            Action::Nothing => {
+                self.held.remove(id);
+            }
+            Action::Hold { missing, key } => {
+                if self.held.get(id) != Some(&missing) {
+                    match &key {
+                        Some(k) => tracing::info!(workload = %id, source = %missing, key = %k,
+                            "not rolling: a required key is missing; waiting for it"),
+                        None => tracing::info!(workload = %id, source = %missing,
+                            "not rolling: a required source is missing; waiting for it"),
+                    }
+                    self.held.insert(id.clone(), missing);
+                }
+            }
+            Action::Baseline { stamp, sources } => {
+                self.held.remove(id);
+                self.write(id, Write::Record, stamp, sources, None);
+            }
+            Action::Roll {
+                stamp,
+                sources,
+                changed,
+            } => {
+                self.held.remove(id);
+                let what = self.describe(&changed, &tracked);
+                let write = if restart_at {
+                    Write::RestartAt
+                } else {
+                    Write::RollTemplate
+                };
+                self.write(id, write, stamp, sources, Some(what));
+            }
+        }
+        self.metrics.held_workloads.set(self.held.len() as i64);
+    }
+
+    /// "Secret db (keys: password), ConfigMap app" — names only, never values.
+    fn describe(&self, changed: &[String], tracked: &Tracked) -> String {
+        changed
+            .iter()
+            .map(|label| {
+                let Some(t) = tracked
+                    .exact
+                    .iter()
+                    .find(|t| source_label(t.id.kind, &t.id.name) == *label)
+                else {
+                    return label.clone();
+                };
+                let state = if self.sources.contains_key(&t.id) {
+                    ""
+                } else {
+                    " (deleted)"
+                };
+                let keys: Vec<&str> = self
+                    .changed_keys
+                    .get(&t.id)
+                    .into_iter()
+                    .flatten()
+                    .filter(|k| match &t.keys {
+                        KeySelection::All => true,
+                        KeySelection::Keys(sel) => sel.contains(*k),
+                    })
+                    .map(String::as_str)
+                    .collect();
+                if keys.is_empty() || !state.is_empty() {
+                    format!("{} {}{state}", t.id.kind, t.id.name)
+                } else {
+                    format!("{} {} (keys: {})", t.id.kind, t.id.name, keys.join(", "))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    // ---- writing ----------------------------------------------------------------------------------
+
+    fn write(
+        &mut self,
+        id: &WorkloadId,
+        write: Write,
+        stamp: Stamp,
+        sources: BTreeMap<String, String>,
+        rolled_for: Option<String>,
+    ) {
+        let kind_label = id.kind.as_str();
+        let Some(entry) = self.workloads.get_mut(id) else {
+            return;
+        };
+        let uid = entry.summary.uid.clone();
+        let event = rolled_for.as_ref().map(|what| WorkloadEvent {
+            type_: EventType::Normal,
+            reason: if self.settings.dry_run {
+                "WouldReload"
+            } else {
+                "Reloaded"
+            },
+            action: "Reload",
+            note: format!(
+                "{} {} because {what} changed",
+                if self.settings.dry_run {
+                    "Would roll"
+                } else {
+                    "Rolled"
+                },
+                id.kind
+            ),
+        });
+        if let Some(what) = &rolled_for {
+            tracing::info!(workload = %id, changed = %what, dry_run = self.settings.dry_run,
+                "rolling workload");
+        } else {
+            tracing::debug!(workload = %id, dry_run = self.settings.dry_run, "recording state without rolling");
+        }
+
+        if self.settings.dry_run {
+            // Remember what would have been written, so the same change is reported once.
+            entry.summary.stored.stamp = Some(stamp);
+            entry.summary.stored.sources = Some(sources);
+            if let Some(ev) = event {
+                self.publish_later(id.clone(), uid, ev);
+            }
+            return;
+        }
+
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        let body = patching::patch_body(id.kind, write, &stamp, &sources, &now);
+        self.in_flight.insert(id.clone());
+        let (client, events, metrics) = (
+            self.client.clone(),
+            self.events.clone(),
+            self.metrics.clone(),
+        );
+        let (done, permits, policy) = (
+            self.done_tx.clone(),
+            self.permits.clone(),
+            self.settings.policy,
+        );
+        let id = id.clone();
+        let rolled = rolled_for.is_some();
+        self.tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            let result = patching::send(&client, &id, &body).await;
+            let result = match result {
+                Ok(obj) => {
+                    let counter = if rolled {
+                        &metrics.rolls
+                    } else {
+                        &metrics.records
+                    };
+                    counter.with_label_values(&[kind_label]).inc();
+                    if let Some(ev) = &event
+                        && let Err(e) = events.publish(&id, uid.as_deref(), ev).await
+                    {
+                        metrics.event_errors.with_label_values(&[ev.reason]).inc();
+                        tracing::warn!(workload = %id, error = %e, "could not publish Event");
+                    }
+                    Ok(reduce_workload(id.kind, &obj, policy))
+                }
+                Err(e) => Err(e),
+            };
+            let _ = done.send(Done { id, result });
+        });
+    }
+
+    fn publish_later(&mut self, id: WorkloadId, uid: Option<String>, ev: WorkloadEvent) {
+        let (events, metrics) = (self.events.clone(), self.metrics.clone());
+        self.tasks.spawn(async move {
+            if let Err(e) = events.publish(&id, uid.as_deref(), &ev).await {
+                metrics.event_errors.with_label_values(&[ev.reason]).inc();
+                tracing::warn!(workload = %id, error = %e, "could not publish Event");
+            }
+        });
+    }
+
+    fn on_done(&mut self, done: Done) {
+        let Done { id, result } = done;
+        self.in_flight.remove(&id);
+        match result {
+            Ok(summary) => {
+                self.retries.remove(&id);
+                if let Some(s) = summary {
+                    // The response is the newest state: take it, so the next decision starts from it.
+                    self.workload_applied(s);
+                }
+            }
+            Err(e) => {
+                let code = match &e {
+                    kube::Error::Api(s) => s.code.to_string(),
+                    _ => "transport".to_string(),
+                };
+                self.metrics
+                    .patch_errors
+                    .with_label_values(&[id.kind.as_str(), &code])
+                    .inc();
+                if code == "404" {
+                    tracing::info!(workload = %id, "workload is gone; nothing to roll");
+                    self.redo.remove(&id);
+                    return;
+                }
+                let attempt = self.retries.entry(id.clone()).or_insert(0);
+                *attempt += 1;
+                let backoff = Duration::from_millis(500 * (1u64 << (*attempt).min(7)))
+                    .min(Duration::from_secs(60));
+                tracing::warn!(workload = %id, error = %e, retry_in = ?backoff, "patch failed; will retry");
+                self.redo.remove(&id);
+                self.schedule_at(id, Instant::now() + backoff);
+                return;
+            }
+        }
+        if self.redo.remove(&id) {
+            self.schedule_now(id);
+        }
+    }
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}

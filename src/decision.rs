@@ -1,0 +1,498 @@
+//! The decision: given what a workload tracks, the sources as they are now and what hashroll last recorded
+//! on the workload, do nothing, record a baseline, hold, or roll. Pure functions, no I/O.
+//!
+//! Each tracked source gets a short keyed digest of the keys the workload uses; the map of those digests is
+//! recorded on the workload. A source whose digest differs from the recorded one is a change and rolls. A
+//! source that enters or leaves the tracked set without a recorded digest to compare with (the workload's own
+//! spec changed, or a pattern newly matches) is recorded without rolling.
+
+use std::collections::BTreeMap;
+
+use crate::hashing::{InstallationKey, Stamp, UsedSource, source_stamp, stamp_of_sources};
+use crate::policy::{ReloadPolicy, Tracked, TrackedSource};
+use crate::references::KeySelection;
+use crate::source::{SourceId, SourceKind, SourceSummary};
+use crate::workload::Stored;
+
+/// Read access to the reduced sources hashroll holds.
+pub trait SourceLookup {
+    fn get(&self, id: &SourceId) -> Option<&SourceSummary>;
+    /// Every source of `kind` in `namespace` (for pattern rules).
+    fn in_namespace(&self, kind: SourceKind, namespace: &str) -> Vec<&SourceSummary>;
+}
+
+impl SourceLookup for BTreeMap<SourceId, SourceSummary> {
+    fn get(&self, id: &SourceId) -> Option<&SourceSummary> {
+        BTreeMap::get(self, id)
+    }
+
+    fn in_namespace(&self, kind: SourceKind, namespace: &str) -> Vec<&SourceSummary> {
+        let start = SourceId::new(kind, namespace, "");
+        self.range(start..)
+            .take_while(|(id, _)| id.kind == kind && id.namespace == namespace)
+            .map(|(_, s)| s)
+            .collect()
+    }
+}
+
+/// The state a workload should have now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Current {
+    /// A required source (or a required key of it) is missing: rolling now would start pods that cannot
+    /// run, so nothing is recorded or rolled until it is back.
+    Hold {
+        missing: SourceId,
+        key: Option<String>,
+    },
+    /// Per-source digests (`secret/db` → digest) of everything tracked.
+    Ready { sources: BTreeMap<String, String> },
+}
+
+/// What to do about one workload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Nothing,
+    Hold {
+        missing: SourceId,
+        key: Option<String>,
+    },
+    /// Record the state on the workload's metadata without rolling.
+    Baseline {
+        stamp: Stamp,
+        sources: BTreeMap<String, String>,
+    },
+    /// Record the state and change the pod template's annotation, so the workload rolls.
+    Roll {
+        stamp: Stamp,
+        sources: BTreeMap<String, String>,
+        /// Labels (`secret/db`) of the sources whose content changed.
+        changed: Vec<String>,
+    },
+}
+
+/// The label a source has in the per-source map.
+pub fn source_label(kind: SourceKind, name: &str) -> String {
+    format!("{}/{}", kind.short(), name)
+}
+
+/// Computes the per-source digests of everything `tracked` names, or why the workload must hold.
+pub fn current(
+    policy: &ReloadPolicy,
+    tracked: &Tracked,
+    namespace: &str,
+    sources: &impl SourceLookup,
+    stored: &Stored,
+    key: &InstallationKey,
+) -> Current {
+    let mut out = BTreeMap::new();
+    let previous = |label: &str| stored.sources.as_ref().and_then(|m| m.get(label)).cloned();
+
+    for t in &tracked.exact {
+        let label = source_label(t.id.kind, &t.id.name);
+        match sources.get(&t.id) {
+            None if t.optional => {
+                out.insert(label, source_stamp(key, &UsedSource::Absent { id: &t.id }));
+            }
+            None => {
+                return Current::Hold {
+                    missing: t.id.clone(),
+                    key: None,
+                };
+            }
+            Some(s) if s.ignore || (t.require_stakater_match && !s.stakater_match) => {
+                // Changes of an ignored source never roll: keep what was recorded (or its state now, the
+                // first time), so removing the annotation later does not look like a change either.
+                if let Some(prev) = previous(&label) {
+                    out.insert(label, prev);
+                } else if !t.require_stakater_match {
+                    out.insert(label, present_stamp(key, t, s).unwrap_or_default());
+                }
+            }
+            Some(s) => match present_stamp(key, t, s) {
+                Ok(stamp) => {
+                    out.insert(label, stamp);
+                }
+                Err(missing_key) => {
+                    return Current::Hold {
+                        missing: t.id.clone(),
+                        key: Some(missing_key),
+                    };
+                }
+            },
+        }
+    }
+
+    for (kind, pattern) in &tracked.patterns {
+        for s in sources.in_namespace(*kind, namespace) {
+            let label = source_label(*kind, &s.id.name);
+            if out.contains_key(&label)
+                || !pattern.matches(&s.id.name)
+                || policy.is_excluded(*kind, &s.id.name)
+            {
+                continue;
+            }
+            let t = TrackedSource {
+                id: s.id.clone(),
+                keys: KeySelection::All,
+                optional: true,
+                require_stakater_match: false,
+            };
+            let stamp = match previous(&label) {
+                Some(prev) if s.ignore => prev,
+                _ => present_stamp(key, &t, s).unwrap_or_default(),
+            };
+            out.insert(label, stamp);
+        }
+    }
+    Current::Ready { sources: out }
+}
+
+/// The digest of the keys `t` uses of `s`; Err(key) when a required key is missing.
+fn present_stamp(
+    key: &InstallationKey,
+    t: &TrackedSource,
+    s: &SourceSummary,
+) -> Result<String, String> {
+    let keys: Vec<(&str, Option<&crate::source::KeyDigest>)> = match &t.keys {
+        KeySelection::All => s.keys.iter().map(|(k, d)| (k.as_str(), Some(d))).collect(),
+        KeySelection::Keys(selected) => {
+            let mut keys = Vec::with_capacity(selected.len());
+            for k in selected {
+                let d = s.keys.get(k);
+                if d.is_none() && !t.optional {
+                    return Err(k.clone());
+                }
+                keys.push((k.as_str(), d));
+            }
+            keys
+        }
+    };
+    Ok(source_stamp(key, &UsedSource::Present { id: &s.id, keys }))
+}
+
+/// Decides what to do, comparing the state now with what the workload records.
+///
+/// `template_changed`: the workload's own pod template changed since hashroll last looked, so it is rolling
+/// (or rolled) anyway and its new pods see the current config: record, don't roll again.
+pub fn decide(
+    stored: &Stored,
+    current: Current,
+    template_changed: bool,
+    key: &InstallationKey,
+) -> Action {
+    let sources = match current {
+        Current::Hold { missing, key } => return Action::Hold { missing, key },
+        Current::Ready { sources } => sources,
+    };
+    let stamp = stamp_of_sources(key, &sources);
+    let unchanged =
+        stored.stamp.as_ref() == Some(&stamp) && stored.sources.as_ref() == Some(&sources);
+    if unchanged {
+        return Action::Nothing;
+    }
+    let recorded = match (&stored.stamp, &stored.sources) {
+        // First sight, or written with another key or algorithm version: re-baseline, never roll.
+        (Some(s), Some(map)) if s.is_current(key) => map,
+        _ => return Action::Baseline { stamp, sources },
+    };
+    let changed: Vec<String> = sources
+        .iter()
+        .filter(|(label, digest)| recorded.get(*label).is_some_and(|old| old != *digest))
+        .map(|(label, _)| label.clone())
+        .collect();
+    if changed.is_empty() || template_changed {
+        Action::Baseline { stamp, sources }
+    } else {
+        Action::Roll {
+            stamp,
+            sources,
+            changed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hashing::{Section, key_digest};
+    use crate::policy::{PolicySettings, parse_policy};
+    use crate::references::Reference;
+    use std::collections::BTreeSet;
+
+    const NS: &str = "team-a";
+
+    fn key() -> InstallationKey {
+        InstallationKey::from_bytes(&[7u8; 32]).unwrap()
+    }
+
+    fn secret(name: &str, kv: &[(&str, &str)]) -> SourceSummary {
+        SourceSummary {
+            id: SourceId::new(SourceKind::Secret, NS, name),
+            keys: kv
+                .iter()
+                .map(|(k, v)| (k.to_string(), key_digest(Section::Data, k, v.as_bytes())))
+                .collect(),
+            ignore: false,
+            stakater_match: false,
+        }
+    }
+
+    fn store(items: Vec<SourceSummary>) -> BTreeMap<SourceId, SourceSummary> {
+        items.into_iter().map(|s| (s.id.clone(), s)).collect()
+    }
+
+    fn policy(annotations: &[(&str, &str)]) -> ReloadPolicy {
+        let a = annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let settings = PolicySettings {
+            auto_reload_all: false,
+            stakater_compat: true,
+        };
+        parse_policy(&a, &BTreeMap::new(), settings)
+            .unwrap()
+            .unwrap()
+    }
+
+    fn key_ref(name: &str, k: &str, optional: bool) -> Reference {
+        Reference {
+            kind: SourceKind::Secret,
+            name: name.into(),
+            keys: KeySelection::Keys(BTreeSet::from([k.to_string()])),
+            optional,
+        }
+    }
+
+    fn all_ref(name: &str, optional: bool) -> Reference {
+        Reference {
+            kind: SourceKind::Secret,
+            name: name.into(),
+            keys: KeySelection::All,
+            optional,
+        }
+    }
+
+    /// Runs one decision and returns the action plus the state it would record.
+    fn step(
+        p: &ReloadPolicy,
+        refs: &[Reference],
+        sources: &BTreeMap<SourceId, SourceSummary>,
+        stored: &Stored,
+    ) -> (Action, Stored) {
+        let tracked = p.tracked(NS, refs);
+        let cur = current(p, &tracked, NS, sources, stored, &key());
+        let action = decide(stored, cur, false, &key());
+        let next = match &action {
+            Action::Baseline { stamp, sources } | Action::Roll { stamp, sources, .. } => Stored {
+                stamp: Some(stamp.clone()),
+                sources: Some(sources.clone()),
+            },
+            _ => stored.clone(),
+        };
+        (action, next)
+    }
+
+    fn is_roll(a: &Action) -> bool {
+        matches!(a, Action::Roll { .. })
+    }
+
+    #[test]
+    fn first_sight_records_without_rolling_then_nothing() {
+        let p = policy(&[("hashroll.dev/reload", "true")]);
+        let refs = [all_ref("db", false)];
+        let s = store(vec![secret("db", &[("password", "hunter2")])]);
+        let (a, stored) = step(&p, &refs, &s, &Stored::default());
+        assert!(matches!(a, Action::Baseline { .. }), "{a:?}");
+        let (a, _) = step(&p, &refs, &s, &stored);
+        assert_eq!(a, Action::Nothing);
+    }
+
+    #[test]
+    fn content_change_rolls_once_and_names_the_source() {
+        let p = policy(&[("hashroll.dev/reload", "true")]);
+        let refs = [all_ref("db", false)];
+        let (_, stored) = step(
+            &p,
+            &refs,
+            &store(vec![secret("db", &[("p", "1")])]),
+            &Stored::default(),
+        );
+        let changed = store(vec![secret("db", &[("p", "2")])]);
+        let (a, stored) = step(&p, &refs, &changed, &stored);
+        match &a {
+            Action::Roll { changed, .. } => assert_eq!(changed, &vec!["secret/db".to_string()]),
+            other => panic!("expected a roll, got {other:?}"),
+        }
+        assert_eq!(step(&p, &refs, &changed, &stored).0, Action::Nothing);
+    }
+
+    #[test]
+    fn key_level_precision() {
+        let p = policy(&[("hashroll.dev/reload", "true")]);
+        let refs = [key_ref("db", "password", false)];
+        let before = store(vec![secret("db", &[("password", "a"), ("username", "u")])]);
+        let (_, stored) = step(&p, &refs, &before, &Stored::default());
+        let user_changed = store(vec![secret("db", &[("password", "a"), ("username", "v")])]);
+        assert_eq!(step(&p, &refs, &user_changed, &stored).0, Action::Nothing);
+        let pw_changed = store(vec![secret("db", &[("password", "b"), ("username", "u")])]);
+        assert!(is_roll(&step(&p, &refs, &pw_changed, &stored).0));
+    }
+
+    #[test]
+    fn required_source_missing_holds_and_recreation_with_same_content_rolls_nothing() {
+        let p = policy(&[("hashroll.dev/reload", "true")]);
+        let refs = [all_ref("db", false)];
+        let original = store(vec![secret("db", &[("p", "1")])]);
+        let (_, stored) = step(&p, &refs, &original, &Stored::default());
+        let (a, held) = step(&p, &refs, &store(vec![]), &stored);
+        assert!(matches!(a, Action::Hold { .. }), "{a:?}");
+        assert_eq!(held, stored, "holding records nothing");
+        assert_eq!(step(&p, &refs, &original, &held).0, Action::Nothing);
+        let different = store(vec![secret("db", &[("p", "2")])]);
+        assert!(is_roll(&step(&p, &refs, &different, &held).0));
+    }
+
+    #[test]
+    fn required_key_missing_holds() {
+        let p = policy(&[("hashroll.dev/reload", "true")]);
+        let refs = [key_ref("db", "password", false)];
+        let s = store(vec![secret("db", &[("username", "u")])]);
+        match step(&p, &refs, &s, &Stored::default()).0 {
+            Action::Hold { key, .. } => assert_eq!(key.as_deref(), Some("password")),
+            other => panic!("expected hold, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn optional_source_appearing_and_disappearing_rolls() {
+        let p = policy(&[("hashroll.dev/reload", "true")]);
+        let refs = [all_ref("extra", true)];
+        let (a, stored) = step(&p, &refs, &store(vec![]), &Stored::default());
+        assert!(matches!(a, Action::Baseline { .. }));
+        let present = store(vec![secret("extra", &[("k", "v")])]);
+        let (a, stored) = step(&p, &refs, &present, &stored);
+        assert!(is_roll(&a), "appearing: {a:?}");
+        let (a, _) = step(&p, &refs, &store(vec![]), &stored);
+        assert!(is_roll(&a), "disappearing: {a:?}");
+    }
+
+    #[test]
+    fn ignored_source_never_rolls_even_when_the_annotation_goes_away() {
+        let p = policy(&[("hashroll.dev/reload", "true")]);
+        let refs = [all_ref("db", false)];
+        let (_, stored) = step(
+            &p,
+            &refs,
+            &store(vec![secret("db", &[("p", "1")])]),
+            &Stored::default(),
+        );
+        let mut ignored = secret("db", &[("p", "2")]);
+        ignored.ignore = true;
+        let (a, stored) = step(&p, &refs, &store(vec![ignored]), &stored);
+        assert_eq!(a, Action::Nothing);
+        // Un-ignoring later with the content from before the ignore: nothing to roll.
+        assert_eq!(
+            step(
+                &p,
+                &refs,
+                &store(vec![secret("db", &[("p", "1")])]),
+                &stored
+            )
+            .0,
+            Action::Nothing
+        );
+    }
+
+    #[test]
+    fn a_newly_referenced_source_is_recorded_not_rolled() {
+        let p = policy(&[("hashroll.dev/reload", "true")]);
+        let s = store(vec![secret("a", &[("k", "1")]), secret("b", &[("k", "1")])]);
+        let (_, stored) = step(&p, &[all_ref("a", false)], &s, &Stored::default());
+        let (a, _) = step(&p, &[all_ref("a", false), all_ref("b", false)], &s, &stored);
+        assert!(matches!(a, Action::Baseline { .. }), "{a:?}");
+    }
+
+    #[test]
+    fn a_stamp_from_another_key_is_rebaselined_not_rolled() {
+        let p = policy(&[("hashroll.dev/reload", "true")]);
+        let refs = [all_ref("db", false)];
+        let s = store(vec![secret("db", &[("p", "1")])]);
+        let other = InstallationKey::from_bytes(&[9u8; 32]).unwrap();
+        let tracked = p.tracked(NS, &refs);
+        let cur = current(&p, &tracked, NS, &s, &Stored::default(), &other);
+        let Current::Ready { sources } = cur.clone() else {
+            panic!()
+        };
+        let old = Stored {
+            stamp: Some(stamp_of_sources(&other, &sources)),
+            sources: Some(sources),
+        };
+        let changed = store(vec![secret("db", &[("p", "2")])]);
+        let cur = current(&p, &tracked, NS, &changed, &old, &key());
+        assert!(matches!(
+            decide(&old, cur, false, &key()),
+            Action::Baseline { .. }
+        ));
+    }
+
+    #[test]
+    fn own_template_change_records_instead_of_rolling() {
+        let p = policy(&[("hashroll.dev/reload", "true")]);
+        let refs = [all_ref("db", false)];
+        let (_, stored) = step(
+            &p,
+            &refs,
+            &store(vec![secret("db", &[("p", "1")])]),
+            &Stored::default(),
+        );
+        let changed = store(vec![secret("db", &[("p", "2")])]);
+        let tracked = p.tracked(NS, &refs);
+        let cur = current(&p, &tracked, NS, &changed, &stored, &key());
+        assert!(matches!(
+            decide(&stored, cur, true, &key()),
+            Action::Baseline { .. }
+        ));
+    }
+
+    #[test]
+    fn patterns_track_matching_sources_but_not_excluded_ones() {
+        let p = policy(&[
+            ("secret.reloader.stakater.com/reload", "db-.*"),
+            ("secrets.exclude.reloader.stakater.com/reload", "db-old"),
+        ]);
+        let s = store(vec![
+            secret("db-main", &[("k", "1")]),
+            secret("db-old", &[("k", "1")]),
+            secret("other", &[("k", "1")]),
+        ]);
+        let (_, stored) = step(&p, &[], &s, &Stored::default());
+        let labels: Vec<_> = stored.sources.as_ref().unwrap().keys().cloned().collect();
+        assert_eq!(labels, vec!["secret/db-main".to_string()]);
+        let s2 = store(vec![
+            secret("db-main", &[("k", "1")]),
+            secret("db-old", &[("k", "2")]),
+            secret("other", &[("k", "2")]),
+        ]);
+        assert_eq!(step(&p, &[], &s2, &stored).0, Action::Nothing);
+        let s3 = store(vec![secret("db-main", &[("k", "2")])]);
+        assert!(is_roll(&step(&p, &[], &s3, &stored).0));
+    }
+
+    #[test]
+    fn in_namespace_scans_only_that_kind_and_namespace() {
+        let mut s = store(vec![secret("a", &[]), secret("b", &[])]);
+        let other_ns = SourceSummary {
+            id: SourceId::new(SourceKind::Secret, "team-b", "c"),
+            ..secret("c", &[])
+        };
+        s.insert(other_ns.id.clone(), other_ns);
+        let names: Vec<_> = s
+            .in_namespace(SourceKind::Secret, NS)
+            .iter()
+            .map(|x| x.id.name.clone())
+            .collect();
+        assert_eq!(names, vec!["a", "b"]);
+        assert!(s.in_namespace(SourceKind::ConfigMap, NS).is_empty());
+    }
+}

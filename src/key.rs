@@ -1,0 +1,99 @@
+//! The installation key for keyed hashes: a Secret in hashroll's own namespace, created on first start.
+//! Every replica and every restart reads the same key, so stamps stay comparable.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::PostParams;
+use kube::{Api, Client};
+
+use crate::hashing::InstallationKey;
+
+/// The data key that holds the key bytes.
+pub const KEY_FIELD: &str = "key";
+
+/// Why the key could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum KeySecretError {
+    #[error("reading Secret {namespace}/{name}: {source}")]
+    Api {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("Secret {namespace}/{name}: field data.{KEY_FIELD}: {reason}")]
+    Malformed {
+        namespace: String,
+        name: String,
+        reason: String,
+    },
+}
+
+/// Reads the key Secret, creating it with 32 random bytes if it does not exist.
+pub async fn load_or_create(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<InstallationKey, KeySecretError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let api_err = |source| KeySecretError::Api {
+        namespace: namespace.into(),
+        name: name.into(),
+        source,
+    };
+    let secret = match api.get_opt(name).await.map_err(api_err)? {
+        Some(s) => s,
+        None => {
+            let fresh = InstallationKey::generate();
+            let secret = Secret {
+                metadata: ObjectMeta {
+                    name: Some(name.into()),
+                    namespace: Some(namespace.into()),
+                    labels: Some(BTreeMap::from([(
+                        "app.kubernetes.io/name".to_string(),
+                        "hashroll".to_string(),
+                    )])),
+                    annotations: Some(BTreeMap::from([(
+                        "hashroll.dev/ignore".to_string(),
+                        "true".to_string(),
+                    )])),
+                    ..ObjectMeta::default()
+                },
+                data: Some(BTreeMap::from([(
+                    KEY_FIELD.to_string(),
+                    ByteString(fresh.as_bytes().to_vec()),
+                )])),
+                immutable: Some(true),
+                ..Secret::default()
+            };
+            match api.create(&PostParams::default(), &secret).await {
+                Ok(s) => {
+                    tracing::info!(namespace, name, "created the installation key Secret");
+                    s
+                }
+                // Another replica created it first: use theirs.
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    api.get(name).await.map_err(api_err)?
+                }
+                Err(e) => return Err(api_err(e)),
+            }
+        }
+    };
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(KEY_FIELD))
+        .ok_or_else(|| KeySecretError::Malformed {
+            namespace: namespace.into(),
+            name: name.into(),
+            reason: "missing".into(),
+        })?;
+    InstallationKey::from_bytes(&bytes.0).map_err(|e| KeySecretError::Malformed {
+        namespace: namespace.into(),
+        name: name.into(),
+        reason: e.to_string(),
+    })
+}

@@ -1,0 +1,163 @@
+//! The one write hashroll makes: a JSON merge patch of hashroll's own annotations (and, for Argo Rollouts
+//! that ask for it, `spec.restartAt`). Never a full update, so GitOps tools and humans keep their fields.
+
+use std::collections::BTreeMap;
+
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+use crate::hashing::Stamp;
+use crate::workload::{
+    SOURCES_ANNOTATION, STAMP_ANNOTATION, TEMPLATE_ANNOTATION, WorkloadId, WorkloadKind,
+};
+
+/// The field manager recorded in `managedFields` for hashroll's writes.
+pub const FIELD_MANAGER: &str = "hashroll";
+
+/// What the patch does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    /// Record on the workload's metadata only.
+    Record,
+    /// Record and change the pod template annotation, so the workload's controller rolls the pods.
+    RollTemplate,
+    /// Record and set `spec.restartAt` (Argo Rollouts' own restart), leaving the template alone.
+    RestartAt,
+}
+
+/// Builds the merge patch for `kind`. `now` is RFC 3339, used only by [`Write::RestartAt`].
+pub fn patch_body(
+    kind: WorkloadKind,
+    write: Write,
+    stamp: &Stamp,
+    sources: &BTreeMap<String, String>,
+    now: &str,
+) -> Value {
+    let sources_json = serde_json::to_string(sources).unwrap_or_else(|_| "{}".into());
+    let mut body = json!({
+        "metadata": { "annotations": {
+            STAMP_ANNOTATION: stamp.as_str(),
+            SOURCES_ANNOTATION: sources_json,
+        }}
+    });
+    match write {
+        Write::Record => {}
+        Write::RestartAt => body["spec"] = json!({ "restartAt": now }),
+        Write::RollTemplate => {
+            let template =
+                json!({ "metadata": { "annotations": { TEMPLATE_ANNOTATION: stamp.as_str() } } });
+            body["spec"] = match kind {
+                // The next Job the CronJob creates uses the new config; never create a Job, never touch suspend.
+                WorkloadKind::CronJob => {
+                    json!({ "jobTemplate": { "spec": { "template": template } } })
+                }
+                _ => json!({ "template": template }),
+            };
+        }
+    }
+    body
+}
+
+/// The API resource of each workload kind.
+pub fn api_resource(kind: WorkloadKind) -> ApiResource {
+    let (group, version, plural) = match kind {
+        WorkloadKind::Deployment => ("apps", "v1", "deployments"),
+        WorkloadKind::StatefulSet => ("apps", "v1", "statefulsets"),
+        WorkloadKind::DaemonSet => ("apps", "v1", "daemonsets"),
+        WorkloadKind::CronJob => ("batch", "v1", "cronjobs"),
+        WorkloadKind::Rollout => ("argoproj.io", "v1alpha1", "rollouts"),
+    };
+    ApiResource {
+        group: group.into(),
+        version: version.into(),
+        api_version: format!("{group}/{version}"),
+        kind: kind.as_str().into(),
+        plural: plural.into(),
+    }
+}
+
+/// Sends the patch and returns the workload as stored afterwards.
+pub async fn send(client: &Client, id: &WorkloadId, body: &Value) -> kube::Result<DynamicObject> {
+    let ar = api_resource(id.kind);
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &id.namespace, &ar);
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    api.patch(&id.name, &params, &Patch::Merge(body)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hashing::InstallationKey;
+
+    fn stamp() -> Stamp {
+        let key = InstallationKey::from_bytes(&[1u8; 32]).unwrap();
+        crate::hashing::stamp_of_sources(
+            &key,
+            &BTreeMap::from([("secret/db".into(), "abc".into())]),
+        )
+    }
+
+    #[test]
+    fn record_touches_metadata_only() {
+        let s = stamp();
+        let body = patch_body(
+            WorkloadKind::Deployment,
+            Write::Record,
+            &s,
+            &BTreeMap::new(),
+            "t",
+        );
+        assert_eq!(
+            body["metadata"]["annotations"][STAMP_ANNOTATION],
+            s.as_str()
+        );
+        assert_eq!(body["metadata"]["annotations"][SOURCES_ANNOTATION], "{}");
+        assert!(body.get("spec").is_none());
+    }
+
+    #[test]
+    fn roll_sets_the_template_annotation_where_each_kind_keeps_its_template() {
+        let s = stamp();
+        let m = BTreeMap::from([("secret/db".to_string(), "abc".to_string())]);
+        for kind in [
+            WorkloadKind::Deployment,
+            WorkloadKind::StatefulSet,
+            WorkloadKind::DaemonSet,
+            WorkloadKind::Rollout,
+        ] {
+            let body = patch_body(kind, Write::RollTemplate, &s, &m, "t");
+            assert_eq!(
+                body["spec"]["template"]["metadata"]["annotations"][TEMPLATE_ANNOTATION],
+                s.as_str()
+            );
+        }
+        let body = patch_body(WorkloadKind::CronJob, Write::RollTemplate, &s, &m, "t");
+        let t = &body["spec"]["jobTemplate"]["spec"]["template"];
+        assert_eq!(
+            t["metadata"]["annotations"][TEMPLATE_ANNOTATION],
+            s.as_str()
+        );
+        assert!(body["spec"].get("suspend").is_none());
+        assert_eq!(
+            body["metadata"]["annotations"][SOURCES_ANNOTATION],
+            r#"{"secret/db":"abc"}"#
+        );
+    }
+
+    #[test]
+    fn restart_at_leaves_the_template_alone() {
+        let body = patch_body(
+            WorkloadKind::Rollout,
+            Write::RestartAt,
+            &stamp(),
+            &BTreeMap::new(),
+            "2026-11-23T10:00:00Z",
+        );
+        assert_eq!(body["spec"]["restartAt"], "2026-11-23T10:00:00Z");
+        assert!(body["spec"].get("template").is_none());
+    }
+}

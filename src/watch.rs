@@ -1,0 +1,290 @@
+//! Watches: each object is reduced to its summary the moment it arrives and the full object is dropped.
+//! A re-list (after a restart of the watch, a 410, or hashroll's own restart) reports the objects that
+//! vanished meanwhile as deletions, so the controller converges on the cluster as it is now.
+
+use std::collections::HashSet;
+use std::fmt::Debug;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PodTemplateSpec, Secret};
+use kube::api::{Api, DynamicObject};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+use crate::metrics::Metrics;
+use crate::patching::api_resource;
+use crate::policy::PolicySettings;
+use crate::source::{SourceId, SourceKind, SourceSummary};
+use crate::workload::{WorkloadId, WorkloadKind, WorkloadSummary};
+
+/// What a watch covers: one resource, cluster-wide (`namespace` None) or in one namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WatchScope {
+    pub resource: Watched,
+    pub namespace: Option<String>,
+}
+
+/// The resources hashroll watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Watched {
+    Source(SourceKind),
+    Workload(WorkloadKind),
+    Namespaces,
+}
+
+impl Watched {
+    /// The plural resource name, for logs and metrics.
+    pub fn resource_name(self) -> &'static str {
+        match self {
+            Watched::Source(SourceKind::Secret) => "secrets",
+            Watched::Source(SourceKind::ConfigMap) => "configmaps",
+            Watched::Workload(k) => match k {
+                WorkloadKind::Deployment => "deployments",
+                WorkloadKind::StatefulSet => "statefulsets",
+                WorkloadKind::DaemonSet => "daemonsets",
+                WorkloadKind::CronJob => "cronjobs",
+                WorkloadKind::Rollout => "rollouts",
+            },
+            Watched::Namespaces => "namespaces",
+        }
+    }
+}
+
+/// What the watches tell the controller.
+#[derive(Debug)]
+pub enum Input {
+    SourceApplied(SourceSummary),
+    SourceDeleted(SourceId),
+    WorkloadApplied(Box<WorkloadSummary>),
+    WorkloadDeleted(WorkloadId),
+    /// A namespace matching `--namespace-selector` exists (true) or no longer does (false).
+    Namespace(String, bool),
+    /// The scope's list is complete (first time or after a re-list).
+    Synced(WatchScope),
+    /// The scope's watch failed; it retries with backoff.
+    WatchFailed(WatchScope),
+}
+
+/// Settings shared by every watch.
+#[derive(Clone)]
+pub struct WatchSettings {
+    pub resource_labels: Option<String>,
+    pub secret_fields: Option<String>,
+    pub namespace_selector: Option<String>,
+    pub policy: PolicySettings,
+}
+
+/// Starts one watch; it runs until the receiver is dropped.
+pub fn spawn(
+    client: Client,
+    scope: WatchScope,
+    settings: WatchSettings,
+    tx: mpsc::Sender<Input>,
+    metrics: Metrics,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let ns = scope.namespace.clone();
+        match scope.resource {
+            Watched::Source(SourceKind::Secret) => {
+                let mut cfg = watcher::Config::default();
+                if let Some(l) = &settings.resource_labels {
+                    cfg = cfg.labels(l);
+                }
+                if let Some(f) = &settings.secret_fields {
+                    cfg = cfg.fields(f);
+                }
+                let api: Api<Secret> = api_for(&client, ns.as_deref());
+                run(
+                    api,
+                    cfg,
+                    Sink { scope, tx, metrics },
+                    SourceSummary::from_secret,
+                    move |ns, name| {
+                        Input::SourceDeleted(SourceId::new(SourceKind::Secret, ns, name))
+                    },
+                    Input::SourceApplied,
+                )
+                .await
+            }
+            Watched::Source(SourceKind::ConfigMap) => {
+                let mut cfg = watcher::Config::default();
+                if let Some(l) = &settings.resource_labels {
+                    cfg = cfg.labels(l);
+                }
+                let api: Api<ConfigMap> = api_for(&client, ns.as_deref());
+                run(
+                    api,
+                    cfg,
+                    Sink { scope, tx, metrics },
+                    SourceSummary::from_config_map,
+                    move |ns, name| {
+                        Input::SourceDeleted(SourceId::new(SourceKind::ConfigMap, ns, name))
+                    },
+                    Input::SourceApplied,
+                )
+                .await
+            }
+            Watched::Workload(kind) => {
+                let ar = api_resource(kind);
+                let api: Api<DynamicObject> = match ns.as_deref() {
+                    Some(n) => Api::namespaced_with(client.clone(), n, &ar),
+                    None => Api::all_with(client.clone(), &ar),
+                };
+                let policy = settings.policy;
+                let reduce = move |o: &DynamicObject| reduce_workload(kind, o, policy);
+                run(
+                    api,
+                    watcher::Config::default(),
+                    Sink { scope, tx, metrics },
+                    reduce,
+                    move |ns, name| Input::WorkloadDeleted(WorkloadId::new(kind, ns, name)),
+                    |w| Input::WorkloadApplied(Box::new(w)),
+                )
+                .await
+            }
+            Watched::Namespaces => {
+                let mut cfg = watcher::Config::default();
+                if let Some(l) = &settings.namespace_selector {
+                    cfg = cfg.labels(l);
+                }
+                let api: Api<Namespace> = Api::all(client.clone());
+                let name_of = |n: &Namespace| n.metadata.name.clone();
+                run(
+                    api,
+                    cfg,
+                    Sink { scope, tx, metrics },
+                    name_of,
+                    |_, name| Input::Namespace(name.to_string(), false),
+                    |n| Input::Namespace(n, true),
+                )
+                .await
+            }
+        }
+    })
+}
+
+fn api_for<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(n) => Api::namespaced(client.clone(), n),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Reduces any workload kind from its dynamic form: metadata plus the pod template where the kind keeps it.
+pub fn reduce_workload(
+    kind: WorkloadKind,
+    o: &DynamicObject,
+    policy: PolicySettings,
+) -> Option<WorkloadSummary> {
+    let pointer = match kind {
+        WorkloadKind::CronJob => "/spec/jobTemplate/spec/template",
+        _ => "/spec/template",
+    };
+    let template: Option<PodTemplateSpec> = o
+        .data
+        .pointer(pointer)
+        .and_then(|t| serde_json::from_value(t.clone()).ok());
+    WorkloadSummary::reduce(kind, &o.metadata, template.as_ref(), policy)
+}
+
+/// Where one watch's results go.
+struct Sink {
+    scope: WatchScope,
+    tx: mpsc::Sender<Input>,
+    metrics: Metrics,
+}
+
+/// Drives one watch stream: reduce, forward, and turn a re-list into deletions of what vanished.
+async fn run<K, T>(
+    api: Api<K>,
+    config: watcher::Config,
+    sink: Sink,
+    reduce: impl Fn(&K) -> Option<T>,
+    deleted: impl Fn(&str, &str) -> Input,
+    applied: impl Fn(T) -> Input,
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let Sink { scope, tx, metrics } = sink;
+    let resource = scope.resource.resource_name();
+    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    // (namespace, name) of every object seen, to find what vanished across a re-list.
+    let mut known: HashSet<(String, String)> = HashSet::new();
+    let mut relisting: Option<HashSet<(String, String)>> = None;
+    let mut failures = 0u32;
+    while let Some(ev) = stream.next().await {
+        let msgs: Vec<Input> = match ev {
+            Ok(Event::Init) => {
+                relisting = Some(HashSet::with_capacity(known.len()));
+                continue;
+            }
+            Ok(Event::InitApply(obj)) => {
+                let ident = ident(&obj);
+                if let Some(seen) = relisting.as_mut() {
+                    seen.insert(ident.clone());
+                }
+                known.insert(ident);
+                reduce(&obj).map(&applied).into_iter().collect()
+            }
+            Ok(Event::InitDone) => {
+                failures = 0;
+                let seen = relisting.take().unwrap_or_default();
+                let gone: Vec<Input> = known
+                    .difference(&seen)
+                    .map(|(ns, name)| deleted(ns, name))
+                    .collect();
+                known = seen;
+                gone.into_iter()
+                    .chain([Input::Synced(scope.clone())])
+                    .collect()
+            }
+            Ok(Event::Apply(obj)) => {
+                known.insert(ident(&obj));
+                reduce(&obj).map(&applied).into_iter().collect()
+            }
+            Ok(Event::Delete(obj)) => {
+                let (ns, name) = ident(&obj);
+                known.remove(&(ns.clone(), name.clone()));
+                vec![deleted(&ns, &name)]
+            }
+            Err(e) => {
+                metrics.watch_errors.with_label_values(&[resource]).inc();
+                failures += 1;
+                // One line per failure streak step, not one per retry storm.
+                if failures == 1 || failures.is_power_of_two() {
+                    tracing::warn!(
+                        resource,
+                        namespace = scope.namespace.as_deref().unwrap_or("(all)"),
+                        error = %e,
+                        failures,
+                        "watch failed; retrying with backoff"
+                    );
+                }
+                vec![Input::WatchFailed(scope.clone())]
+            }
+        };
+        for m in msgs {
+            if tx.send(m).await.is_err() {
+                return;
+            }
+        }
+    }
+    // The stream only ends if the backoff gives up, which the default never does; avoid a hot loop anyway.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+fn ident<K: Resource>(obj: &K) -> (String, String) {
+    let m = obj.meta();
+    (
+        m.namespace.clone().unwrap_or_default(),
+        m.name.clone().unwrap_or_default(),
+    )
+}
