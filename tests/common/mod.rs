@@ -1,0 +1,427 @@
+//! Test harness: the test API server in-process, the real `hashroll` binary as a child process (as a user
+//! runs it), and helpers to create objects, wait, and count rolls from the server's rollout record.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::ApiResource;
+use kube_testserver::{CustomResource, ServerOptions, TestServer};
+use serde_json::{Value, json};
+
+/// One cluster (test API server) plus a scratch directory for kubeconfig and logs.
+pub struct Env {
+    pub server: TestServer,
+    pub client: kube::Client,
+    pub kubeconfig: PathBuf,
+    pub dir: tempfile::TempDir,
+    barriers: AtomicU32,
+}
+
+impl Env {
+    /// A server serving Argo Rollouts too, with the namespace `hashroll` for the controller.
+    pub async fn start() -> Env {
+        Self::start_with(ServerOptions {
+            custom_resources: vec![CustomResource::argo_rollouts()],
+            ..ServerOptions::default()
+        })
+        .await
+    }
+
+    pub async fn start_with(opts: ServerOptions) -> Env {
+        let server = TestServer::start_with(opts)
+            .await
+            .expect("test API server starts");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        server
+            .write_kubeconfig(&kubeconfig)
+            .expect("kubeconfig written");
+        let env = Env {
+            client: server.client(),
+            server,
+            kubeconfig,
+            dir,
+            barriers: AtomicU32::new(0),
+        };
+        env.namespace("hashroll").await;
+        env
+    }
+
+    /// Starts hashroll with the test defaults (debounce 0, no admin server) plus `extra` flags.
+    pub async fn hashroll(&self, extra: &[&str]) -> Hashroll {
+        self.hashroll_with_kubeconfig(&self.kubeconfig, extra).await
+    }
+
+    pub async fn hashroll_with_kubeconfig(
+        &self,
+        kubeconfig: &std::path::Path,
+        extra: &[&str],
+    ) -> Hashroll {
+        let n = self.barriers.fetch_add(1, Ordering::Relaxed);
+        let log = self.dir.path().join(format!("hashroll-{n}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut args: Vec<String> = vec![
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+            "--controller-namespace".into(),
+            "hashroll".into(),
+            "--admin-addr".into(),
+            "off".into(),
+            "--log-format".into(),
+            "json".into(),
+            "--log-level".into(),
+            "debug,kube=info,hyper=info,tower=info".into(),
+        ];
+        if !extra.iter().any(|a| a.starts_with("--debounce")) {
+            args.push("--debounce=0".into());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hashroll"))
+            .args(&args)
+            .env_remove("POD_NAMESPACE")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("hashroll starts");
+        let h = Hashroll { child, log };
+        h.wait_for_log("ready: every watch has listed", Duration::from_secs(20))
+            .await;
+        h
+    }
+
+    pub async fn namespace(&self, name: &str) {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        match api.create(&PostParams::default(), &ns).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => panic!("create namespace {name}: {e}"),
+        }
+    }
+
+    /// Creates or replaces (by server-side apply) a Secret with string data.
+    pub async fn secret(&self, ns: &str, name: &str, data: &[(&str, &str)]) {
+        self.secret_with(ns, name, data, &[]).await
+    }
+
+    pub async fn secret_with(
+        &self,
+        ns: &str,
+        name: &str,
+        data: &[(&str, &str)],
+        annotations: &[(&str, &str)],
+    ) {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        let body = json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": ns, "annotations": map(annotations)},
+            "stringData": map(data),
+        });
+        api.patch(
+            name,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply secret {ns}/{name}: {e}"));
+    }
+
+    pub async fn delete_secret(&self, ns: &str, name: &str) {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        api.delete(name, &Default::default())
+            .await
+            .expect("delete secret");
+    }
+
+    pub async fn configmap(&self, ns: &str, name: &str, data: &[(&str, &str)]) {
+        self.configmap_with(ns, name, data, &[]).await
+    }
+
+    pub async fn configmap_with(
+        &self,
+        ns: &str,
+        name: &str,
+        data: &[(&str, &str)],
+        annotations: &[(&str, &str)],
+    ) {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
+        let body = json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": ns, "annotations": map(annotations)},
+            "data": map(data),
+        });
+        api.patch(
+            name,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply configmap {ns}/{name}: {e}"));
+    }
+
+    /// Creates a workload of `kind` ("deployments", "statefulsets", "daemonsets", "cronjobs", "rollouts")
+    /// whose pod spec is `pod_spec` and whose metadata carries `annotations`.
+    pub async fn workload(
+        &self,
+        kind: &str,
+        ns: &str,
+        name: &str,
+        annotations: &[(&str, &str)],
+        pod_spec: Value,
+    ) {
+        let template = json!({"metadata": {"labels": {"app": name}}, "spec": pod_spec});
+        let (api_version, kind_name, spec) = match kind {
+            "deployments" => (
+                "apps/v1",
+                "Deployment",
+                json!({"replicas": 1, "selector": {"matchLabels": {"app": name}}, "template": template}),
+            ),
+            "statefulsets" => (
+                "apps/v1",
+                "StatefulSet",
+                json!({"replicas": 1, "serviceName": name, "selector": {"matchLabels": {"app": name}}, "template": template}),
+            ),
+            "daemonsets" => (
+                "apps/v1",
+                "DaemonSet",
+                json!({"selector": {"matchLabels": {"app": name}}, "template": template}),
+            ),
+            "cronjobs" => (
+                "batch/v1",
+                "CronJob",
+                json!({"schedule": "*/5 * * * *", "suspend": true, "jobTemplate": {"spec": {"template": template}}}),
+            ),
+            "rollouts" => (
+                "argoproj.io/v1alpha1",
+                "Rollout",
+                json!({"replicas": 1, "selector": {"matchLabels": {"app": name}}, "template": template, "strategy": {"canary": {}}}),
+            ),
+            other => panic!("unknown workload kind {other}"),
+        };
+        let obj = json!({
+            "apiVersion": api_version, "kind": kind_name,
+            "metadata": {"name": name, "namespace": ns, "annotations": map(annotations)},
+            "spec": spec,
+        });
+        let api = self.dynamic(kind, ns);
+        let obj: DynamicObject = serde_json::from_value(obj).unwrap();
+        api.create(&PostParams::default(), &obj)
+            .await
+            .unwrap_or_else(|e| panic!("create {kind} {ns}/{name}: {e}"));
+    }
+
+    /// A Deployment opted in with `hashroll.dev/reload: "true"`.
+    pub async fn deployment(&self, ns: &str, name: &str, pod_spec: Value) {
+        self.workload(
+            "deployments",
+            ns,
+            name,
+            &[("hashroll.dev/reload", "true")],
+            pod_spec,
+        )
+        .await
+    }
+
+    pub fn dynamic(&self, kind: &str, ns: &str) -> Api<DynamicObject> {
+        let (group, version, k) = match kind {
+            "deployments" => ("apps", "v1", "Deployment"),
+            "statefulsets" => ("apps", "v1", "StatefulSet"),
+            "daemonsets" => ("apps", "v1", "DaemonSet"),
+            "cronjobs" => ("batch", "v1", "CronJob"),
+            "rollouts" => ("argoproj.io", "v1alpha1", "Rollout"),
+            other => panic!("unknown workload kind {other}"),
+        };
+        let ar = ApiResource {
+            group: group.into(),
+            version: version.into(),
+            api_version: format!("{group}/{version}"),
+            kind: k.into(),
+            plural: kind.into(),
+        };
+        Api::namespaced_with(self.client.clone(), ns, &ar)
+    }
+
+    pub async fn get(&self, kind: &str, ns: &str, name: &str) -> DynamicObject {
+        self.dynamic(kind, ns)
+            .get(name)
+            .await
+            .expect("get workload")
+    }
+
+    /// How many times the workload rolled: distinct pod templates stored, minus the one it was created with.
+    pub fn rolls(&self, kind: &str, ns: &str, name: &str) -> usize {
+        self.server
+            .control()
+            .rollouts(kind, ns, name)
+            .len()
+            .saturating_sub(1)
+    }
+
+    /// Waits until the workload has rolled `n` times (fails after 15 s).
+    pub async fn wait_rolls(&self, kind: &str, ns: &str, name: &str, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let got = self.rolls(kind, ns, name);
+            if got == n {
+                return;
+            }
+            assert!(
+                got < n,
+                "{kind} {ns}/{name} rolled {got} times, expected {n}"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "{kind} {ns}/{name} rolled {got} times, expected {n} (timed out)"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until hashroll has recorded a baseline on the workload's metadata.
+    pub async fn wait_recorded(&self, kind: &str, ns: &str, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let o = self.get(kind, ns, name).await;
+            if o.metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key("hashroll.dev/hash"))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{kind} {ns}/{name} never recorded a baseline"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Proves hashroll has processed everything sent before: changes a sentinel Secret used by a sentinel
+    /// Deployment in `ns` and waits until that Deployment rolls (events are handled in order).
+    pub async fn barrier(&self, ns: &str) {
+        let name = "zz-barrier";
+        let n = self.barriers.fetch_add(1, Ordering::Relaxed).to_string();
+        if self
+            .dynamic("deployments", ns)
+            .get_opt(name)
+            .await
+            .unwrap()
+            .is_none()
+        {
+            self.secret(ns, name, &[("n", &n)]).await;
+            self.deployment(ns, name, env_from_secret(name)).await;
+            self.wait_recorded("deployments", ns, name).await;
+        }
+        let before = self.rolls("deployments", ns, name);
+        self.secret(ns, name, &[("n", &format!("{n}-next"))]).await;
+        self.wait_rolls("deployments", ns, name, before + 1).await;
+        // The barrier's own patch may overtake one issued just before it.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    /// Template annotations of the workload's latest stored pod template.
+    pub fn template_annotations(
+        &self,
+        kind: &str,
+        ns: &str,
+        name: &str,
+    ) -> BTreeMap<String, String> {
+        self.server
+            .control()
+            .rollouts(kind, ns, name)
+            .last()
+            .map(|r| r.annotations.clone())
+            .unwrap_or_default()
+    }
+
+    /// Events (events.k8s.io/v1) about one object, as (type, reason, note).
+    pub async fn events_for(&self, ns: &str, name: &str) -> Vec<(String, String, String)> {
+        let api: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.client.clone(), ns);
+        api.list(&Default::default())
+            .await
+            .expect("list events")
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .map(|e| {
+                (
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.note.unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// A running hashroll process; SIGKILLed on drop.
+pub struct Hashroll {
+    child: tokio::process::Child,
+    pub log: PathBuf,
+}
+
+impl Hashroll {
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.logs().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "hashroll never logged {needle:?}; log:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// SIGTERM, then wait; returns the exit status and how long the exit took.
+    pub async fn stop(mut self) -> (std::process::ExitStatus, Duration) {
+        let pid = self.child.id().expect("running");
+        let started = Instant::now();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill");
+        let status = tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .expect("hashroll exits after SIGTERM")
+            .expect("wait");
+        (status, started.elapsed())
+    }
+}
+
+pub fn map(kv: &[(&str, &str)]) -> Value {
+    Value::Object(kv.iter().map(|(k, v)| (k.to_string(), json!(v))).collect())
+}
+
+/// A pod spec with one container.
+pub fn pod(container: Value) -> Value {
+    let mut c = container;
+    c["name"] = json!("app");
+    c["image"] = json!("registry.example/app:1");
+    json!({"containers": [c]})
+}
+
+pub fn env_from_secret(name: &str) -> Value {
+    pod(json!({"envFrom": [{"secretRef": {"name": name}}]}))
+}
+
+pub fn env_from_configmap(name: &str) -> Value {
+    pod(json!({"envFrom": [{"configMapRef": {"name": name}}]}))
+}
+
+pub fn secret_key_ref(name: &str, key: &str) -> Value {
+    pod(json!({"env": [{"name": "V", "valueFrom": {"secretKeyRef": {"name": name, "key": key}}}]}))
+}
