@@ -1,5 +1,6 @@
 //! Decoding of Kubernetes protobuf request bodies (`application/vnd.kubernetes.protobuf`) for the kinds
-//! kubectl's typed clients send that way (`kubectl create secret|configmap|namespace|serviceaccount`),
+//! kubectl's typed clients send that way (`kubectl create secret|configmap|namespace|serviceaccount|role|
+//! clusterrole|rolebinding|clusterrolebinding`),
 //! into the same JSON the rest of the server works with. Other kinds are refused with a clear error.
 
 use base64::Engine as _;
@@ -185,6 +186,129 @@ fn strings_message(b: &[u8], names: &[(u64, &str)]) -> Result<Value, String> {
     Ok(Value::Object(o))
 }
 
+/// rbac/v1 PolicyRule: five repeated string fields.
+fn policy_rule(b: &[u8]) -> Result<Value, String> {
+    const NAMES: [&str; 5] = [
+        "verbs",
+        "apiGroups",
+        "resources",
+        "resourceNames",
+        "nonResourceURLs",
+    ];
+    let mut o = Map::new();
+    for f in fields(b) {
+        let (n, w) = f?;
+        if (1..=5).contains(&n) {
+            push(&mut o, NAMES[n as usize - 1], json!(string(&w)?));
+        }
+    }
+    Ok(Value::Object(o))
+}
+
+/// True for a field Go wrote only because it always encodes non-pointer fields: empty string or
+/// message, zero number. Dropping those loses nothing.
+fn is_zero(w: &Wire) -> bool {
+    match w {
+        Wire::Varint(v) => *v == 0,
+        // An embedded message whose fields are all zero (e.g. `strategy: {type: ""}`) is zero too.
+        Wire::Bytes(b) => b.is_empty() || fields(b).all(|f| f.is_ok_and(|(_, w)| is_zero(&w))),
+        Wire::Fixed => false,
+    }
+}
+
+/// Refuses a non-empty field this decoder does not understand, so nothing is silently lost.
+fn unknown(ctx: &str, n: u64, w: &Wire) -> Result<(), String> {
+    if is_zero(w) {
+        Ok(())
+    } else {
+        Err(format!(
+            "protobuf field {n} of {ctx} is not supported by this test server; send JSON"
+        ))
+    }
+}
+
+fn env_var(b: &[u8]) -> Result<Value, String> {
+    let mut o = Map::new();
+    for f in fields(b) {
+        let (n, w) = f?;
+        match n {
+            1 => _ = o.insert("name".into(), json!(string(&w)?)),
+            2 => _ = o.insert("value".into(), json!(string(&w)?)),
+            _ => unknown("EnvVar", n, &w)?,
+        }
+    }
+    Ok(Value::Object(o))
+}
+
+fn container(b: &[u8]) -> Result<Value, String> {
+    let mut o = Map::new();
+    for f in fields(b) {
+        let (n, w) = f?;
+        match n {
+            1 => _ = o.insert("name".into(), json!(string(&w)?)),
+            2 => _ = o.insert("image".into(), json!(string(&w)?)),
+            3 => push(&mut o, "command", json!(string(&w)?)),
+            4 => push(&mut o, "args", json!(string(&w)?)),
+            7 => push(&mut o, "env", env_var(bytes(&w)?)?),
+            // terminationMessagePath, imagePullPolicy, terminationMessagePolicy: defaults, kept as sent.
+            13 => _ = o.insert("terminationMessagePath".into(), json!(string(&w)?)),
+            14 => _ = o.insert("imagePullPolicy".into(), json!(string(&w)?)),
+            20 => _ = o.insert("terminationMessagePolicy".into(), json!(string(&w)?)),
+            _ => unknown("Container", n, &w)?,
+        }
+    }
+    o.retain(|_, v| v != "");
+    Ok(Value::Object(o))
+}
+
+fn pod_template(b: &[u8]) -> Result<Value, String> {
+    let mut o = Map::new();
+    for f in fields(b) {
+        let (n, w) = f?;
+        match n {
+            1 => _ = o.insert("metadata".into(), object_meta(bytes(&w)?)?),
+            2 => {
+                let mut spec = Map::new();
+                for f in fields(bytes(&w)?) {
+                    let (n, w) = f?;
+                    match n {
+                        2 => push(&mut spec, "containers", container(bytes(&w)?)?),
+                        _ => unknown("PodSpec", n, &w)?,
+                    }
+                }
+                o.insert("spec".into(), Value::Object(spec));
+            }
+            _ => unknown("PodTemplateSpec", n, &w)?,
+        }
+    }
+    Ok(Value::Object(o))
+}
+
+/// DeploymentSpec as `kubectl create deployment` fills it: replicas, matchLabels selector, template.
+fn deployment_spec(b: &[u8]) -> Result<Value, String> {
+    let mut o = Map::new();
+    for f in fields(b) {
+        let (n, w) = f?;
+        match n {
+            1 => _ = o.insert("replicas".into(), json!(varint(&w)? as i64)),
+            2 => {
+                let mut sel = Map::new();
+                for f in fields(bytes(&w)?) {
+                    let (n, w) = f?;
+                    match n {
+                        1 => insert_entry(&mut sel, "matchLabels", bytes(&w)?, false)?,
+                        _ => unknown("LabelSelector", n, &w)?,
+                    }
+                }
+                o.insert("selector".into(), Value::Object(sel));
+            }
+            3 => _ = o.insert("template".into(), pod_template(bytes(&w)?)?),
+            _ => unknown("DeploymentSpec", n, &w)?,
+        }
+    }
+    Ok(Value::Object(o))
+}
+
 fn decode_kind(kind: &str, raw: &[u8]) -> Result<Value, String> {
     let mut o = Map::new();
     for f in fields(raw) {
@@ -248,10 +372,31 @@ fn decode_kind(kind: &str, raw: &[u8]) -> Result<Value, String> {
                     json!(varint(&w)? != 0),
                 )
             }
-            ("Secret" | "ConfigMap" | "Namespace" | "ServiceAccount", _) => {}
+            ("Role" | "ClusterRole", 2) => push(&mut o, "rules", policy_rule(bytes(&w)?)?),
+            ("RoleBinding" | "ClusterRoleBinding", 2) => push(
+                &mut o,
+                "subjects",
+                strings_message(
+                    bytes(&w)?,
+                    &[(1, "kind"), (2, "apiGroup"), (3, "name"), (4, "namespace")],
+                )?,
+            ),
+            ("RoleBinding" | "ClusterRoleBinding", 3) => {
+                o.insert(
+                    "roleRef".into(),
+                    strings_message(bytes(&w)?, &[(1, "apiGroup"), (2, "kind"), (3, "name")])?,
+                );
+            }
+            (
+                "Secret" | "ConfigMap" | "Namespace" | "ServiceAccount" | "Role" | "ClusterRole"
+                | "RoleBinding" | "ClusterRoleBinding",
+                _,
+            ) => {}
+            ("Deployment", 2) => _ = o.insert("spec".into(), deployment_spec(bytes(&w)?)?),
+            ("Deployment", _) => unknown("Deployment", n, &w)?,
             _ => {
                 return Err(format!(
-                    "protobuf bodies are only understood for Secret, ConfigMap, Namespace and ServiceAccount, not {kind}; send JSON"
+                    "protobuf bodies are only understood for Secret, ConfigMap, Namespace, ServiceAccount, Deployment and RBAC kinds, not {kind}; send JSON"
                 ));
             }
         }
@@ -362,6 +507,84 @@ mod tests {
     }
 
     #[test]
+    fn role_binding_keeps_subjects_and_role_ref() {
+        let subject = [
+            field(1, b"ServiceAccount"),
+            field(2, b""),
+            field(3, b"hashroll"),
+            field(4, b"hr"),
+        ]
+        .concat();
+        let role_ref = [
+            field(1, b"rbac.authorization.k8s.io"),
+            field(2, b"Role"),
+            field(3, b"r"),
+        ]
+        .concat();
+        let raw = [
+            field(1, &field(1, b"b")),
+            field(2, &subject),
+            field(3, &role_ref),
+        ]
+        .concat();
+        let tm = [
+            field(1, b"rbac.authorization.k8s.io/v1"),
+            field(2, b"RoleBinding"),
+        ]
+        .concat();
+        let obj = decode(&[MAGIC.to_vec(), field(1, &tm), field(2, &raw)].concat()).unwrap();
+        assert_eq!(
+            obj["subjects"],
+            json!([{"kind": "ServiceAccount", "name": "hashroll", "namespace": "hr"}])
+        );
+        assert_eq!(obj["roleRef"]["kind"], "Role");
+        let rule = [
+            field(1, b"list"),
+            field(1, b"watch"),
+            field(2, b""),
+            field(3, b"secrets"),
+        ]
+        .concat();
+        let role = decode_kind("Role", &field(2, &rule)).unwrap();
+        assert_eq!(
+            role["rules"],
+            json!([{"verbs": ["list", "watch"], "apiGroups": [""], "resources": ["secrets"]}])
+        );
+    }
+
+    #[test]
+    fn deployment_from_kubectl_create_and_unknown_fields_are_refused() {
+        let c = [field(1, b"nginx"), field(2, b"nginx"), field(8, b"")].concat();
+        let tmpl = [
+            field(1, &field(11, &entry("app", b"dd"))),
+            field(2, &field(2, &c)),
+        ]
+        .concat();
+        let spec = [
+            vec![8, 1],
+            field(2, &field(1, &entry("app", b"dd"))),
+            field(3, &tmpl),
+            field(4, b""),
+        ]
+        .concat();
+        let raw = [field(1, &field(1, b"dd")), field(2, &spec)].concat();
+        let tm = [field(1, b"apps/v1"), field(2, b"Deployment")].concat();
+        let obj = decode(&[MAGIC.to_vec(), field(1, &tm), field(2, &raw)].concat()).unwrap();
+        assert_eq!(obj["spec"]["replicas"], 1);
+        assert_eq!(obj["spec"]["selector"]["matchLabels"]["app"], "dd");
+        assert_eq!(
+            obj["spec"]["template"]["spec"]["containers"],
+            json!([{"name": "nginx", "image": "nginx"}])
+        );
+        let strategy = [field(1, &field(1, b"dd")), field(2, &field(4, b"x"))].concat();
+        assert!(
+            decode_kind("Deployment", &strategy)
+                .unwrap_err()
+                .contains("field 4 of DeploymentSpec")
+        );
+    }
+
+    #[test]
     fn configmap_and_unknown_kinds() {
         let raw = [field(1, &field(1, b"c")), field(2, &entry("k", b"v"))].concat();
         assert_eq!(
@@ -369,11 +592,11 @@ mod tests {
             "v"
         );
         let err = decode(&envelope(
-            "Deployment",
+            "Job",
             &[field(1, &field(1, b"d")), field(2, b"")].concat(),
         ))
         .unwrap_err();
-        assert!(err.contains("not Deployment"));
+        assert!(err.contains("not Job"));
         assert!(decode(b"{}").is_err());
     }
 }
