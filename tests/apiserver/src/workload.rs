@@ -51,6 +51,32 @@ pub(crate) fn write_status(store: &mut Store, def: &ResourceDef, ns: &str, name:
     }
 }
 
+/// Sets a True condition, keeping an existing True one (and its timestamps) untouched.
+fn set_condition(status: &mut Value, typ: &str, reason: &str, message: &str) {
+    if !status["conditions"].is_array() {
+        status["conditions"] = json!([]);
+    }
+    let conds = status["conditions"]
+        .as_array_mut()
+        .expect("conditions was just made an array");
+    if conds
+        .iter()
+        .any(|c| c["type"] == typ && c["status"] == "True")
+    {
+        return;
+    }
+    conds.retain(|c| c["type"] != typ);
+    let now = crate::write::now();
+    conds.push(json!({
+        "type": typ,
+        "status": "True",
+        "reason": reason,
+        "message": message,
+        "lastUpdateTime": now,
+        "lastTransitionTime": now,
+    }));
+}
+
 /// The object with the status a finished rollout reports.
 pub fn converged(kind: SimKind, obj: &Value) -> Value {
     let generation = obj
@@ -77,8 +103,24 @@ pub fn converged(kind: SimKind, obj: &Value) -> Value {
             ] {
                 s[f] = json!(replicas);
             }
-            if obj.get("kind").and_then(Value::as_str) == Some("StatefulSet") {
-                s["currentReplicas"] = json!(replicas);
+            match obj.get("kind").and_then(Value::as_str) {
+                Some("StatefulSet") => s["currentReplicas"] = json!(replicas),
+                // `kubectl wait --for=condition=Available` and rollout tooling read these.
+                Some("Deployment") => {
+                    set_condition(
+                        s,
+                        "Available",
+                        "MinimumReplicasAvailable",
+                        "Deployment has minimum availability.",
+                    );
+                    set_condition(
+                        s,
+                        "Progressing",
+                        "NewReplicaSetAvailable",
+                        "The rollout has completed.",
+                    );
+                }
+                _ => {}
             }
         }
         SimKind::DaemonSet => {
@@ -108,6 +150,17 @@ mod tests {
         assert_eq!(out["status"]["observedGeneration"], 3);
         assert_eq!(out["status"]["availableReplicas"], 4);
         assert_eq!(out["status"]["updatedReplicas"], 4);
+        let conds = out["status"]["conditions"].as_array().unwrap();
+        assert!(
+            conds
+                .iter()
+                .any(|c| c["type"] == "Available" && c["status"] == "True")
+        );
+        // A second convergence keeps the conditions (and their timestamps) as they were.
+        assert_eq!(
+            converged(SimKind::Replicas, &out)["status"]["conditions"],
+            out["status"]["conditions"]
+        );
     }
 
     #[test]

@@ -74,6 +74,19 @@ pub fn validate_name(def: &ResourceDef, name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Drops empty metadata collections, as Go's `omitempty` does on the real server.
+fn drop_empty_meta(obj: &mut Value) {
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.retain(|k, v| {
+            let empty = v.is_null()
+                || v.as_object().is_some_and(Map::is_empty)
+                || v.as_array().is_some_and(Vec::is_empty)
+                || v.as_str().is_some_and(str::is_empty);
+            !(empty && k != "name")
+        });
+    }
+}
+
 fn meta(obj: &mut Value) -> &mut Map<String, Value> {
     if !obj["metadata"].is_object() {
         obj["metadata"] = json!({});
@@ -305,6 +318,7 @@ fn prepare_create(
         obj["spec"]["replicas"] = json!(1);
     }
     normalise_secret(def, &mut obj)?;
+    drop_empty_meta(&mut obj);
     Ok(obj)
 }
 
@@ -443,6 +457,7 @@ fn prepare_update(
         }
     }
     normalise_secret(def, &mut new)?;
+    drop_empty_meta(&mut new);
     check_immutable(def, old, &new)?;
     if old_meta.contains_key("deletionTimestamp") {
         let fins = |v: &Value| -> Vec<String> {
@@ -1091,6 +1106,26 @@ mod tests {
         let mut labelled = old.clone();
         labelled["metadata"]["labels"] = json!({"x": "y"});
         assert!(prepare_update(&d, &old, labelled, None).is_ok());
+    }
+
+    #[test]
+    fn empty_metadata_maps_are_dropped_like_omitempty() {
+        let d = def("", "configmaps");
+        let old = prepare_create(
+            &d,
+            "ns",
+            json!({"metadata": {"name": "c", "annotations": {}}}),
+            "t",
+        )
+        .unwrap();
+        assert!(old["metadata"].get("annotations").is_none());
+        let mut new = old.clone();
+        new["metadata"]["finalizers"] = json!([]);
+        new["metadata"]["labels"] = json!({});
+        assert!(same_content(
+            &old,
+            &prepare_update(&d, &old, new, None).unwrap()
+        ));
     }
 
     #[test]
