@@ -118,11 +118,14 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
             Ok(a) => {
                 tracing::info!(addr = %a, "admin server listening (/metrics, /healthz, /readyz)")
             }
+            // Reloads matter more than metrics: say so loudly, and keep working without them.
             Err(_) => {
                 let err = server.await.ok().and_then(Result::err);
-                anyhow::bail!(
-                    "--admin-addr {addr}: cannot listen: {}",
-                    err.map(|e| e.to_string()).unwrap_or_default()
+                tracing::error!(
+                    flag = "--admin-addr",
+                    %addr,
+                    error = err.map(|e| e.to_string()).unwrap_or_default(),
+                    "cannot listen; running without /metrics, /healthz and /readyz"
                 );
             }
         }

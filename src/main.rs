@@ -1,5 +1,6 @@
 //! The hashroll binary: parse flags (before any connection), set up logging, run until SIGTERM.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -31,8 +32,10 @@ fn main() -> ExitCode {
 
 fn init_logging(args: &Args) {
     let filter = tracing_subscriber::EnvFilter::new(&args.log_level);
+    // Colours only for a terminal: logs collected from a file or a pod must stay plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
