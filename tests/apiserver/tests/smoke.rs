@@ -166,6 +166,18 @@ async fn workload_simulator_rollout_record_and_faults() {
     );
     deploys.get("web").await.unwrap();
     assert_eq!(ctl.request_count("get", "deployments"), 3);
+
+    // A cut connection surfaces as a transport error, not as a status.
+    ctl.cut_next(
+        1,
+        RequestMatch {
+            resource: Some("deployments".into()),
+            ..Default::default()
+        },
+    );
+    let err = deploys.get("web").await.unwrap_err();
+    assert!(!matches!(err, kube::Error::Api(_)), "{err:?}");
+    deploys.get("web").await.unwrap();
     assert_eq!(ctl.request_count("patch", "deployments"), 1);
 
     server.shutdown().await;
@@ -217,5 +229,146 @@ async fn restart_keeps_data_and_compaction_expires_old_watches() {
         }
         other => panic!("expected a 410 ERROR event, got {other:?}"),
     }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn streaming_list_watcher_and_selector_transitions() {
+    use kube::runtime::watcher;
+
+    let server = TestServer::start().await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(server.client(), "default");
+    for i in 0..5 {
+        secrets
+            .create(&PostParams::default(), &secret(&format!("s{i}"), "v"))
+            .await
+            .unwrap();
+    }
+
+    // Pagination: pages of two, all five names, in order.
+    let mut names = Vec::new();
+    let mut lp = ListParams::default().limit(2);
+    loop {
+        let page = secrets.list(&lp).await.unwrap();
+        names.extend(page.items.iter().map(|s| s.metadata.name.clone().unwrap()));
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(c) => lp = lp.continue_token(&c),
+            None => break,
+        }
+    }
+    assert_eq!(names, ["s0", "s1", "s2", "s3", "s4"]);
+
+    // kube-runtime's streaming-list watcher relies on sendInitialEvents and the initial-events-end bookmark.
+    let cfg = watcher::Config::default()
+        .labels("app=smoke")
+        .streaming_lists();
+    let mut stream = watcher(secrets.clone(), cfg).boxed();
+    let mut initial = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            watcher::Event::Init => {}
+            watcher::Event::InitApply(s) => initial.push(s.metadata.name.unwrap()),
+            watcher::Event::InitDone => break,
+            other => panic!("unexpected event before InitDone: {other:?}"),
+        }
+    }
+    assert_eq!(initial.len(), 5);
+
+    // Relabelling an object out of the selector reads as a deletion to this watcher.
+    let relabel = json!({ "metadata": { "labels": { "app": "other" } } });
+    secrets
+        .patch("s3", &PatchParams::default(), &Patch::Merge(&relabel))
+        .await
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+    {
+        watcher::Event::Delete(s) => assert_eq!(s.metadata.name.as_deref(), Some("s3")),
+        other => panic!("expected Delete for s3, got {other:?}"),
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn rbac_denies_with_the_real_message_until_bound() {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+
+    let server = TestServer::start_with(ServerOptions {
+        rbac: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let admin = server.client();
+    let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(admin.clone());
+    ns.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "team-a"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let sa = server.client_for_token("system:serviceaccount:hr:hashroll");
+    let theirs: Api<Secret> = Api::namespaced(sa.clone(), "team-a");
+    let err = theirs.list(&ListParams::default()).await.unwrap_err();
+    let kube::Error::Api(status) = err else {
+        panic!("expected a Status, got {err:?}")
+    };
+    assert_eq!(status.code, 403);
+    assert_eq!(
+        status.message,
+        "secrets is forbidden: User \"system:serviceaccount:hr:hashroll\" cannot list resource \"secrets\" in API group \"\" in the namespace \"team-a\""
+    );
+
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"name": "read-secrets"},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "watch"]}]
+    }))
+    .unwrap();
+    Api::<Role>::namespaced(admin.clone(), "team-a")
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "hashroll"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-secrets"},
+        "subjects": [{"kind": "ServiceAccount", "name": "hashroll", "namespace": "hr"}]
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(admin, "team-a")
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    assert!(
+        theirs
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    // Bound for list, not for get.
+    let err = theirs.get("x").await.unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 403 && s.message.starts_with("secrets \"x\" is forbidden")),
+        "{err:?}"
+    );
+
+    let nobody = server.client_for_token("not-a-token");
+    let err = Api::<Secret>::namespaced(nobody, "team-a")
+        .list(&ListParams::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 401),
+        "{err:?}"
+    );
     server.shutdown().await;
 }
