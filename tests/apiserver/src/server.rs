@@ -73,7 +73,7 @@ pub(crate) struct State {
 pub struct TestServer {
     addr: SocketAddr,
     state: Arc<State>,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl TestServer {
@@ -97,7 +97,11 @@ impl TestServer {
         });
         crate::api::seed(&state);
         let task = tokio::spawn(accept_loop(state.clone(), listener, addr, rx));
-        Ok(TestServer { addr, state, task })
+        Ok(TestServer {
+            addr,
+            state,
+            task: Some(task),
+        })
     }
 
     /// Base URL, `http://127.0.0.1:PORT`.
@@ -149,13 +153,25 @@ impl TestServer {
     }
 
     /// Stops accepting, drops every connection and ends the server task.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         let (tx, rx) = oneshot::channel();
         if self.state.ctl.commands.send(Command::Shutdown(tx)).is_ok() {
             let _ = rx.await;
         }
         self.state.ctl.close_watches.send_modify(|e| *e += 1);
-        let _ = self.task.await;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    /// Dropping the server without `shutdown` still closes the port and every connection.
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        self.state.ctl.close_watches.send_modify(|e| *e += 1);
     }
 }
 
