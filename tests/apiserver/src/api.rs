@@ -12,7 +12,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
 use crate::rbac::{Attributes, Decision, RbacSource, UserInfo};
-use crate::resources::ResourceDef;
+use crate::resources::{Registry, ResourceDef};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::server::State;
 use crate::status::ApiError;
@@ -178,22 +178,22 @@ enum Route {
     NotFound,
 }
 
-fn route(state: &State, path: &str) -> Route {
+fn route(reg: &Registry, path: &str) -> Route {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     match segs.as_slice() {
         ["version"] => Route::Version,
         ["api"] => Route::Api,
         ["api", v] => Route::GroupVersion(String::new(), v.to_string()),
-        ["api", v, rest @ ..] => resource_route(state, "", v, rest),
+        ["api", v, rest @ ..] => resource_route(reg, "", v, rest),
         ["apis"] => Route::Apis,
         ["apis", g] => Route::Group(g.to_string()),
         ["apis", g, v] => Route::GroupVersion(g.to_string(), v.to_string()),
-        ["apis", g, v, rest @ ..] => resource_route(state, g, v, rest),
+        ["apis", g, v, rest @ ..] => resource_route(reg, g, v, rest),
         _ => Route::NotFound,
     }
 }
 
-fn resource_route(state: &State, group: &str, version: &str, rest: &[&str]) -> Route {
+fn resource_route(reg: &Registry, group: &str, version: &str, rest: &[&str]) -> Route {
     let (legacy_watch, rest) = match rest {
         ["watch", r @ ..] => (true, r),
         r => (false, r),
@@ -209,7 +209,7 @@ fn resource_route(state: &State, group: &str, version: &str, rest: &[&str]) -> R
     if rest.is_empty() || rest.len() > 3 || rest.iter().any(|s| s.is_empty()) {
         return Route::NotFound;
     }
-    let Some(def) = state.registry.find(group, version, rest[0]) else {
+    let Some(def) = reg.find(group, version, rest[0]) else {
         return Route::NotFound;
     };
     if ns.is_some() && !def.namespaced {
@@ -389,7 +389,7 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
             None => error_response(&not_found_path()),
         };
     }
-    match route(&state, &path) {
+    match route(&state.registry, &path) {
         Route::Resource(t) => {
             let ctx = Ctx {
                 target: *t,
@@ -729,6 +729,99 @@ fn requested_list_rv(q: &HashMap<String, String>, current: u64) -> Result<Option
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn target(path: &str) -> Option<Target> {
+        match route(&Registry::new(&[]), path) {
+            Route::Resource(t) => Some(*t),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn routes_split_namespace_name_and_subresource() {
+        let t = target("/apis/apps/v1/namespaces/team-a/deployments/web/scale").unwrap();
+        assert_eq!(
+            (t.def.plural.as_str(), t.ns.as_deref(), t.name.as_deref()),
+            ("deployments", Some("team-a"), Some("web"))
+        );
+        assert_eq!(t.log_resource(), "deployments/scale");
+        let t = target("/api/v1/secrets").unwrap();
+        assert_eq!((t.ns, t.name), (None, None));
+        // `/namespaces/<name>/status` is the namespace's status, not a collection called "status".
+        let t = target("/api/v1/namespaces/foo/status").unwrap();
+        assert_eq!(
+            (t.def.plural.as_str(), t.name.as_deref(), t.sub.as_deref()),
+            ("namespaces", Some("foo"), Some("status"))
+        );
+        let t = target("/api/v1/watch/namespaces/default/configmaps").unwrap();
+        assert!(t.legacy_watch);
+    }
+
+    #[test]
+    fn unknown_paths_and_subresources_are_not_found() {
+        assert!(target("/apis/apps/v1/namespaces/a/daemonsets/x/scale").is_none());
+        assert!(target("/api/v1/namespaces/a/namespaces").is_none());
+        assert!(target("/apis/apps/v1/namespaces/a/widgets").is_none());
+        assert!(target("/api/v1/namespaces/a/secrets/x/status/extra").is_none());
+        assert!(matches!(
+            route(&Registry::new(&[]), "/version"),
+            Route::Version
+        ));
+        assert!(matches!(route(&Registry::new(&[]), "/apis/apps"), Route::Group(g) if g == "apps"));
+    }
+
+    #[test]
+    fn verbs_follow_method_name_and_watch_flag() {
+        let t = target("/api/v1/namespaces/a/secrets").unwrap();
+        let q = parse_query("watch=true");
+        assert_eq!(verb_of(&Method::GET, &t, &q).unwrap(), "watch");
+        assert_eq!(verb_of(&Method::GET, &t, &HashMap::new()).unwrap(), "list");
+        assert_eq!(
+            verb_of(&Method::DELETE, &t, &HashMap::new()).unwrap(),
+            "deletecollection"
+        );
+        assert_eq!(
+            verb_of(&Method::PUT, &t, &HashMap::new()).unwrap_err().code,
+            405
+        );
+        let named = target("/api/v1/namespaces/a/secrets/x").unwrap();
+        assert_eq!(
+            verb_of(&Method::PATCH, &named, &HashMap::new()).unwrap(),
+            "patch"
+        );
+    }
+
+    #[test]
+    fn tokens_map_to_users_and_groups() {
+        let reg_state = |tokens| State {
+            registry: Registry::new(&[]),
+            store: std::sync::Mutex::new(crate::store::Store::new(1)),
+            ctl: crate::control::ControlState::new(
+                false,
+                crate::control::WorkloadSim::Off,
+                tokio::sync::mpsc::unbounded_channel().0,
+            ),
+            opts: crate::server::ServerOptions {
+                tokens,
+                ..Default::default()
+            },
+        };
+        let st = reg_state(vec![crate::server::StaticToken {
+            token: "t".into(),
+            user: "alice".into(),
+            groups: vec!["dev".into()],
+        }]);
+        let sa = user_for_token(&st, "serviceaccount:hr:hashroll").unwrap();
+        assert_eq!(sa.name, "system:serviceaccount:hr:hashroll");
+        assert!(sa.groups.contains(&"system:serviceaccounts:hr".to_string()));
+        assert!(is_admin(&user_for_token(&st, "admin").unwrap()));
+        assert_eq!(
+            user_for_token(&st, "t").unwrap().groups,
+            ["dev", "system:authenticated"]
+        );
+        assert!(user_for_token(&st, "system:serviceaccount:hr").is_none());
+        assert!(user_for_token(&st, "nope").is_none());
+    }
 
     #[test]
     fn query_values_are_percent_decoded() {

@@ -67,6 +67,7 @@ async fn crud_and_watch_through_kube_rs() {
                 seen.push(format!("MODIFIED {}", s.metadata.name.unwrap()))
             }
             WatchEvent::Deleted(s) => seen.push(format!("DELETED {}", s.metadata.name.unwrap())),
+            WatchEvent::Bookmark(_) => {}
             other => panic!("unexpected watch event {other:?}"),
         }
     }
@@ -370,5 +371,67 @@ async fn rbac_denies_with_the_real_message_until_bound() {
         matches!(err, kube::Error::Api(ref s) if s.code == 401),
         "{err:?}"
     );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn bookmarks_timeouts_and_closed_watches() {
+    let opts = ServerOptions {
+        bookmark_interval: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let server = TestServer::start_with(opts).await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(server.client(), "default");
+    let s = secrets
+        .create(&PostParams::default(), &secret("b", "v"))
+        .await
+        .unwrap();
+    let rv = s.metadata.resource_version.unwrap();
+
+    let mut events = secrets
+        .watch(
+            &WatchParams {
+                bookmarks: true,
+                ..Default::default()
+            },
+            &rv,
+        )
+        .await
+        .unwrap()
+        .boxed();
+    match tokio::time::timeout(Duration::from_secs(5), events.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+    {
+        WatchEvent::Bookmark(b) => assert_eq!(b.metadata.resource_version, rv),
+        other => panic!("expected a bookmark, got {other:?}"),
+    }
+
+    // timeoutSeconds ends the stream cleanly.
+    let quiet = WatchParams {
+        bookmarks: false,
+        ..Default::default()
+    };
+    let mut short = secrets
+        .watch(&quiet.clone().timeout(1), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    let end = tokio::time::timeout(Duration::from_secs(5), short.try_next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(end.is_none(), "{end:?}");
+
+    // close_watches ends every open watch.
+    let mut open = secrets.watch(&quiet, &rv).await.unwrap().boxed();
+    server.control().close_watches();
+    let end = tokio::time::timeout(Duration::from_secs(5), open.try_next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(end.is_none(), "{end:?}");
     server.shutdown().await;
 }
