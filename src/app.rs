@@ -55,9 +55,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
         .unwrap_or_else(|| config.default_namespace.clone());
     let client = Client::try_from(config).context("building the Kubernetes client")?;
 
-    let key = key::load_or_create(&client, &controller_ns, &args.key_secret)
-        .await
-        .context("loading the installation key")?;
+    let key = load_key(&client, &controller_ns, &args.key_secret).await?;
     tracing::info!(namespace = %controller_ns, key_id = key.id(), "installation key loaded");
 
     let mut kinds = args.workload_kinds();
@@ -199,4 +197,26 @@ async fn rollouts_served(client: &Client) -> bool {
     kube::discovery::oneshot::pinned_kind(client, &gvk)
         .await
         .is_ok()
+}
+
+/// Loads the installation key, riding out an API server that is briefly unreachable or overloaded (one
+/// minute at most); a real error (forbidden, malformed) fails at once.
+async fn load_key(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<crate::hashing::InstallationKey> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut delay = std::time::Duration::from_millis(250);
+    loop {
+        match key::load_or_create(client, namespace, name).await {
+            Ok(k) => return Ok(k),
+            Err(e) if e.is_transient() && tokio::time::Instant::now() + delay < deadline => {
+                tracing::warn!(error = %e, retry_in = ?delay, "cannot load the installation key yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(8));
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("loading the installation key")),
+        }
+    }
 }

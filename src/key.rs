@@ -32,6 +32,20 @@ pub enum KeySecretError {
     },
 }
 
+impl KeySecretError {
+    /// Worth retrying: the API server is unreachable, overloaded or failing, not refusing.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            KeySecretError::Api {
+                source: kube::Error::Api(s),
+                ..
+            } => s.code == 429 || s.code >= 500,
+            KeySecretError::Api { .. } => true,
+            KeySecretError::Malformed { .. } => false,
+        }
+    }
+}
+
 /// Reads the key Secret, creating it with 32 random bytes if it does not exist.
 pub async fn load_or_create(
     client: &Client,
