@@ -604,11 +604,28 @@ fn get(state: &State, ctx: &Ctx) -> Result<Response<Body>, ApiError> {
             ),
         ));
     }
+    if wants_metadata(&ctx.accept) {
+        return Ok(json_value(200, &partial_metadata(&obj.obj)));
+    }
     Ok(json_bytes(200, obj.bytes.clone()))
 }
 
 fn include(ctx: &Ctx) -> crate::table::Include {
     crate::table::Include::parse(ctx.query.get("includeObject").map(String::as_str))
+}
+
+/// Whether the client asked for metadata only (kube-rs metadata watchers, `kubectl get -o name`).
+pub(crate) fn wants_metadata(accept: &str) -> bool {
+    accept.contains("as=PartialObjectMetadata")
+}
+
+/// The PartialObjectMetadata view of an object.
+pub(crate) fn partial_metadata(obj: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata").cloned().unwrap_or_else(|| json!({})),
+    })
 }
 
 /// Whether the client asked for server-side printing (kubectl get).
@@ -686,6 +703,22 @@ fn list(state: &State, ctx: &Ctx) -> Result<Response<Body>, ApiError> {
     let mut meta = json!({ "resourceVersion": page.rv.to_string() });
     if let Some(c) = &cont {
         meta["continue"] = json!(c);
+    }
+    if wants_metadata(&ctx.accept) {
+        let items: Vec<Value> = page
+            .items
+            .iter()
+            .map(|o| partial_metadata(&o.obj))
+            .collect();
+        return Ok(json_value(
+            200,
+            &json!({
+                "kind": "PartialObjectMetadataList",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": meta,
+                "items": items,
+            }),
+        ));
     }
     let mut out =
         Vec::with_capacity(page.items.iter().map(|o| o.bytes.len() + 1).sum::<usize>() + 256);

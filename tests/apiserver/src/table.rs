@@ -32,6 +32,103 @@ fn col(name: &str, typ: &str, format: &str) -> Value {
     json!({ "name": name, "type": typ, "format": format, "description": format!("{name} column"), "priority": 0 })
 }
 
+/// A column kubectl shows only with `-o wide`.
+fn wide_col(name: &str) -> Value {
+    let mut c = col(name, "string", "");
+    c["priority"] = json!(1);
+    c
+}
+
+/// Wide columns after Age, per kind.
+fn wide_columns(def: &ResourceDef) -> &'static [&'static str] {
+    match (def.group.as_str(), def.kind.as_str()) {
+        ("apps", "Deployment" | "ReplicaSet" | "DaemonSet") | ("batch", "CronJob") => {
+            &["Containers", "Images", "Selector"]
+        }
+        ("apps", "StatefulSet") => &["Containers", "Images"],
+        _ => &[],
+    }
+}
+
+fn none_if_empty(s: String) -> Value {
+    json!(if s.is_empty() {
+        "<none>".to_string()
+    } else {
+        s
+    })
+}
+
+/// A label selector rendered like kubectl: `a=b,c in (d,e)`; keys sorted as Go renders them.
+fn selector_string(sel: Option<&Value>) -> String {
+    let Some(sel) = sel else { return String::new() };
+    let mut parts: Vec<String> = sel
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    for e in sel
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let key = e["key"].as_str().unwrap_or_default();
+        let vals: Vec<&str> = e["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        parts.push(match e["operator"].as_str().unwrap_or_default() {
+            "In" => format!("{key} in ({})", vals.join(",")),
+            "NotIn" => format!("{key} notin ({})", vals.join(",")),
+            "Exists" => key.to_string(),
+            _ => format!("!{key}"),
+        });
+    }
+    parts.sort();
+    parts.join(",")
+}
+
+fn wide_cells(def: &ResourceDef, obj: &Value) -> Vec<Value> {
+    let wide = wide_columns(def);
+    if wide.is_empty() {
+        return vec![];
+    }
+    let (pod_spec, selector) = if def.kind == "CronJob" {
+        (
+            obj.pointer("/spec/jobTemplate/spec/template/spec"),
+            obj.pointer("/spec/jobTemplate/spec/selector"),
+        )
+    } else {
+        (
+            obj.pointer("/spec/template/spec"),
+            obj.pointer("/spec/selector"),
+        )
+    };
+    let containers: Vec<&Value> = pod_spec
+        .and_then(|s| s.get("containers"))
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    let field = |f: &str| {
+        containers
+            .iter()
+            .filter_map(|c| c[f].as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut out = vec![none_if_empty(field("name")), none_if_empty(field("image"))];
+    if wide.len() > 2 {
+        out.push(none_if_empty(selector_string(selector)));
+    }
+    out
+}
+
 fn int(obj: &Value, p: &str) -> i64 {
     obj.pointer(p).and_then(Value::as_i64).unwrap_or(0)
 }
@@ -74,13 +171,16 @@ fn columns(def: &ResourceDef) -> Vec<Value> {
         ],
         ("batch", "CronJob") => &[
             ("Schedule", "string"),
+            ("Timezone", "string"),
             ("Suspend", "boolean"),
             ("Active", "integer"),
+            ("Last Schedule", "string"),
         ],
         _ => &[],
     };
     cols.extend(extra.iter().map(|(n, t)| col(n, t, "")));
     cols.push(col("Age", "string", ""));
+    cols.extend(wide_columns(def).iter().map(|n| wide_col(n)));
     cols
 }
 
@@ -139,6 +239,11 @@ fn cells(def: &ResourceDef, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
         }
         ("batch", "CronJob") => {
             c.push(obj.pointer("/spec/schedule").cloned().unwrap_or(json!("")));
+            c.push(
+                obj.pointer("/spec/timeZone")
+                    .cloned()
+                    .unwrap_or(json!("<none>")),
+            );
             c.push(json!(
                 obj.pointer("/spec/suspend")
                     .and_then(Value::as_bool)
@@ -149,6 +254,14 @@ fn cells(def: &ResourceDef, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
                     .and_then(Value::as_array)
                     .map_or(0, Vec::len)
             ));
+            let last = obj
+                .pointer("/status/lastScheduleTime")
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse::<jiff::Timestamp>().ok());
+            c.push(json!(last.map_or_else(
+                || "<none>".to_string(),
+                |t| human_age((now - t).get_seconds())
+            )));
         }
         _ => {}
     }
@@ -160,6 +273,7 @@ fn cells(def: &ResourceDef, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
         || "<unknown>".to_string(),
         |t| human_age((now - t).get_seconds())
     )));
+    c.extend(wide_cells(def, obj));
     c
 }
 
@@ -248,6 +362,43 @@ mod tests {
         assert_eq!(human_age(3600), "60m");
         assert_eq!(human_age(4 * 3600 + 60), "4h1m");
         assert_eq!(human_age(3 * 86_400 + 7200), "3d2h");
+    }
+
+    #[test]
+    fn deployment_wide_columns_follow_age() {
+        let reg = Registry::new(&[]);
+        let def = reg.find("apps", "v1", "deployments").unwrap();
+        let obj = json!({
+            "metadata": {"name": "web", "creationTimestamp": "2020-01-01T00:00:00Z"},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"tier": "x", "app": "web"}},
+                "template": {"spec": {"containers": [{"name": "app", "image": "nginx:1"}, {"name": "s", "image": "busybox"}]}}
+            }
+        });
+        let t = table_one(def, &obj, Include::None);
+        let cols: Vec<(&str, i64)> = t["columnDefinitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["name"].as_str().unwrap(), c["priority"].as_i64().unwrap()))
+            .collect();
+        assert_eq!(cols[4], ("Age", 0));
+        assert_eq!(
+            &cols[5..],
+            [("Containers", 1), ("Images", 1), ("Selector", 1)]
+        );
+        let cells = t["rows"][0]["cells"].as_array().unwrap();
+        assert_eq!(cells[1], "0/2");
+        assert_eq!(
+            &cells[5..],
+            [
+                json!("app,s"),
+                json!("nginx:1,busybox"),
+                json!("app=web,tier=x")
+            ]
+        );
+        assert_eq!(cells.len(), cols.len());
     }
 
     #[test]

@@ -25,10 +25,20 @@ const CHUNK: usize = 256 * 1024;
 
 type Tx = mpsc::Sender<Result<Frame<Bytes>, BoxError>>;
 
-/// Per-watch encoding: plain objects, or one-row Tables for kubectl.
+/// What a watch event carries.
+enum View {
+    /// The stored object (pre-serialised bytes).
+    Full,
+    /// A one-row Table (kubectl get -w).
+    Table(Include),
+    /// PartialObjectMetadata (metadata watchers).
+    Metadata,
+}
+
+/// Per-watch encoding of events.
 struct Encoder {
     def: ResourceDef,
-    table: Option<Include>,
+    view: View,
 }
 
 impl Encoder {
@@ -36,13 +46,17 @@ impl Encoder {
         out.extend_from_slice(b"{\"type\":\"");
         out.extend_from_slice(typ.as_bytes());
         out.extend_from_slice(b"\",\"object\":");
-        match self.table {
-            Some(inc) => serde_json::to_writer(
+        match self.view {
+            View::Table(inc) => serde_json::to_writer(
                 &mut *out,
                 &crate::table::table_one(&self.def, &obj.obj, inc),
             )
             .expect("a table serialises"),
-            None => out.extend_from_slice(&obj.bytes),
+            View::Metadata => {
+                serde_json::to_writer(&mut *out, &crate::api::partial_metadata(&obj.obj))
+                    .expect("metadata serialises")
+            }
+            View::Full => out.extend_from_slice(&obj.bytes),
         }
         out.extend_from_slice(b"}\n");
     }
@@ -115,11 +129,18 @@ pub(crate) fn serve(
 ) -> Result<Response<Body>, ApiError> {
     let p = params(&ctx)?;
     let filter = Filter::from_query(&ctx.query, &ctx.target.def.plural)?;
-    let table = crate::api::wants_table(&ctx.accept)
-        .then(|| Include::parse(ctx.query.get("includeObject").map(String::as_str)));
+    let view = if crate::api::wants_table(&ctx.accept) {
+        View::Table(Include::parse(
+            ctx.query.get("includeObject").map(String::as_str),
+        ))
+    } else if crate::api::wants_metadata(&ctx.accept) {
+        View::Metadata
+    } else {
+        View::Full
+    };
     let enc = Encoder {
         def: ctx.target.def.clone(),
-        table,
+        view,
     };
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(8);
     let name = ctx.target.name.clone();

@@ -435,3 +435,48 @@ async fn bookmarks_timeouts_and_closed_watches() {
     assert!(end.is_none(), "{end:?}");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn metadata_only_requests_get_partial_object_metadata() {
+    use kube::core::PartialObjectMeta;
+    use kube::runtime::{WatchStreamExt, watcher};
+
+    let server = TestServer::start().await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(server.client(), "default");
+    secrets
+        .create(&PostParams::default(), &secret("m", "v"))
+        .await
+        .unwrap();
+    let meta = secrets.get_metadata("m").await.unwrap();
+    assert_eq!(meta.types.unwrap().kind, "PartialObjectMetadata");
+    let list = secrets.list_metadata(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items[0].metadata.name.as_deref(), Some("m"));
+
+    // Api<PartialObjectMeta<K>> sends metadata-only Accept headers for list and watch.
+    let metas: Api<PartialObjectMeta<Secret>> = Api::namespaced(server.client(), "default");
+    let mut stream = watcher(metas, watcher::Config::default())
+        .applied_objects()
+        .boxed();
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.metadata.name.as_deref(), Some("m"));
+    secrets
+        .patch(
+            "m",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": {"n": "2"}}})),
+        )
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.types.unwrap().kind, "PartialObjectMetadata");
+    assert_eq!(next.metadata.labels.unwrap()["n"], "2");
+    server.shutdown().await;
+}
