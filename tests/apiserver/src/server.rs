@@ -209,8 +209,12 @@ async fn accept_loop(
         let cmd = loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    if let Ok((stream, _)) = accepted {
-                        conns.spawn(serve_connection(state.clone(), stream));
+                    match accepted {
+                        Ok((stream, _)) => {
+                            conns.spawn(serve_connection(state.clone(), stream));
+                        }
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                     }
                 }
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}

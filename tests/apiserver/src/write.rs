@@ -911,6 +911,17 @@ pub(crate) fn delete(state: &Arc<State>, ctx: &Ctx) -> Result<Response<Body>, Ap
     let mut store = state.store.lock().unwrap();
     let old = lookup(&store, ctx)?;
     let name = name_of(&old.obj).to_string();
+    if def.plural == "namespaces"
+        && matches!(name.as_str(), "default" | "kube-system" | "kube-public")
+    {
+        // The real server's namespace lifecycle admission protects these.
+        return Err(ApiError {
+            details: Some(json!({ "name": name, "kind": "namespaces" })),
+            ..ApiError::forbidden(format!(
+                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+            ))
+        });
+    }
     let uid = old
         .obj
         .pointer("/metadata/uid")

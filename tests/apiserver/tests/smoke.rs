@@ -480,3 +480,53 @@ async fn metadata_only_requests_get_partial_object_metadata() {
     assert_eq!(next.metadata.labels.unwrap()["n"], "2");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn namespace_deletion_cascades_and_protects_default() {
+    use k8s_openapi::api::core::v1::Namespace;
+
+    let server = TestServer::start().await.unwrap();
+    let namespaces: Api<Namespace> = Api::all(server.client());
+    let err = namespaces
+        .delete("default", &DeleteParams::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 403),
+        "{err:?}"
+    );
+
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "gone"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let inside: Api<Secret> = Api::namespaced(server.client(), "gone");
+    inside
+        .create(&PostParams::default(), &secret("s", "v"))
+        .await
+        .unwrap();
+    namespaces
+        .delete("gone", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        Api::<Secret>::all(server.client())
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let err = inside
+        .create(&PostParams::default(), &secret("t", "v"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 404 && s.message == "namespaces \"gone\" not found"),
+        "{err:?}"
+    );
+    server.shutdown().await;
+}
