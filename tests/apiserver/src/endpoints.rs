@@ -23,17 +23,18 @@ pub fn parse_workload_sim(s: &str) -> Result<WorkloadSim, String> {
             let d = s
                 .strip_prefix("delay=")
                 .ok_or_else(|| format!("unknown workload controller mode {s:?}"))?;
+            // Seconds may be fractional (`delay=1.5s`); plain numbers are seconds too.
             let dur = if let Some(ms) = d.strip_suffix("ms") {
-                ms.parse::<u64>().map(Duration::from_millis)
-            } else if let Some(secs) = d.strip_suffix('s') {
-                secs.parse::<f64>()
-                    .map(Duration::from_secs_f64)
-                    .map_err(|_| "x".parse::<u64>().unwrap_err())
+                ms.parse::<u64>().ok().map(Duration::from_millis)
             } else {
-                d.parse::<u64>().map(Duration::from_secs)
+                let secs = d.strip_suffix('s').unwrap_or(d);
+                secs.parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite() && *v >= 0.0)
+                    .map(Duration::from_secs_f64)
             };
             dur.map(WorkloadSim::Delay)
-                .map_err(|_| format!("invalid delay in workload controller mode {s:?}"))
+                .ok_or_else(|| format!("invalid delay in workload controller mode {s:?}"))
         }
     }
 }
@@ -173,5 +174,10 @@ mod tests {
         );
         assert!(parse_workload_sim("sometimes").is_err());
         assert!(parse_workload_sim("delay=xs").is_err());
+        assert!(parse_workload_sim("delay=-1s").is_err());
+        assert_eq!(
+            parse_workload_sim("delay=1.5s"),
+            Ok(WorkloadSim::Delay(Duration::from_millis(1500)))
+        );
     }
 }
