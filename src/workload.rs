@@ -178,12 +178,18 @@ impl WorkloadSummary {
 
 fn template_digest(template: Option<&PodTemplateSpec>) -> [u8; 16] {
     let mut template = template.cloned().unwrap_or_default();
-    if let Some(a) = template
-        .metadata
-        .as_mut()
-        .and_then(|m| m.annotations.as_mut())
-    {
-        a.remove(TEMPLATE_ANNOTATION);
+    if let Some(meta) = template.metadata.as_mut() {
+        if let Some(a) = meta.annotations.as_mut() {
+            a.remove(TEMPLATE_ANNOTATION);
+        }
+        // hashroll's first roll adds `metadata.annotations` (and maybe `metadata`) to a template that had
+        // none: emptied again, they must hash like absent ones, or the roll looks like a user's edit.
+        if meta.annotations.as_ref().is_some_and(|a| a.is_empty()) {
+            meta.annotations = None;
+        }
+    }
+    if template.metadata.as_ref() == Some(&ObjectMeta::default()) {
+        template.metadata = None;
     }
     digest16(&serde_json::to_vec(&template).unwrap_or_default())
 }
@@ -213,4 +219,38 @@ fn digest16(bytes: &[u8]) -> [u8; 16] {
     let mut out = [0u8; 16];
     out.copy_from_slice(&full[..16]);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template(annotations: Option<&[(&str, &str)]>) -> PodTemplateSpec {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"labels": {"app": "web"}, "annotations": annotations.map(|a| {
+                a.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()
+            })},
+            "spec": {"containers": [{"name": "app", "image": "app:1"}]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn hashrolls_own_template_annotation_does_not_change_the_template_digest() {
+        let untouched = template_digest(Some(&template(None)));
+        let rolled = template(Some(&[(TEMPLATE_ANNOTATION, "v1.abc.def")]));
+        assert_eq!(template_digest(Some(&rolled)), untouched);
+        let bare = PodTemplateSpec::default();
+        let mut rolled_bare = bare.clone();
+        rolled_bare.metadata = Some(ObjectMeta {
+            annotations: Some(BTreeMap::from([(TEMPLATE_ANNOTATION.into(), "x".into())])),
+            ..ObjectMeta::default()
+        });
+        assert_eq!(
+            template_digest(Some(&rolled_bare)),
+            template_digest(Some(&bare))
+        );
+        let edited = template(Some(&[("team", "a")]));
+        assert_ne!(template_digest(Some(&edited)), untouched);
+    }
 }
