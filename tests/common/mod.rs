@@ -75,9 +75,10 @@ impl Env {
             "off".into(),
             "--log-format".into(),
             "json".into(),
-            "--log-level".into(),
-            "debug,kube=info,hyper=info,tower=info".into(),
         ];
+        if !extra.iter().any(|a| a.starts_with("--log-level")) {
+            args.push("--log-level=debug,kube=info,hyper=info,tower=info".into());
+        }
         if !extra.iter().any(|a| a.starts_with("--debounce")) {
             args.push("--debounce=0".into());
         }
@@ -118,10 +119,23 @@ impl Env {
         data: &[(&str, &str)],
         annotations: &[(&str, &str)],
     ) {
+        self.secret_full(ns, name, data, annotations, &[]).await
+    }
+
+    /// Creates or replaces (by server-side apply) a Secret with string data, annotations and labels.
+    pub async fn secret_full(
+        &self,
+        ns: &str,
+        name: &str,
+        data: &[(&str, &str)],
+        annotations: &[(&str, &str)],
+        labels: &[(&str, &str)],
+    ) {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
         let body = json!({
             "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": name, "namespace": ns, "annotations": map(annotations)},
+            "metadata": {"name": name, "namespace": ns, "annotations": map(annotations),
+                         "labels": map(labels)},
             "stringData": map(data),
         });
         api.patch(
@@ -151,10 +165,23 @@ impl Env {
         data: &[(&str, &str)],
         annotations: &[(&str, &str)],
     ) {
+        self.configmap_full(ns, name, data, annotations, &[]).await
+    }
+
+    /// Creates or replaces (by server-side apply) a ConfigMap with data, annotations and labels.
+    pub async fn configmap_full(
+        &self,
+        ns: &str,
+        name: &str,
+        data: &[(&str, &str)],
+        annotations: &[(&str, &str)],
+        labels: &[(&str, &str)],
+    ) {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
         let body = json!({
             "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": name, "namespace": ns, "annotations": map(annotations)},
+            "metadata": {"name": name, "namespace": ns, "annotations": map(annotations),
+                         "labels": map(labels)},
             "data": map(data),
         });
         api.patch(
@@ -304,10 +331,14 @@ impl Env {
         }
     }
 
-    /// Proves hashroll has processed everything sent before: changes a sentinel Secret used by a sentinel
-    /// Deployment in `ns` and waits until that Deployment rolls (events are handled in order).
+    /// Proves hashroll has processed everything sent before in `ns` (and in every namespace its
+    /// cluster-wide watches cover): changes a sentinel Secret, then a sentinel ConfigMap, both used by a
+    /// sentinel Deployment, and waits for each roll. Each source kind has its own watch stream, and each
+    /// stream delivers in order, so both steps are needed. The sentinels carry the label `tracked=yes`
+    /// so a `--resource-label-selector=tracked=yes` run still sees them.
     pub async fn barrier(&self, ns: &str) {
         let name = "zz-barrier";
+        let labels = [("tracked", "yes")];
         let n = self.barriers.fetch_add(1, Ordering::Relaxed).to_string();
         if self
             .dynamic("deployments", ns)
@@ -316,15 +347,96 @@ impl Env {
             .unwrap()
             .is_none()
         {
-            self.secret(ns, name, &[("n", &n)]).await;
-            self.deployment(ns, name, env_from_secret(name)).await;
+            self.secret_full(ns, name, &[("n", &n)], &[], &labels).await;
+            self.configmap_full(ns, name, &[("n", &n)], &[], &labels)
+                .await;
+            let spec = pod(json!({"envFrom": [
+                {"secretRef": {"name": name}}, {"configMapRef": {"name": name}}]}));
+            self.deployment(ns, name, spec).await;
             self.wait_recorded("deployments", ns, name).await;
         }
         let before = self.rolls("deployments", ns, name);
-        self.secret(ns, name, &[("n", &format!("{n}-next"))]).await;
+        self.secret_full(ns, name, &[("n", &format!("{n}-s"))], &[], &labels)
+            .await;
         self.wait_rolls("deployments", ns, name, before + 1).await;
+        self.configmap_full(ns, name, &[("n", &format!("{n}-c"))], &[], &labels)
+            .await;
+        self.wait_rolls("deployments", ns, name, before + 2).await;
         // The barrier's own patch may overtake one issued just before it.
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    /// Asserts the workload has rolled exactly `n` times now (use after [`Env::barrier`]).
+    pub fn assert_rolls(&self, kind: &str, ns: &str, name: &str, n: usize) {
+        assert_eq!(
+            self.rolls(kind, ns, name),
+            n,
+            "{kind} {ns}/{name}: number of rolls"
+        );
+    }
+
+    /// The workload's metadata annotations as stored now.
+    pub async fn annotations(&self, kind: &str, ns: &str, name: &str) -> BTreeMap<String, String> {
+        self.get(kind, ns, name)
+            .await
+            .metadata
+            .annotations
+            .unwrap_or_default()
+    }
+
+    /// Asserts hashroll has written nothing on the workload: no record on its metadata, no roll.
+    pub async fn assert_untouched(&self, kind: &str, ns: &str, name: &str) {
+        let a = self.annotations(kind, ns, name).await;
+        assert!(
+            !a.contains_key("hashroll.dev/hash") && !a.contains_key("hashroll.dev/sources"),
+            "{kind} {ns}/{name} should carry no hashroll record, has {a:?}"
+        );
+        self.assert_rolls(kind, ns, name, 0);
+    }
+
+    /// Asserts the latest roll wrote the template annotation equal to the stamp recorded on the metadata.
+    pub async fn assert_rolled_annotations(&self, kind: &str, ns: &str, name: &str) {
+        let meta = self.annotations(kind, ns, name).await;
+        let stamp = meta
+            .get("hashroll.dev/hash")
+            .unwrap_or_else(|| panic!("{kind} {ns}/{name}: no hashroll.dev/hash on metadata"));
+        assert!(stamp.starts_with("v1."), "stamp {stamp:?} is versioned");
+        assert!(
+            meta.contains_key("hashroll.dev/sources"),
+            "{kind} {ns}/{name}: no hashroll.dev/sources on metadata"
+        );
+        let template = self.template_annotations(kind, ns, name);
+        assert_eq!(
+            template.get("hashroll.dev/hash"),
+            Some(stamp),
+            "{kind} {ns}/{name}: the template annotation carries the recorded stamp"
+        );
+    }
+
+    /// Waits until an Event with `reason` exists about `name` in `ns`, and returns every such Event.
+    pub async fn wait_event(
+        &self,
+        ns: &str,
+        name: &str,
+        reason: &str,
+    ) -> Vec<(String, String, String)> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let found: Vec<_> = self
+                .events_for(ns, name)
+                .await
+                .into_iter()
+                .filter(|(_, r, _)| r == reason)
+                .collect();
+            if !found.is_empty() {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {reason} Event about {ns}/{name}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// Template annotations of the workload's latest stored pod template.
@@ -370,10 +482,21 @@ pub struct Hashroll {
 }
 
 impl Hashroll {
+    /// Everything hashroll has logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Log lines (JSON) containing every one of `needles`.
+    pub fn log_lines_with(&self, needles: &[&str]) -> Vec<String> {
+        self.logs()
+            .lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits until the log contains `needle` (fails after `timeout`).
     pub async fn wait_for_log(&self, needle: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while !self.logs().contains(needle) {
@@ -402,6 +525,24 @@ impl Hashroll {
     }
 }
 
+impl Drop for Hashroll {
+    /// A failing test shows the end of hashroll's log: the only record of what the controller saw.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let logs = self.logs();
+            let lines: Vec<&str> = logs.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(80)..];
+            eprintln!(
+                "---- hashroll log ({}), last {} lines ----\n{}",
+                self.log.display(),
+                tail.len(),
+                tail.join("\n")
+            );
+        }
+    }
+}
+
+/// A map of string pairs as a JSON object.
 pub fn map(kv: &[(&str, &str)]) -> Value {
     Value::Object(kv.iter().map(|(k, v)| (k.to_string(), json!(v))).collect())
 }
@@ -424,4 +565,9 @@ pub fn env_from_configmap(name: &str) -> Value {
 
 pub fn secret_key_ref(name: &str, key: &str) -> Value {
     pod(json!({"env": [{"name": "V", "valueFrom": {"secretKeyRef": {"name": name, "key": key}}}]}))
+}
+
+/// A pod spec using the Secret through `envFrom` with `optional: true`.
+pub fn optional_env_from_secret(name: &str) -> Value {
+    pod(json!({"envFrom": [{"secretRef": {"name": name, "optional": true}}]}))
 }

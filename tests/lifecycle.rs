@@ -1,0 +1,424 @@
+//! End to end: what rolls and what does not across hashroll's and the sources' lifecycles (first sight,
+//! restarts, deletions, optional and required sources, bursts, fan-out, failures, shutdown), and each
+//! workload kind's own way of rolling.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{Env, env_from_secret, optional_env_from_secret, pod};
+use kube_testserver::{Fault, RequestMatch, ServerOptions};
+use serde_json::json;
+
+const NS: &str = "life";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_sight_records_on_metadata_and_rolls_nothing() {
+    let env = Env::start().await;
+    env.namespace(NS).await;
+    env.secret(NS, "db", &[("password", "p1")]).await;
+    env.deployment(NS, "web", env_from_secret("db")).await;
+    let _hr = env.hashroll(&[]).await;
+    env.wait_recorded("deployments", NS, "web").await;
+    env.barrier(NS).await;
+
+    env.assert_rolls("deployments", NS, "web", 0);
+    let meta = env.annotations("deployments", NS, "web").await;
+    assert!(meta["hashroll.dev/hash"].starts_with("v1."), "{meta:?}");
+    let sources: BTreeMap<String, String> =
+        serde_json::from_str(&meta["hashroll.dev/sources"]).expect("sources is a JSON map");
+    assert_eq!(sources.keys().collect::<Vec<_>>(), ["secret/db"]);
+    let digest = &sources["secret/db"];
+    assert!(
+        digest.len() == 12 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+        "per-source digest is 12 hex digits: {digest:?}"
+    );
+    let template = env.get("deployments", NS, "web").await.data["spec"]["template"].clone();
+    assert!(
+        template["metadata"]["annotations"]
+            .get("hashroll.dev/hash")
+            .is_none(),
+        "first sight must not touch the pod template: {template}"
+    );
+    assert!(env.events_for(NS, "web").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_roll_nothing_unless_something_changed_while_down() {
+    let env = Env::start().await;
+    env.namespace(NS).await;
+    env.secret(NS, "db", &[("password", "p1")]).await;
+    env.deployment(NS, "web", env_from_secret("db")).await;
+    let hr = env.hashroll(&[]).await;
+    env.wait_recorded("deployments", NS, "web").await;
+    env.barrier(NS).await;
+    let (status, _) = hr.stop().await;
+    assert!(status.success());
+
+    // Restart with no change.
+    let hr = env.hashroll(&[]).await;
+    env.barrier(NS).await;
+    env.assert_rolls("deployments", NS, "web", 0);
+    hr.stop().await;
+
+    // Stop, change, start: one roll.
+    env.secret(NS, "db", &[("password", "p2")]).await;
+    let _hr = env.hashroll(&[]).await;
+    env.wait_rolls("deployments", NS, "web", 1).await;
+    env.barrier(NS).await;
+    env.assert_rolls("deployments", NS, "web", 1);
+    env.assert_rolled_annotations("deployments", NS, "web")
+        .await;
+    let events = env.wait_event(NS, "web", "Reloaded").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        events[0].2.contains("Secret db"),
+        "names the source: {events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_and_recreating_a_secret_rolls_only_for_different_content() {
+    let env = Env::start().await;
+    env.namespace(NS).await;
+    env.secret(NS, "db", &[("password", "p1")]).await;
+    env.deployment(NS, "web", env_from_secret("db")).await;
+    let hr = env.hashroll(&[]).await;
+    env.wait_recorded("deployments", NS, "web").await;
+    let recorded = env.annotations("deployments", NS, "web").await;
+
+    env.delete_secret(NS, "db").await;
+    env.barrier(NS).await;
+    env.assert_rolls("deployments", NS, "web", 0);
+    assert_eq!(
+        env.annotations("deployments", NS, "web").await,
+        recorded,
+        "holding records nothing"
+    );
+    assert_eq!(
+        hr.log_lines_with(&["required source is missing", "life/web"])
+            .len(),
+        1,
+        "the hold is logged once"
+    );
+
+    env.secret(NS, "db", &[("password", "p1")]).await;
+    env.barrier(NS).await;
+    env.assert_rolls("deployments", NS, "web", 0);
+
+    env.delete_secret(NS, "db").await;
+    env.barrier(NS).await;
+    env.secret(NS, "db", &[("password", "p2")]).await;
+    env.wait_rolls("deployments", NS, "web", 1).await;
+    env.barrier(NS).await;
+    env.assert_rolls("deployments", NS, "web", 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optional_source_appearing_and_disappearing_each_roll() {
+    let env = Env::start().await;
+    env.namespace(NS).await;
+    env.deployment(NS, "web", optional_env_from_secret("extra"))
+        .await;
+    let _hr = env.hashroll(&[]).await;
+    env.wait_recorded("deployments", NS, "web").await;
+
+    env.secret(NS, "extra", &[("flag", "on")]).await;
+    env.wait_rolls("deployments", NS, "web", 1).await;
+    env.barrier(NS).await;
+    env.assert_rolls("deployments", NS, "web", 1);
+
+    env.delete_secret(NS, "extra").await;
+    env.wait_rolls("deployments", NS, "web", 2).await;
+    env.barrier(NS).await;
+    env.assert_rolls("deployments", NS, "web", 2);
+    env.assert_rolled_annotations("deployments", NS, "web")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_required_source_holds_and_its_first_appearance_rolls_nothing() {
+    let env = Env::start().await;
+    env.namespace(NS).await;
+    env.deployment(NS, "web", env_from_secret("later")).await;
+    env.deployment(NS, "keyed", common::secret_key_ref("keyless", "password"))
+        .await;
+    env.secret(NS, "keyless", &[("username", "u")]).await;
+    let hr = env.hashroll(&[]).await;
+    env.barrier(NS).await;
+    env.assert_untouched("deployments", NS, "web").await;
+    env.assert_untouched("deployments", NS, "keyed").await;
+    assert_eq!(
+        hr.log_lines_with(&["required source is missing", "life/web"])
+            .len(),
+        1
+    );
+    assert_eq!(
+        hr.log_lines_with(&["required key is missing", "life/keyed", "password"])
+            .len(),
+        1
+    );
+
+    env.secret(NS, "later", &[("password", "p1")]).await;
+    env.secret(NS, "keyless", &[("username", "u"), ("password", "p1")])
+        .await;
+    env.wait_recorded("deployments", NS, "web").await;
+    env.wait_recorded("deployments", NS, "keyed").await;
+    env.barrier(NS).await;
+    env.assert_rolls("deployments", NS, "web", 0);
+    env.assert_rolls("deployments", NS, "keyed", 0);
+
+    // From now on it is a normal tracked source.
+    env.secret(NS, "later", &[("password", "p2")]).await;
+    env.wait_rolls("deployments", NS, "web", 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_changes_within_the_debounce_window_rolls_once() {
+    let env = Env::start().await;
+    env.namespace(NS).await;
+    let names: Vec<String> = (0..10).map(|i| format!("s{i}")).collect();
+    let env_from: Vec<_> = names
+        .iter()
+        .map(|n| json!({"secretRef": {"name": n}}))
+        .collect();
+    for n in &names {
+        env.secret(NS, n, &[("v", "1")]).await;
+    }
+    env.deployment(NS, "web", pod(json!({"envFrom": env_from})))
+        .await;
+    let _hr = env.hashroll(&["--debounce=1s"]).await;
+    env.wait_recorded("deployments", NS, "web").await;
+
+    let started = Instant::now();
+    for n in &names {
+        env.secret(NS, n, &[("v", "2")]).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "the burst must fit in the window to test anything (took {:?})",
+        started.elapsed()
+    );
+    env.wait_rolls("deployments", NS, "web", 1).await;
+    env.barrier(NS).await;
+    env.assert_rolls("deployments", NS, "web", 1);
+    let events = env.wait_event(NS, "web", "Reloaded").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_secret_used_by_fifty_workloads_rolls_each_exactly_once() {
+    let env = Env::start().await;
+    env.namespace(NS).await;
+    env.secret(NS, "shared", &[("password", "p1")]).await;
+    let names: Vec<String> = (0..50).map(|i| format!("app-{i:02}")).collect();
+    for n in &names {
+        env.deployment(NS, n, env_from_secret("shared")).await;
+    }
+    let _hr = env.hashroll(&[]).await;
+    for n in &names {
+        env.wait_recorded("deployments", NS, n).await;
+    }
+    env.secret(NS, "shared", &[("password", "p2")]).await;
+    for n in &names {
+        env.wait_rolls("deployments", NS, n, 1).await;
+    }
+    env.barrier(NS).await;
+    for n in &names {
+        env.assert_rolls("deployments", NS, n, 1);
+        env.assert_rolled_annotations("deployments", NS, n).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statefulsets_daemonsets_and_cronjobs_roll_their_own_templates() {
+    let env = Env::start().await;
+    env.namespace(NS).await;
+    env.secret(NS, "db", &[("password", "p1")]).await;
+    let opt_in = [("hashroll.dev/reload", "true")];
+    for kind in ["statefulsets", "daemonsets", "cronjobs"] {
+        env.workload(kind, NS, "web", &opt_in, env_from_secret("db"))
+            .await;
+    }
+    let _hr = env.hashroll(&[]).await;
+    for kind in ["statefulsets", "daemonsets", "cronjobs"] {
+        env.wait_recorded(kind, NS, "web").await;
+    }
+    env.secret(NS, "db", &[("password", "p2")]).await;
+    for kind in ["statefulsets", "daemonsets", "cronjobs"] {
+        env.wait_rolls(kind, NS, "web", 1).await;
+    }
+    env.barrier(NS).await;
+    for kind in ["statefulsets", "daemonsets", "cronjobs"] {
+        env.assert_rolls(kind, NS, "web", 1);
+        env.assert_rolled_annotations(kind, NS, "web").await;
+    }
+
+    // The CronJob: the annotation is in spec.jobTemplate.spec.template, no Job is made, suspend stays.
+    let cj = env.get("cronjobs", NS, "web").await;
+    assert_eq!(cj.data["spec"]["suspend"], json!(true));
+    assert!(
+        cj.data["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["annotations"]
+            .get("hashroll.dev/hash")
+            .is_some()
+    );
+    assert!(cj.data["spec"].get("template").is_none());
+    assert_eq!(env.server.control().request_count("create", "jobs"), 0);
+    let jobs: kube::Api<k8s_openapi::api::batch::v1::Job> =
+        kube::Api::namespaced(env.client.clone(), NS);
+    assert!(
+        jobs.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn argo_rollouts_roll_by_template_or_by_restart_at() {
+    let env = Env::start().await;
+    env.namespace(NS).await;
+    env.secret(NS, "db", &[("password", "p1")]).await;
+    env.workload(
+        "rollouts",
+        NS,
+        "by-template",
+        &[("hashroll.dev/reload", "true")],
+        env_from_secret("db"),
+    )
+    .await;
+    env.workload(
+        "rollouts",
+        NS,
+        "by-restart",
+        &[
+            ("hashroll.dev/reload", "true"),
+            ("hashroll.dev/rollout-strategy", "restart"),
+        ],
+        env_from_secret("db"),
+    )
+    .await;
+    let _hr = env.hashroll(&[]).await;
+    env.wait_recorded("rollouts", NS, "by-template").await;
+    env.wait_recorded("rollouts", NS, "by-restart").await;
+    let before = env.annotations("rollouts", NS, "by-restart").await;
+
+    env.secret(NS, "db", &[("password", "p2")]).await;
+    env.wait_rolls("rollouts", NS, "by-template", 1).await;
+    env.wait_event(NS, "by-restart", "Reloaded").await;
+    env.barrier(NS).await;
+    env.assert_rolls("rollouts", NS, "by-template", 1);
+    env.assert_rolled_annotations("rollouts", NS, "by-template")
+        .await;
+
+    let restarted = env.get("rollouts", NS, "by-restart").await;
+    let restart_at = restarted.data["spec"]["restartAt"]
+        .as_str()
+        .unwrap_or_else(|| panic!("spec.restartAt set: {}", restarted.data["spec"]));
+    assert!(
+        restart_at.parse::<jiff::Timestamp>().is_ok(),
+        "restartAt is a timestamp: {restart_at:?}"
+    );
+    env.assert_rolls("rollouts", NS, "by-restart", 0);
+    assert!(
+        env.template_annotations("rollouts", NS, "by-restart")
+            .get("hashroll.dev/hash")
+            .is_none(),
+        "the template is left alone"
+    );
+    let after = restarted.metadata.annotations.unwrap_or_default();
+    assert_ne!(
+        after.get("hashroll.dev/hash"),
+        before.get("hashroll.dev/hash"),
+        "the new state is recorded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_rollout_resource_hashroll_says_so_once_and_works() {
+    let env = Env::start_with(ServerOptions::default()).await;
+    env.namespace(NS).await;
+    env.secret(NS, "db", &[("password", "p1")]).await;
+    env.deployment(NS, "web", env_from_secret("db")).await;
+    let hr = env.hashroll(&[]).await;
+    env.wait_recorded("deployments", NS, "web").await;
+    env.secret(NS, "db", &[("password", "p2")]).await;
+    env.wait_rolls("deployments", NS, "web", 1).await;
+    let lines = hr.log_lines_with(&["Rollouts are not served"]);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains(r#""level":"INFO""#), "{}", lines[0]);
+    assert!(
+        hr.log_lines_with(&["\"level\":\"WARN\""]).is_empty()
+            && hr.log_lines_with(&["\"level\":\"ERROR\""]).is_empty(),
+        "no warnings or errors:\n{}",
+        hr.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_patch_is_retried_and_rolls_exactly_once() {
+    let env = Env::start().await;
+    env.namespace(NS).await;
+    env.secret(NS, "db", &[("password", "p1")]).await;
+    env.deployment(NS, "web", env_from_secret("db")).await;
+    let hr = env.hashroll(&[]).await;
+    env.wait_recorded("deployments", NS, "web").await;
+
+    let patches = RequestMatch {
+        verb: Some("patch".into()),
+        resource: Some("deployments".into()),
+        namespace: Some(NS.into()),
+    };
+    let control = env.server.control();
+    control.fail_next(1, patches.clone(), Fault::Status(500));
+    control.fail_next(1, patches, Fault::Status(503));
+    env.secret(NS, "db", &[("password", "p2")]).await;
+    env.wait_rolls("deployments", NS, "web", 1).await;
+    env.barrier(NS).await;
+    env.assert_rolls("deployments", NS, "web", 1);
+    env.assert_rolled_annotations("deployments", NS, "web")
+        .await;
+    // kube's client retries a 503 itself; the 500 reaches hashroll, which logs it and retries.
+    assert!(
+        !hr.log_lines_with(&["patch failed; will retry", "life/web", "500"])
+            .is_empty(),
+        "the failure is logged:\n{}",
+        hr.logs()
+    );
+    assert_eq!(env.wait_event(NS, "web", "Reloaded").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_zero_promptly() {
+    let env = Env::start().await;
+    env.namespace(NS).await;
+    let hr = env.hashroll(&[]).await;
+    let log = hr.log.clone();
+    let (status, took) = hr.stop().await;
+    assert_eq!(status.code(), Some(0), "exit status");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    let logs = std::fs::read_to_string(log).unwrap();
+    assert!(logs.contains("stopped"), "{logs}");
+}
+
+#[tokio::test]
+async fn an_invalid_flag_exits_non_zero_naming_it_without_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_hashroll"))
+        .arg("--debounce=soon")
+        .env("KUBECONFIG", dir.path().join("none"))
+        .env("HOME", dir.path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--debounce"), "{stderr}");
+    assert!(stderr.contains("soon"), "{stderr}");
+    assert!(!stderr.contains("kubeconfig"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
