@@ -116,6 +116,21 @@ impl SourceSummary {
         Some(Self::with_annotations(id, keys, &c.metadata))
     }
 
+    /// The summary as `--stakater-compat=false` reads it: Reloader's `ignore` and `match` annotations on
+    /// the source count for nothing, only `hashroll.dev/ignore` does.
+    pub fn without_stakater(
+        mut self,
+        meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    ) -> SourceSummary {
+        self.ignore = meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(IGNORE_ANNOTATIONS[0]))
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        self.stakater_match = false;
+        self
+    }
+
     fn with_annotations(
         id: SourceId,
         keys: BTreeMap<String, KeyDigest>,
@@ -317,5 +332,24 @@ mod tests {
         })
         .unwrap();
         assert!(cm.ignore && cm.stakater_match);
+    }
+
+    #[test]
+    fn without_stakater_only_hashrolls_ignore_counts() {
+        let reduce = |ann: &[(&str, &str)]| {
+            let m = meta(ann);
+            SourceSummary::from_secret(&Secret {
+                metadata: m.clone(),
+                ..Secret::default()
+            })
+            .unwrap()
+            .without_stakater(&m)
+        };
+        let s = reduce(&[
+            ("reloader.stakater.com/ignore", "true"),
+            ("reloader.stakater.com/match", "true"),
+        ]);
+        assert!(!s.ignore && !s.stakater_match);
+        assert!(reduce(&[("hashroll.dev/ignore", "true")]).ignore);
     }
 }

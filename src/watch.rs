@@ -98,11 +98,20 @@ pub fn spawn(
                     cfg = cfg.fields(f);
                 }
                 let api: Api<Secret> = api_for(&client, ns.as_deref());
+                let compat = settings.policy.stakater_compat;
+                let reduce = move |s: &Secret| {
+                    let sum = SourceSummary::from_secret(s)?;
+                    Some(if compat {
+                        sum
+                    } else {
+                        sum.without_stakater(&s.metadata)
+                    })
+                };
                 run(
                     api,
                     cfg,
                     Sink { scope, tx, metrics },
-                    SourceSummary::from_secret,
+                    reduce,
                     move |ns, name| {
                         Input::SourceDeleted(SourceId::new(SourceKind::Secret, ns, name))
                     },
@@ -116,11 +125,20 @@ pub fn spawn(
                     cfg = cfg.labels(l);
                 }
                 let api: Api<ConfigMap> = api_for(&client, ns.as_deref());
+                let compat = settings.policy.stakater_compat;
+                let reduce = move |c: &ConfigMap| {
+                    let sum = SourceSummary::from_config_map(c)?;
+                    Some(if compat {
+                        sum
+                    } else {
+                        sum.without_stakater(&c.metadata)
+                    })
+                };
                 run(
                     api,
                     cfg,
                     Sink { scope, tx, metrics },
-                    SourceSummary::from_config_map,
+                    reduce,
                     move |ns, name| {
                         Input::SourceDeleted(SourceId::new(SourceKind::ConfigMap, ns, name))
                     },
