@@ -93,6 +93,8 @@ pub struct ResourceDef {
     pub template: Option<TemplatePath>,
     /// Status shape when the workload simulator acts on this kind.
     pub sim: Option<SimKind>,
+    /// Registered at start-up as a custom resource.
+    pub custom: bool,
 }
 
 impl ResourceDef {
@@ -344,6 +346,7 @@ impl Registry {
                 has_generation: b.generation,
                 template: b.template,
                 sim: b.sim,
+                custom: false,
             })
             .collect();
         for c in custom {
@@ -364,6 +367,7 @@ impl Registry {
                 has_generation: true,
                 template,
                 sim: None,
+                custom: true,
             });
         }
         Registry { defs }

@@ -190,10 +190,21 @@ fn normalise_secret(def: &ResourceDef, obj: &mut Value) -> Result<(), ApiError> 
     }
     if let Some(data) = o.get("data").and_then(Value::as_object) {
         for (k, v) in data {
-            let ok = v.as_str().is_some_and(|s| B64.decode(s).is_ok());
-            if !ok {
+            let Some(text) = v.as_str() else {
                 return Err(ApiError::bad_request(format!(
-                    "Secret in version \"v1\" cannot be handled as a Secret: data[{k:?}]: illegal base64 data"
+                    "Secret in version \"v1\" cannot be handled as a Secret: data[{k:?}] must be a base64 string"
+                )));
+            };
+            if let Err(e) = B64.decode(text) {
+                // Report the offset like Go's decoder does.
+                let at = match e {
+                    base64::DecodeError::InvalidByte(at, _)
+                    | base64::DecodeError::InvalidLastSymbol(at, _) => at,
+                    base64::DecodeError::InvalidLength(len) => len,
+                    base64::DecodeError::InvalidPadding => text.find('=').unwrap_or(text.len()),
+                };
+                return Err(ApiError::bad_request(format!(
+                    "Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data at input byte {at}"
                 )));
             }
         }
@@ -852,24 +863,24 @@ fn delete_options(ctx: &Ctx) -> Result<DeleteOptions, ApiError> {
 }
 
 /// Deletes one object with the store locked, honouring finalizers and cascading namespaces.
-/// Returns the response code and the object to return.
+/// Returns the object as last seen and whether it is gone now (false: held by finalizers).
 fn delete_locked(
     state: &State,
     store: &mut Store,
     def: &ResourceDef,
     ns: &str,
     old: &Obj,
-) -> (u16, Obj) {
+) -> (Obj, bool) {
     let name = name_of(&old.obj).to_string();
     let rid: Arc<str> = def.store_id().into();
     if has_finalizers(&old.obj) {
         if old.obj.pointer("/metadata/deletionTimestamp").is_some() {
-            return (202, old.clone());
+            return (old.clone(), false);
         }
         let mut new = old.obj.clone();
         new["metadata"]["deletionTimestamp"] = json!(now());
         new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-        return (202, store.put(&rid, ns, &name, new));
+        return (store.put(&rid, ns, &name, new), false);
     }
     if def.plural == "namespaces" {
         // Contents go first, as the namespace controller would do; finalizers inside are not waited for.
@@ -889,13 +900,13 @@ fn delete_locked(
         let removed = store
             .remove(&rid, ns, &name, Some(last))
             .expect("the namespace exists while the store is locked");
-        return (200, removed);
+        return (removed, true);
     }
     (
-        200,
         store
             .remove(&rid, ns, &name, None)
             .expect("the object exists while the store is locked"),
+        true,
     )
 }
 
@@ -949,9 +960,27 @@ pub(crate) fn delete(state: &Arc<State>, ctx: &Ctx) -> Result<Response<Body>, Ap
     if opts.dry_run {
         return Ok(json_bytes(200, old.bytes.clone()));
     }
-    let (code, out) = delete_locked(state, &mut store, def, ctx.ns(), &old);
+    let (out, gone) = delete_locked(state, &mut store, def, ctx.ns(), &old);
     drop(store);
-    Ok(json_bytes(code, out.bytes.clone()))
+    // Like the real registry: most built-in kinds answer an immediate delete with a Success Status;
+    // pods, namespaces and custom resources return the object.
+    if gone && !(def.custom || def.plural == "pods" || def.plural == "namespaces") {
+        let mut details = json!({ "name": name, "kind": def.plural, "uid": uid });
+        if !def.group.is_empty() {
+            details["group"] = json!(def.group);
+        }
+        return Ok(json_value(
+            200,
+            &json!({
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "details": details,
+            }),
+        ));
+    }
+    Ok(json_bytes(200, out.bytes.clone()))
 }
 
 /// DELETE on a collection: deletes every object matching the selectors and returns them as a list.
@@ -976,7 +1005,7 @@ pub(crate) fn delete_collection(state: &Arc<State>, ctx: &Ctx) -> Result<Respons
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string();
-            items.push(delete_locked(state, &mut store, def, &ns, v).1.obj.clone());
+            items.push(delete_locked(state, &mut store, def, &ns, v).0.obj.clone());
         }
     }
     let rv = store.rv();
@@ -1039,8 +1068,13 @@ mod tests {
         assert_eq!(out["kind"], "Secret");
         assert_eq!(out["metadata"]["namespace"], "ns");
         assert!(out["metadata"].get("generation").is_none());
-        let bad = json!({"metadata": {"name": "s"}, "data": {"a": "***"}});
-        assert_eq!(prepare_create(&d, "ns", bad, "t").unwrap_err().code, 400);
+        let bad = json!({"metadata": {"name": "s"}, "data": {"a": "ab c"}});
+        let e = prepare_create(&d, "ns", bad, "t").unwrap_err();
+        assert_eq!(e.code, 400);
+        assert_eq!(
+            e.message,
+            "Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data at input byte 2"
+        );
     }
 
     #[test]
