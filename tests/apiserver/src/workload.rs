@@ -29,13 +29,25 @@ pub(crate) fn on_spec_change(
         WorkloadSim::Delay(d) => {
             let (state, def, ns, name) =
                 (state.clone(), def.clone(), ns.to_string(), name.to_string());
+            let generation = generation_of(store, &def, &ns, &name);
             tokio::spawn(async move {
                 tokio::time::sleep(d).await;
                 let mut store = state.store.lock().unwrap();
-                write_status(&mut store, &def, &ns, &name);
+                // A newer spec change has its own timer; converging early would shorten its delay.
+                if generation_of(&store, &def, &ns, &name) == generation {
+                    write_status(&mut store, &def, &ns, &name);
+                }
             });
         }
     }
+}
+
+fn generation_of(store: &Store, def: &ResourceDef, ns: &str, name: &str) -> Option<i64> {
+    store.get(&def.store_id(), ns, name).and_then(|o| {
+        o.obj
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+    })
 }
 
 /// Writes the converged status for the object's current generation, unless it is already there.

@@ -530,3 +530,43 @@ async fn namespace_deletion_cascades_and_protects_default() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn delayed_and_stuck_workload_status() {
+    let opts = ServerOptions {
+        workload_controller: WorkloadSim::Delay(Duration::from_millis(300)),
+        ..Default::default()
+    };
+    let server = TestServer::start_with(opts).await.unwrap();
+    let deploys: Api<Deployment> = Api::namespaced(server.client(), "default");
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": { "name": "slow" },
+        "spec": {
+            "selector": { "matchLabels": { "app": "slow" } },
+            "template": { "metadata": { "labels": { "app": "slow" } }, "spec": { "containers": [{ "name": "c", "image": "i" }] } }
+        }
+    }))
+    .unwrap();
+    deploys.create(&PostParams::default(), &d).await.unwrap();
+    let observed = |d: &Deployment| d.status.as_ref().and_then(|s| s.observed_generation);
+    assert_eq!(observed(&deploys.get("slow").await.unwrap()), None);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let now = deploys.get("slow").await.unwrap();
+    assert_eq!(observed(&now), Some(1));
+    assert_eq!(now.status.unwrap().available_replicas, Some(1));
+
+    // Never: a later spec change is never observed.
+    server.control().set_workload_controller(WorkloadSim::Never);
+    let roll = json!({ "spec": { "template": { "metadata": { "annotations": { "x": "1" } } } } });
+    deploys
+        .patch("slow", &PatchParams::default(), &Patch::Merge(&roll))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let stuck = deploys.get("slow").await.unwrap();
+    assert_eq!(
+        (stuck.metadata.generation, observed(&stuck)),
+        (Some(2), Some(1))
+    );
+    server.shutdown().await;
+}
