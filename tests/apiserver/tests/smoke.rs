@@ -570,3 +570,38 @@ async fn delayed_and_stuck_workload_status() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn kube_rs_works_through_the_written_kubeconfig_over_tls() {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+
+    let server = TestServer::start().await.unwrap();
+    let dir = std::env::temp_dir().join(format!("kube-testserver-smoke-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("kubeconfig");
+    server
+        .write_kubeconfig_for_token(&path, "serviceaccount:hr:hashroll")
+        .unwrap();
+    let config = kube::Config::from_custom_kubeconfig(
+        Kubeconfig::read_from(&path).unwrap(),
+        &KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        config
+            .cluster_url
+            .to_string()
+            .starts_with("https://127.0.0.1:")
+    );
+    assert_eq!(config.default_namespace, "default");
+    let client = kube::Client::try_from(config).unwrap();
+    let secrets: Api<Secret> = Api::default_namespaced(client);
+    secrets
+        .create(&PostParams::default(), &secret("tls", "v"))
+        .await
+        .unwrap();
+    assert_eq!(server.control().request_count("create", "secrets"), 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+    server.shutdown().await;
+}
