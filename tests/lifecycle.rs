@@ -323,9 +323,8 @@ async fn argo_rollouts_roll_by_template_or_by_restart_at() {
     );
     env.assert_rolls("rollouts", NS, "by-restart", 0);
     assert!(
-        env.template_annotations("rollouts", NS, "by-restart")
-            .get("hashroll.dev/hash")
-            .is_none(),
+        !env.template_annotations("rollouts", NS, "by-restart")
+            .contains_key("hashroll.dev/hash"),
         "the template is left alone"
     );
     let after = restarted.metadata.annotations.unwrap_or_default();

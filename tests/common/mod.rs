@@ -134,8 +134,7 @@ impl Env {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
         let body = json!({
             "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": name, "namespace": ns, "annotations": map(annotations),
-                         "labels": map(labels)},
+            "metadata": apply_metadata(ns, name, annotations, labels),
             "stringData": map(data),
         });
         api.patch(
@@ -180,8 +179,7 @@ impl Env {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
         let body = json!({
             "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": name, "namespace": ns, "annotations": map(annotations),
-                         "labels": map(labels)},
+            "metadata": apply_metadata(ns, name, annotations, labels),
             "data": map(data),
         });
         api.patch(
@@ -540,6 +538,25 @@ impl Drop for Hashroll {
             );
         }
     }
+}
+
+/// Object metadata for a server-side apply. Empty maps are left out rather than sent as `{}`: on a real
+/// API server both release the fields this manager owned, but the test API server drops every later
+/// annotation or label a manager applies once it has applied an empty map (a test-server bug).
+fn apply_metadata(
+    ns: &str,
+    name: &str,
+    annotations: &[(&str, &str)],
+    labels: &[(&str, &str)],
+) -> Value {
+    let mut meta = json!({"name": name, "namespace": ns});
+    if !annotations.is_empty() {
+        meta["annotations"] = map(annotations);
+    }
+    if !labels.is_empty() {
+        meta["labels"] = map(labels);
+    }
+    meta
 }
 
 /// A map of string pairs as a JSON object.

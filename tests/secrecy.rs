@@ -1,0 +1,204 @@
+//! End to end: a Secret's value never leaves hashroll, in any form an attacker could match or brute-force
+//! (plain, base64, plain SHA-256 or SHA-1 hex), in its debug logs, its Events or any workload annotation.
+
+mod common;
+
+use common::{Env, pod, secret_key_ref};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+const NS: &str = "secrecy";
+const VALUE: &str = "correct-horse-battery-staple-42";
+
+/// SHA-1 (FIPS 180-4), test-only: the digest Stakater Reloader writes, which hashroll must never write.
+fn sha1(data: &[u8]) -> [u8; 20] {
+    let mut h: [u32; 5] = [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0];
+    let mut msg = data.to_vec();
+    msg.push(0x80);
+    while msg.len() % 64 != 56 {
+        msg.push(0);
+    }
+    msg.extend_from_slice(&((data.len() as u64) * 8).to_be_bytes());
+    for block in msg.chunks(64) {
+        let mut w = [0u32; 80];
+        for (i, word) in block.chunks(4).enumerate() {
+            w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
+        }
+        for i in 16..80 {
+            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
+        }
+        let [mut a, mut b, mut c, mut d, mut e] = h;
+        for (i, wi) in w.iter().enumerate() {
+            let (f, k) = match i {
+                0..=19 => ((b & c) | (!b & d), 0x5A827999),
+                20..=39 => (b ^ c ^ d, 0x6ED9EBA1),
+                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1BBCDC),
+                _ => (b ^ c ^ d, 0xCA62C1D6),
+            };
+            let t = a
+                .rotate_left(5)
+                .wrapping_add(f)
+                .wrapping_add(e)
+                .wrapping_add(k)
+                .wrapping_add(*wi);
+            (e, d, c, b, a) = (d, c, b.rotate_left(30), a, t);
+        }
+        for (x, y) in h.iter_mut().zip([a, b, c, d, e]) {
+            *x = x.wrapping_add(y);
+        }
+    }
+    let mut out = [0u8; 20];
+    for (i, x) in h.iter().enumerate() {
+        out[i * 4..i * 4 + 4].copy_from_slice(&x.to_be_bytes());
+    }
+    out
+}
+
+#[test]
+fn sha1_helper_matches_the_standard_vectors() {
+    assert_eq!(
+        hex::encode(sha1(b"abc")),
+        "a9993e364706816aba3e25717850c26c9cd0d89d"
+    );
+    assert_eq!(
+        hex::encode(sha1(b"")),
+        "da39a3ee5e6b4b0d3255bfef95601890afd80709"
+    );
+    let long = b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    assert_eq!(
+        hex::encode(sha1(long)),
+        "84983e441c3bd26ebaae4aa1f95129e5e54670f1"
+    );
+}
+
+/// Every form of the value that must not appear anywhere, with a label for the failure message.
+fn forbidden_forms() -> Vec<(&'static str, String)> {
+    let b64 = serde_json::to_value(k8s_openapi::ByteString(VALUE.as_bytes().to_vec()))
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut forms = vec![("value", VALUE.to_string()), ("base64", b64)];
+    // Plain digests of the value, and of `key=value` as Reloader-like tools concatenate it.
+    for (what, input) in [
+        ("value", VALUE.to_string()),
+        ("key=value", format!("password={VALUE}")),
+    ] {
+        let sha256 = hex::encode(Sha256::digest(input.as_bytes()));
+        let sha1 = hex::encode(sha1(input.as_bytes()));
+        forms.push((
+            if what == "value" {
+                "SHA-256"
+            } else {
+                "SHA-256 key=value"
+            },
+            sha256.clone(),
+        ));
+        forms.push((
+            if what == "value" {
+                "SHA-1"
+            } else {
+                "SHA-1 key=value"
+            },
+            sha1.clone(),
+        ));
+        // A truncated prefix would be just as guessable.
+        forms.push(("SHA-256 prefix", sha256[..16].to_string()));
+        forms.push(("SHA-1 prefix", sha1[..16].to_string()));
+    }
+    forms
+}
+
+fn assert_clean(place: &str, text: &str) {
+    let lower = text.to_ascii_lowercase();
+    for (what, form) in forbidden_forms() {
+        assert!(
+            !lower.contains(&form.to_ascii_lowercase()),
+            "{place} contains the secret's {what} ({form})"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secret_value_appears_nowhere() {
+    let env = Env::start().await;
+    env.namespace(NS).await;
+    env.secret(NS, "db", &[("password", "first-value"), ("user", "app")])
+        .await;
+    env.deployment(NS, "key-ref", secret_key_ref("db", "password"))
+        .await;
+    env.deployment(
+        NS,
+        "env-from",
+        pod(json!({"envFrom": [{"secretRef": {"name": "db"}}]})),
+    )
+    .await;
+    env.workload(
+        "cronjobs",
+        NS,
+        "job",
+        &[("hashroll.dev/reload", "true")],
+        secret_key_ref("db", "password"),
+    )
+    .await;
+    // Full debug logging, every module: the strictest setting a user could pick.
+    let hr = env.hashroll(&["--log-level=debug"]).await;
+    env.wait_recorded("deployments", NS, "key-ref").await;
+
+    env.secret(NS, "db", &[("password", VALUE), ("user", "app")])
+        .await;
+    env.wait_rolls("deployments", NS, "key-ref", 1).await;
+    env.wait_rolls("deployments", NS, "env-from", 1).await;
+    env.wait_rolls("cronjobs", NS, "job", 1).await;
+    // A second change away from the value: the old value must not show up either.
+    env.secret(NS, "db", &[("password", "third-value"), ("user", "app")])
+        .await;
+    env.wait_rolls("deployments", NS, "key-ref", 2).await;
+    env.barrier(NS).await;
+
+    // The detector itself finds the value where it really is: in the Secret as stored.
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(env.client.clone(), NS);
+    let mut stored = secrets.get("db").await.unwrap();
+    stored.data.get_or_insert_default().insert(
+        "password".into(),
+        k8s_openapi::ByteString(VALUE.as_bytes().to_vec()),
+    );
+    let stored = serde_json::to_string(&stored).unwrap();
+    assert!(std::panic::catch_unwind(|| assert_clean("the Secret", &stored)).is_err());
+
+    let logs = hr.logs();
+    assert!(
+        logs.contains("rolling workload"),
+        "the log is the one that saw the rolls"
+    );
+    assert_clean("hashroll's log", &logs);
+
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(env.client.clone(), NS);
+    let all = events.list(&Default::default()).await.unwrap().items;
+    assert!(
+        all.iter().any(|e| e.reason.as_deref() == Some("Reloaded")
+            && e.note.as_deref().is_some_and(|n| n.contains("password"))),
+        "the Reloaded Events name the key"
+    );
+    assert_clean("Events", &serde_json::to_string(&all).unwrap());
+
+    for (kind, name) in [
+        ("deployments", "key-ref"),
+        ("deployments", "env-from"),
+        ("cronjobs", "job"),
+    ] {
+        let obj = env.get(kind, NS, name).await;
+        assert_clean(
+            &format!("{kind} {name}"),
+            &serde_json::to_string(&obj).unwrap(),
+        );
+        for record in env.server.control().rollouts(kind, NS, name) {
+            assert_clean(
+                &format!("{kind} {name} template history"),
+                &serde_json::to_string(&record.annotations).unwrap(),
+            );
+        }
+    }
+}
