@@ -486,7 +486,6 @@ fn get_deploy_prints_the_deployment_table_and_json() {
 }
 
 #[test]
-#[ignore = "server bug: Deployment Tables lack the priority-1 (wide) columns CONTAINERS, IMAGES, SELECTOR"]
 fn get_wide_shows_containers_images_and_selector() {
     let c = Cluster::start();
     let f = c.write("web.yaml", &deployment_yaml(2));
