@@ -11,6 +11,7 @@ mod api;
 pub mod control;
 pub mod discovery;
 mod endpoints;
+pub mod events;
 pub mod proto;
 pub mod resources;
 pub mod server;

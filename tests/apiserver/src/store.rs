@@ -176,7 +176,16 @@ impl Store {
     }
 
     /// Stores `obj` (creating or replacing), assigning the next resourceVersion. Returns the stored object.
-    pub fn put(&mut self, rid: &Arc<str>, ns: &str, name: &str, mut obj: Value) -> Obj {
+    /// Events are also stored in their other API's view (see `crate::events`).
+    pub fn put(&mut self, rid: &Arc<str>, ns: &str, name: &str, obj: Value) -> Obj {
+        let stored = self.put_one(rid, ns, name, obj);
+        if let Some((other, converted)) = crate::events::mirror(rid, &stored.obj) {
+            self.put_one(&Arc::from(other), ns, name, converted);
+        }
+        stored
+    }
+
+    fn put_one(&mut self, rid: &Arc<str>, ns: &str, name: &str, mut obj: Value) -> Obj {
         let rv = self.rv + 1;
         self.rv = rv;
         obj["metadata"]["resourceVersion"] = Value::String(rv.to_string());
@@ -203,6 +212,20 @@ impl Store {
     /// Removes an object; `last` is its final state (e.g. with deletionTimestamp). Returns what the
     /// DELETED event carried, or None if the object did not exist.
     pub fn remove(
+        &mut self,
+        rid: &Arc<str>,
+        ns: &str,
+        name: &str,
+        last: Option<Value>,
+    ) -> Option<Obj> {
+        let removed = self.remove_one(rid, ns, name, last)?;
+        if let Some((other, _)) = crate::events::mirror(rid, &removed.obj) {
+            self.remove_one(&Arc::from(other), ns, name, None);
+        }
+        Some(removed)
+    }
+
+    fn remove_one(
         &mut self,
         rid: &Arc<str>,
         ns: &str,

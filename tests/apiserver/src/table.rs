@@ -141,6 +141,17 @@ fn count(obj: &Value, field: &str) -> i64 {
 
 /// Column definitions and cell values per kind; Name first and Age last, like the real printers.
 fn columns(def: &ResourceDef) -> Vec<Value> {
+    if def.kind == "Event" {
+        // `kubectl get events`: what happened to which object, newest information first; Name only wide.
+        let mut cols: Vec<Value> = ["Last Seen", "Type", "Reason", "Object", "Message"]
+            .iter()
+            .map(|n| col(n, "string", ""))
+            .collect();
+        let mut name = col("Name", "string", "name");
+        name["priority"] = json!(1);
+        cols.push(name);
+        return cols;
+    }
     let mut cols = vec![col("Name", "string", "name")];
     let extra: &[(&str, &str)] = match (def.group.as_str(), def.kind.as_str()) {
         ("", "Namespace") => &[("Status", "string")],
@@ -184,7 +195,40 @@ fn columns(def: &ResourceDef) -> Vec<Value> {
     cols
 }
 
+/// One row of `kubectl get events`, for either Event API's field names.
+fn event_cells(obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
+    let s = |p: &str| obj.pointer(p).and_then(Value::as_str);
+    let last = s("/series/lastObservedTime")
+        .or(s("/lastTimestamp"))
+        .or(s("/deprecatedLastTimestamp"))
+        .or(s("/eventTime"))
+        .or(s("/metadata/creationTimestamp"))
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    let regarding = obj.get("involvedObject").or(obj.get("regarding"));
+    let object = regarding.map_or(String::new(), |r| {
+        format!(
+            "{}/{}",
+            r["kind"].as_str().unwrap_or_default().to_lowercase(),
+            r["name"].as_str().unwrap_or_default()
+        )
+    });
+    vec![
+        json!(last.map_or_else(
+            || "<unknown>".to_string(),
+            |t| human_age((now - t).get_seconds())
+        )),
+        json!(s("/type").unwrap_or_default()),
+        json!(s("/reason").unwrap_or_default()),
+        json!(object),
+        json!(s("/message").or(s("/note")).unwrap_or_default()),
+        obj.pointer("/metadata/name").cloned().unwrap_or(json!("")),
+    ]
+}
+
 fn cells(def: &ResourceDef, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
+    if def.kind == "Event" {
+        return event_cells(obj, now);
+    }
     let name = obj.pointer("/metadata/name").cloned().unwrap_or(json!(""));
     let mut c = vec![name];
     match (def.group.as_str(), def.kind.as_str()) {
