@@ -270,8 +270,11 @@ impl Controller {
 
     fn workload_applied(&mut self, w: WorkloadSummary) {
         let id = w.id.clone();
-        let template_changed = match self.workloads.get(&id) {
+        let template_changed = match self.workloads.get_mut(&id) {
+            // A watch event can arrive after the response to hashroll's own patch: never go back.
+            Some(old) if w.is_older_than(&old.summary) => return,
             Some(old) if !old.summary.differs_in_substance(&w) => {
+                old.summary.resource_version = w.resource_version;
                 return;
             }
             Some(old) => old.template_changed || old.summary.template_digest != w.template_digest,

@@ -123,6 +123,9 @@ pub struct WorkloadSummary {
     pub id: WorkloadId,
     /// For the Event's object reference.
     pub uid: Option<String>,
+    /// The object's resourceVersion, when numeric (it is on every API server built on etcd): a watch
+    /// event older than a patch response already applied must not roll the state back.
+    pub resource_version: Option<u64>,
     pub tracking: Tracking,
     pub stored: Stored,
     /// Digest of the pod template without hashroll's annotation: when it changes the workload rolls by
@@ -161,11 +164,21 @@ impl WorkloadSummary {
         Some(WorkloadSummary {
             id,
             uid: meta.uid.clone(),
+            resource_version: meta
+                .resource_version
+                .as_deref()
+                .and_then(|v| v.parse().ok()),
             stored: Stored::from_annotations(annotations),
             template_digest: template_digest(template),
             policy_digest: policy_digest(annotations, template_annotations, template),
             tracking,
         })
+    }
+
+    /// True when `self` is known to be an older version of the same object than `other`.
+    pub fn is_older_than(&self, other: &WorkloadSummary) -> bool {
+        self.uid == other.uid
+            && matches!((self.resource_version, other.resource_version), (Some(a), Some(b)) if a < b)
     }
 
     /// True when `other` differs in anything that can change a decision (not status, not replicas).
@@ -252,5 +265,33 @@ mod tests {
         );
         let edited = template(Some(&[("team", "a")]));
         assert_ne!(template_digest(Some(&edited)), untouched);
+    }
+
+    fn summary(uid: &str, rv: &str) -> WorkloadSummary {
+        let meta = ObjectMeta {
+            name: Some("web".into()),
+            namespace: Some("app".into()),
+            uid: Some(uid.into()),
+            resource_version: Some(rv.into()),
+            ..ObjectMeta::default()
+        };
+        WorkloadSummary::reduce(
+            WorkloadKind::Deployment,
+            &meta,
+            None,
+            PolicySettings::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn an_older_version_of_the_same_object_is_recognised() {
+        assert!(summary("u1", "10").is_older_than(&summary("u1", "12")));
+        assert!(!summary("u1", "12").is_older_than(&summary("u1", "10")));
+        assert!(!summary("u1", "12").is_older_than(&summary("u1", "12")));
+        // A re-created object (new uid) is never "older", whatever its version.
+        assert!(!summary("u2", "5").is_older_than(&summary("u1", "12")));
+        // Opaque versions are not compared.
+        assert!(!summary("u1", "abc").is_older_than(&summary("u1", "12")));
     }
 }
