@@ -1345,8 +1345,10 @@ pub fn server_side_apply_in(
         |p: &[String]| others.iter().any(|s| s.iter().any(|q| q.starts_with(p)));
     let owned_exactly =
         |p: &[String]| applied_set.contains(p) || others.iter().any(|s| s.contains(p));
+    // A field that was applied empty before (`annotations: {}`) and now has children is still applied.
+    let applied_below = |p: &[String]| applied_set.iter().any(|q| q.starts_with(p));
     for path in dropped {
-        if owned_at_or_below(path) || is_key_of_parent_item(path) {
+        if owned_at_or_below(path) || applied_below(path) || is_key_of_parent_item(path) {
             continue;
         }
         if remove_at(&mut merged, path) {
@@ -2235,5 +2237,15 @@ mod tests {
         cleared["metadata"]["managedFields"] = json!([{}]);
         record_update_manager(Some(&newer), &mut cleared, "hashroll", LATER);
         assert!(cleared["metadata"].get("managedFields").is_none());
+    }
+
+    #[test]
+    fn ssa_empty_map_then_children_keeps_the_children() {
+        let first = br#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"t","annotations":{},"labels":{}},"stringData":{"a":"1"}}"#;
+        let created = server_side_apply(None, first, "kubectl", false, "t0").unwrap();
+        let second = br#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"t","annotations":{"x":"y"},"labels":{"l":"v"}},"stringData":{"a":"1"}}"#;
+        let out = server_side_apply(Some(&created), second, "kubectl", false, "t1").unwrap();
+        assert_eq!(out["metadata"]["annotations"]["x"], "y");
+        assert_eq!(out["metadata"]["labels"]["l"], "v");
     }
 }
