@@ -517,7 +517,12 @@ impl Controller {
                     .iter()
                     .find(|t| source_label(t.id.kind, &t.id.name) == *label)
                 else {
-                    return label.clone();
+                    // Tracked through a name pattern: the whole object counts.
+                    return match label.split_once('/') {
+                        Some(("secret", name)) => format!("Secret {name}"),
+                        Some(("configmap", name)) => format!("ConfigMap {name}"),
+                        _ => label.clone(),
+                    };
                 };
                 let state = if self.sources.contains_key(&t.id) {
                     ""
