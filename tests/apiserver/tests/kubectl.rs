@@ -947,3 +947,90 @@ fn field_and_label_selectors_filter_lists() {
         "No resources found in default namespace."
     );
 }
+
+#[test]
+fn events_k8s_io_event_shows_in_get_events_and_describe_deployment() {
+    let c = Cluster::start();
+    let f = c.write("web.yaml", &deployment_yaml(1));
+    c.ok(&["apply", "-f", f.to_str().unwrap()]);
+    let deploy = c.get_json(&["deployment", "web"]);
+    let uid = deploy["metadata"]["uid"]
+        .as_str()
+        .expect("a stored Deployment has a uid");
+
+    // A controller-style Event: the new API's field names, a MicroTime eventTime and no deprecated fields.
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S");
+    let event = format!(
+        "apiVersion: events.k8s.io/v1
+kind: Event
+metadata:
+  name: web.reloaded
+regarding:
+  apiVersion: apps/v1
+  kind: Deployment
+  name: web
+  namespace: default
+  uid: {uid}
+reason: Reloaded
+type: Normal
+action: Reload
+note: Secret db-creds changed, rolled the pod template
+eventTime: \"{now}.000000Z\"
+reportingController: hashroll.dev/hashroll
+reportingInstance: hashroll-0
+"
+    );
+    let f = c.write("event.yaml", &event);
+    let out = c.ok(&["create", "-f", f.to_str().unwrap()]);
+    assert_eq!(out.trim_end(), "event.events.k8s.io/web.reloaded created");
+
+    let out = c.ok(&["get", "events"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "one header and one event row: {out}");
+    assert_eq!(
+        cols(lines[0]),
+        ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
+        "{out}"
+    );
+    // Columns start where their headers do; the message keeps its spaces and commas.
+    let at = |h: &str| lines[0].find(h).expect("header present");
+    let cell = |from: &str, to: Option<&str>| {
+        let end = to.map_or(lines[1].len(), at);
+        lines[1][at(from)..end].trim().to_string()
+    };
+    assert!(
+        cell("LAST SEEN", Some("TYPE")).ends_with('s'),
+        "an age in seconds: {out}"
+    );
+    assert_eq!(cell("TYPE", Some("REASON")), "Normal", "{out}");
+    assert_eq!(cell("REASON", Some("OBJECT")), "Reloaded", "{out}");
+    assert_eq!(cell("OBJECT", Some("MESSAGE")), "deployment/web", "{out}");
+    assert_eq!(
+        cell("MESSAGE", None),
+        "Secret db-creds changed, rolled the pod template",
+        "{out}"
+    );
+
+    let out = c.ok(&["describe", "deployment", "web"]);
+    let events = out
+        .split_once("\nEvents:")
+        .unwrap_or_else(|| panic!("describe has an Events section: {out}"))
+        .1;
+    let rows: Vec<&str> = events.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        cols(rows[0]),
+        ["Type", "Reason", "Age", "From", "Message"],
+        "{events}"
+    );
+    assert_eq!(rows.len(), 3, "header, rule and one event: {events}");
+    let row = cols(rows[2]);
+    assert_eq!(&row[..2], ["Normal", "Reloaded"], "{events}");
+    assert!(row[2].ends_with('s'), "Age from eventTime: {events}");
+    // kubectl shows source.component, falling back to reportingController (not the instance).
+    assert_eq!(row[3], "hashroll.dev/hashroll", "{events}");
+    assert_eq!(
+        row[4..].join(" "),
+        "Secret db-creds changed, rolled the pod template",
+        "{events}"
+    );
+}
