@@ -619,7 +619,7 @@ mod tests {
             let mapped = stamp_of_sources(&k, &map);
             let plain: Vec<String> = vec![
                 hex::encode(Sha256::digest(bytes)),
-                hex::encode(sha1(bytes)),
+                hex::encode(<sha1::Sha1 as sha2::Digest>::digest(bytes)),
                 hex::encode(digest),
                 hex::encode(Sha256::digest(digest)),
             ];
@@ -639,70 +639,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn test_sha1_matches_known_vectors() {
-        assert_eq!(
-            hex::encode(sha1(b"abc")),
-            "a9993e364706816aba3e25717850c26c9cd0d89d"
-        );
-        assert_eq!(
-            hex::encode(sha1(b"")),
-            "da39a3ee5e6b4b0d3255bfef95601890afd80709"
-        );
-        let long = [b'a'; 1000];
-        assert_eq!(
-            hex::encode(sha1(&long)),
-            "291e9a6c66994949b57ba5e650361e98fc36b1ba"
-        );
-    }
-
-    /// Minimal SHA-1 (FIPS 180-4), only to show stamps do not contain it; no sha1 crate is a dependency.
-    fn sha1(msg: &[u8]) -> [u8; 20] {
-        let mut h: [u32; 5] = [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0];
-        let mut data = msg.to_vec();
-        data.push(0x80);
-        while data.len() % 64 != 56 {
-            data.push(0);
-        }
-        data.extend_from_slice(&((msg.len() as u64) * 8).to_be_bytes());
-        for block in data.chunks(64) {
-            let mut w = [0u32; 80];
-            for (i, word) in block.chunks(4).enumerate() {
-                w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
-            }
-            for i in 16..80 {
-                w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
-            }
-            let [mut a, mut b, mut c, mut d, mut e] = h;
-            for (i, wi) in w.iter().enumerate() {
-                let (f, k) = match i {
-                    0..=19 => ((b & c) | (!b & d), 0x5A827999),
-                    20..=39 => (b ^ c ^ d, 0x6ED9EBA1),
-                    40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1BBCDC),
-                    _ => (b ^ c ^ d, 0xCA62C1D6),
-                };
-                let t = a
-                    .rotate_left(5)
-                    .wrapping_add(f)
-                    .wrapping_add(e)
-                    .wrapping_add(k)
-                    .wrapping_add(*wi);
-                e = d;
-                d = c;
-                c = b.rotate_left(30);
-                b = a;
-                a = t;
-            }
-            for (x, y) in h.iter_mut().zip([a, b, c, d, e]) {
-                *x = x.wrapping_add(y);
-            }
-        }
-        let mut out = [0u8; 20];
-        for (chunk, x) in out.chunks_mut(4).zip(h) {
-            chunk.copy_from_slice(&x.to_be_bytes());
-        }
-        out
     }
 }
