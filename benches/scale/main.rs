@@ -1,0 +1,582 @@
+//! Scale benchmark: hashroll's memory, CPU, start-up, reaction latency, fan-out and API cost against a
+//! cluster of chosen size, next to an informer-style baseline measured in the same run.
+//!
+//! `cargo bench --bench scale -- --scale M` (see benches/README.md). The test API server, hashroll
+//! (release binary) and the baseline each run as their own process, so `/proc` measures each alone.
+
+mod baseline;
+mod cluster;
+mod measure;
+mod procs;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+use tokio::process::Command;
+
+use cluster::{Plan, Scale};
+use measure::{ApiCost, Fanout, Latency, TemplateWatch};
+use procs::{Server, Subject, Usage};
+
+/// hashroll scale benchmark.
+#[derive(Parser, Debug)]
+struct Cli {
+    /// Internal roles (the bench re-executes itself as the test API server and as the baseline).
+    #[command(subcommand)]
+    role: Option<Role>,
+    /// Cluster size: S, M or L.
+    #[arg(long, default_value = "S")]
+    scale: String,
+    /// Seed for the generated cluster (same seed, same cluster).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Seconds of idle time after the initial sync before steady RSS is read.
+    #[arg(long, default_value_t = 30.0)]
+    idle: f64,
+    /// Single updates for the reaction-latency test (fewer if the cluster has fewer suitable Secrets).
+    #[arg(long, default_value_t = 200)]
+    updates: usize,
+    /// Payload multiplier of the payload-independence run; 0 or 1 skips that run.
+    #[arg(long, default_value_t = 4)]
+    payload_factor: usize,
+    /// Skip the baseline.
+    #[arg(long)]
+    no_baseline: bool,
+    /// Where to write the JSON results (default: bench-results/<scale>.json in the workspace).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true, global = true)]
+    bench: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Role {
+    /// Run the test API server until stdin closes.
+    Serve {
+        /// Write the admin kubeconfig here.
+        #[arg(long)]
+        kubeconfig_out: PathBuf,
+    },
+    /// Run the informer-style baseline controller.
+    Baseline {
+        /// Kubeconfig of the cluster.
+        #[arg(long)]
+        kubeconfig: PathBuf,
+    },
+}
+
+/// Which program is measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Who {
+    Hashroll,
+    Baseline,
+}
+
+impl Who {
+    fn name(self) -> &'static str {
+        match self {
+            Who::Hashroll => "hashroll",
+            Who::Baseline => "baseline",
+        }
+    }
+}
+
+/// Everything measured about one subject in one cluster.
+#[derive(Debug, Default, Serialize)]
+struct SubjectResult {
+    /// Process start to the readiness log line, seconds.
+    ready_secs: f64,
+    /// Process start to `/readyz` answering 200 (hashroll only), seconds.
+    readyz_secs: Option<f64>,
+    /// Process start until every workload carries its recorded state (hashroll only), seconds.
+    recorded_secs: Option<f64>,
+    /// CPU seconds at readiness.
+    cpu_ready_secs: f64,
+    /// CPU seconds once the initial sync (including recording) was done.
+    cpu_sync_secs: f64,
+    /// Usage after sync plus the idle time.
+    steady: Usage,
+    /// Usage at the end of the run.
+    end: Usage,
+    /// Reaction latency.
+    latency: Option<Latency>,
+    /// API cost of the single updates.
+    api: Option<ApiCost>,
+    /// Fan-out.
+    fanout: Option<Fanout>,
+}
+
+/// One cluster run (base payloads or the larger-payload run).
+#[derive(Debug, Default, Serialize)]
+struct ClusterRun {
+    payload_factor: usize,
+    data_bytes: u64,
+    populate_secs: f64,
+    server_rss_after_populate: u64,
+    hashroll: SubjectResult,
+    baseline: Option<SubjectResult>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match &cli.role {
+        Some(Role::Serve { kubeconfig_out }) => rt.block_on(procs::serve(kubeconfig_out)),
+        Some(Role::Baseline { kubeconfig }) => rt.block_on(baseline::run(kubeconfig)),
+        None => rt.block_on(bench(&cli)),
+    }
+}
+
+/// Starts hashroll or the baseline against `server` and waits until it is ready.
+async fn spawn(who: Who, server: &Server) -> anyhow::Result<(Subject, Option<u16>)> {
+    match who {
+        Who::Hashroll => {
+            let port = procs::free_port()?;
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_hashroll"));
+            cmd.arg("--kubeconfig")
+                .arg(&server.kubeconfig)
+                .args(["--controller-namespace", "hashroll", "--debounce", "0"])
+                .args(["--log-format", "json", "--log-level", "info"])
+                .arg("--admin-addr")
+                .arg(format!("127.0.0.1:{port}"));
+            let s = Subject::spawn("hashroll", cmd, |line| {
+                serde_json::from_str::<serde_json::Value>(line)
+                    .is_ok_and(|v| v["message"].as_str() == Some("ready: every watch has listed"))
+            })?;
+            Ok((s, Some(port)))
+        }
+        Who::Baseline => {
+            let mut cmd = Command::new(std::env::current_exe()?);
+            cmd.arg("baseline")
+                .arg("--kubeconfig")
+                .arg(&server.kubeconfig);
+            let s = Subject::spawn("baseline", cmd, |line| line == baseline::READY_LINE)?;
+            Ok((s, None))
+        }
+    }
+}
+
+/// Polls `/readyz` until it answers 200; returns when.
+async fn poll_readyz(port: u16) -> Instant {
+    let base = format!("http://127.0.0.1:{port}");
+    loop {
+        if let Ok((200, _)) = procs::http_status(&base, "GET", "/readyz", None).await {
+            return Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until hashroll has patched every workload once (recording its state on first sight).
+async fn wait_recorded(server: &Server, workloads: usize) -> anyhow::Result<Instant> {
+    const KINDS: [&str; 4] = ["deployments", "statefulsets", "daemonsets", "cronjobs"];
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let log = server.requests().await?;
+        let patched: u64 = log
+            .iter()
+            .filter(|((verb, res), _)| verb == "patch" && KINDS.contains(&res.as_str()))
+            .map(|(_, n)| *n)
+            .sum();
+        if patched as usize >= workloads {
+            return Ok(Instant::now());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "hashroll recorded only {patched} of {workloads} workloads within 600 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs one subject through the scenario; `full` adds latency, API cost and fan-out.
+async fn run_subject(
+    who: Who,
+    server: &Server,
+    client: &kube::Client,
+    watch: &mut TemplateWatch,
+    plan: &Plan,
+    cli: &Cli,
+    full: bool,
+) -> anyhow::Result<SubjectResult> {
+    let name = who.name();
+    server.reset_requests().await?;
+    let (mut subject, admin_port) = spawn(who, server).await?;
+    eprintln!("bench: {name} started (pid {})", subject.pid);
+    let readyz = admin_port.map(|p| tokio::spawn(poll_readyz(p)));
+    let ready = subject.wait_ready(name, Duration::from_secs(600)).await?;
+    let cpu_ready = subject.usage()?.cpu_secs;
+    eprintln!("bench: {name} ready");
+    let readyz_at = match readyz {
+        Some(h) => Some(
+            tokio::time::timeout(Duration::from_secs(30), h)
+                .await
+                .context("hashroll logged ready but /readyz did not answer 200 within 30 s")??,
+        ),
+        None => None,
+    };
+    let recorded = match who {
+        Who::Hashroll => Some(wait_recorded(server, plan.workloads.len()).await?),
+        Who::Baseline => None,
+    };
+    let cpu_sync = subject.usage()?.cpu_secs;
+    if recorded.is_some() {
+        eprintln!("bench: {name} recorded every workload");
+    }
+    eprintln!("bench: {name} ready; idling {} s", cli.idle);
+    tokio::time::sleep(Duration::from_secs_f64(cli.idle)).await;
+    subject.check_alive(name)?;
+    let steady = subject.usage()?;
+    let since = |t: Instant| t.saturating_duration_since(subject.started).as_secs_f64();
+    let mut r = SubjectResult {
+        ready_secs: since(ready),
+        readyz_secs: readyz_at.map(since),
+        recorded_secs: recorded.map(since),
+        cpu_ready_secs: cpu_ready,
+        cpu_sync_secs: cpu_sync,
+        steady,
+        ..Default::default()
+    };
+    if full {
+        // Each subject writes different content: a write identical to the last one is no change at all.
+        let content_seed = plan.seed ^ ((who as u64 + 1) << 40);
+        let mut targets = plan.single_use_secrets();
+        targets.truncate(cli.updates);
+        // A fresh watch per subject: its own list and watch requests happen before the log is reset.
+        *watch = TemplateWatch::start(client.clone()).await?;
+        eprintln!("bench: {name}: {} single updates", targets.len());
+        let (lat, api) = measure::reaction(server, client, watch, &targets, content_seed)
+            .await
+            .with_context(|| format!("{name}'s last log lines:\n{}", subject.tail()))?;
+        r.latency = Some(lat);
+        r.api = Some(api);
+        let fan = plan.workloads.len() - count_non_fanout(plan);
+        eprintln!("bench: {name}: fan-out to {fan}");
+        r.fanout = Some(
+            measure::fanout(server, client, watch, fan, content_seed)
+                .await
+                .with_context(|| format!("{name}'s last log lines:\n{}", subject.tail()))?,
+        );
+    }
+    subject.check_alive(name)?;
+    r.end = subject.usage()?;
+    subject.stop().await;
+    Ok(r)
+}
+
+fn count_non_fanout(plan: &Plan) -> usize {
+    plan.workloads
+        .iter()
+        .filter(|w| w.namespace != cluster::FANOUT_NS)
+        .count()
+}
+
+/// Starts a server, populates it with `plan`, and runs hashroll then the baseline.
+async fn run_cluster(
+    plan: &Plan,
+    cli: &Cli,
+    dir: &std::path::Path,
+    full: bool,
+) -> anyhow::Result<ClusterRun> {
+    let server = Server::start(&dir.join(format!("kubeconfig-{}", plan.payload_factor))).await?;
+    let client = server.client()?;
+    let t = Instant::now();
+    eprintln!(
+        "bench: populating {} MiB of data, {} workloads",
+        plan.data_bytes() >> 20,
+        plan.workloads.len()
+    );
+    cluster::populate(&client, plan).await?;
+    let populate_secs = t.elapsed().as_secs_f64();
+    eprintln!("bench: populated in {populate_secs:.1} s");
+    let mut watch = TemplateWatch::start(client.clone()).await?;
+    eprintln!("bench: Deployment watch listed");
+    let mut run = ClusterRun {
+        payload_factor: plan.payload_factor,
+        data_bytes: plan.data_bytes(),
+        populate_secs,
+        server_rss_after_populate: server.usage().map_or(0, |u| u.rss),
+        ..Default::default()
+    };
+    run.hashroll =
+        run_subject(Who::Hashroll, &server, &client, &mut watch, plan, cli, full).await?;
+    if !cli.no_baseline {
+        run.baseline =
+            // Memory, CPU and start-up only: see benches/README.md for why its reaction is not timed.
+            Some(run_subject(Who::Baseline, &server, &client, &mut watch, plan, cli, full).await?);
+    }
+    drop(watch);
+    server.stop().await;
+    Ok(run)
+}
+
+async fn bench(cli: &Cli) -> anyhow::Result<()> {
+    let scale = Scale::named(&cli.scale)
+        .with_context(|| format!("--scale {:?}: expected S, M or L", cli.scale))?;
+    let dir = tempfile::tempdir()?;
+    let started = Instant::now();
+    let plan = Plan::new(&scale, cli.seed, 1);
+    let base = run_cluster(&plan, cli, dir.path(), true).await?;
+    let bigger = if cli.payload_factor > 1 {
+        let plan = Plan::new(&scale, cli.seed, cli.payload_factor);
+        Some(run_cluster(&plan, cli, dir.path(), false).await?)
+    } else {
+        None
+    };
+    let report = Report {
+        scale,
+        seed: cli.seed,
+        idle_secs: cli.idle,
+        wall_secs: started.elapsed().as_secs_f64(),
+        base,
+        bigger,
+    };
+    print!("{}", report.table());
+    let path = cli.json.clone().unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("bench-results")
+            .join(format!("{}.json", scale.name))
+    });
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("JSON: {}", path.display());
+    Ok(())
+}
+
+/// The whole result.
+#[derive(Debug, Serialize)]
+struct Report {
+    scale: Scale,
+    seed: u64,
+    idle_secs: f64,
+    wall_secs: f64,
+    base: ClusterRun,
+    bigger: Option<ClusterRun>,
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+fn secs(s: f64) -> String {
+    format!("{s:.2} s")
+}
+
+fn ms(v: f64) -> String {
+    format!("{v:.1} ms")
+}
+
+impl Report {
+    /// The human-readable table.
+    fn table(&self) -> String {
+        let h = &self.base.hashroll;
+        let b = self.base.baseline.as_ref();
+        let s = &self.scale;
+        let mut rows: Vec<[String; 4]> = Vec::new();
+        let mut row = |what: &str, hv: String, bv: Option<String>, target: &str| {
+            rows.push([
+                what.into(),
+                hv,
+                bv.unwrap_or_else(|| "-".into()),
+                target.into(),
+            ]);
+        };
+        let ratio = |hv: u64, bv: Option<u64>| {
+            bv.map(|bv| format!("hashroll = {:.2}x baseline", hv as f64 / bv.max(1) as f64))
+        };
+        row(
+            "start-up: ready log line",
+            secs(h.ready_secs),
+            b.map(|b| secs(b.ready_secs)),
+            "M <= 3 s",
+        );
+        row(
+            "start-up: /readyz 200",
+            h.readyz_secs.map_or("-".into(), secs),
+            None,
+            "",
+        );
+        row(
+            "first-sight recording done",
+            h.recorded_secs.map_or("-".into(), secs),
+            None,
+            "",
+        );
+        row(
+            "CPU at ready",
+            secs(h.cpu_ready_secs),
+            b.map(|b| secs(b.cpu_ready_secs)),
+            "",
+        );
+        row(
+            "CPU initial sync (incl. recording)",
+            secs(h.cpu_sync_secs),
+            b.map(|b| secs(b.cpu_sync_secs)),
+            "",
+        );
+        row(
+            &format!("steady RSS (after {} s idle)", self.idle_secs),
+            mib(h.steady.rss),
+            b.map(|b| mib(b.steady.rss)),
+            "M <= 40 MiB, L <= 120 MiB",
+        );
+        row(
+            "  ratio",
+            ratio(h.steady.rss, b.map(|b| b.steady.rss)).unwrap_or_default(),
+            None,
+            "",
+        );
+        row(
+            "peak RSS (VmHWM, whole run)",
+            mib(h.end.hwm),
+            b.map(|b| mib(b.end.hwm)),
+            "M <= 80 MiB",
+        );
+        row(
+            "  ratio",
+            ratio(h.end.hwm, b.map(|b| b.end.hwm)).unwrap_or_default(),
+            None,
+            "",
+        );
+        if let Some(l) = &h.latency {
+            let bl = b.and_then(|b| b.latency.as_ref());
+            row(
+                &format!("reaction ({} updates) p50", l.updates),
+                ms(l.p50_ms),
+                bl.map(|l| ms(l.p50_ms)),
+                "",
+            );
+            row(
+                "reaction p99",
+                ms(l.p99_ms),
+                bl.map(|l| ms(l.p99_ms)),
+                "M <= 25 ms",
+            );
+            row("reaction max", ms(l.max_ms), bl.map(|l| ms(l.max_ms)), "");
+            row(
+                "  missed / stray rolls",
+                format!("{} / {}", l.missed, l.stray_rolls),
+                bl.map(|l| format!("{} / {}", l.missed, l.stray_rolls)),
+                "0 / 0",
+            );
+        }
+        if let Some(a) = &h.api {
+            let ba = b.and_then(|b| b.api.as_ref());
+            row(
+                "PATCH per rolled workload",
+                format!("{:.2}", a.patches_per_roll),
+                ba.map(|a| format!("{:.2}", a.patches_per_roll)),
+                "1",
+            );
+            row(
+                "LIST per change",
+                format!("{:.2}", a.lists_per_change),
+                ba.map(|a| format!("{:.2}", a.lists_per_change)),
+                "0",
+            );
+            row(
+                "GET per change",
+                format!("{:.2}", a.gets_per_change),
+                ba.map(|a| format!("{:.2}", a.gets_per_change)),
+                "0",
+            );
+            row(
+                "CREATE (Events) per change",
+                format!("{:.2}", a.creates_per_change),
+                ba.map(|a| format!("{:.2}", a.creates_per_change)),
+                "",
+            );
+        }
+        if let Some(f) = &h.fanout {
+            let bf = b.and_then(|b| b.fanout.as_ref());
+            let show =
+                |f: &Fanout| format!("{} ({}/{} rolled)", secs(f.secs), f.rolled, f.workloads);
+            row(
+                &format!("fan-out to {}", f.workloads),
+                show(f),
+                bf.map(show),
+                "M <= 3 s",
+            );
+            row(
+                "  PATCH per rolled workload",
+                format!("{:.2}", f.api.patches_per_roll),
+                bf.map(|f| format!("{:.2}", f.api.patches_per_roll)),
+                "1",
+            );
+        }
+        if let Some(big) = &self.bigger {
+            let hb = &big.hashroll;
+            let bb = big.baseline.as_ref();
+            let change =
+                |a: u64, b: u64| format!("{:+.1}%", (b as f64 / a.max(1) as f64 - 1.0) * 100.0);
+            row(
+                &format!("steady RSS, payloads x{}", big.payload_factor),
+                mib(hb.steady.rss),
+                bb.map(|x| mib(x.steady.rss)),
+                "",
+            );
+            row(
+                &format!(
+                    "  change vs x1 (data {} -> {})",
+                    mib(self.base.data_bytes),
+                    mib(big.data_bytes)
+                ),
+                change(h.steady.rss, hb.steady.rss),
+                b.zip(bb).map(|(x, y)| change(x.steady.rss, y.steady.rss)),
+                "<= 10%",
+            );
+            row(
+                &format!("peak RSS, payloads x{}", big.payload_factor),
+                mib(hb.end.hwm),
+                bb.map(|x| mib(x.end.hwm)),
+                "",
+            );
+        }
+        let mut out = format!(
+            "\nhashroll scale benchmark, scale {}: {} Secrets + {} Helm release Secrets, {} ConfigMaps, \
+             {} workloads + {} fan-out Deployments, {} namespaces; {} of data; seed {}; populate {:.1} s\n\n",
+            s.name,
+            s.secrets,
+            s.helm_secrets,
+            s.configmaps,
+            s.workloads,
+            s.fanout,
+            s.namespaces,
+            mib(self.base.data_bytes),
+            self.seed,
+            self.base.populate_secs,
+        );
+        let widths: Vec<usize> = (0..4)
+            .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0).max(8))
+            .collect();
+        let header = ["measure", "hashroll", "baseline", "target"];
+        let line = |cells: &[String]| {
+            cells
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect::<Vec<_>>()
+                .join(" | ")
+                .trim_end()
+                .to_string()
+                + "\n"
+        };
+        out += &line(&header.map(String::from));
+        out += &line(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>());
+        for r in &rows {
+            out += &line(r);
+        }
+        out += &format!("\nwall time {:.0} s\n", self.wall_secs);
+        out
+    }
+}
