@@ -19,4 +19,5 @@ pub mod policy;
 pub mod references;
 pub mod source;
 pub mod watch;
+pub mod wire;
 pub mod workload;

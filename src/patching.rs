@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use kube::api::{ApiResource, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
@@ -78,9 +78,14 @@ pub fn api_resource(kind: WorkloadKind) -> ApiResource {
 }
 
 /// Sends the patch and returns the workload as stored afterwards.
-pub async fn send(client: &Client, id: &WorkloadId, body: &Value) -> kube::Result<DynamicObject> {
+pub async fn send(
+    client: &Client,
+    id: &WorkloadId,
+    body: &Value,
+) -> kube::Result<crate::wire::WorkloadWire> {
     let ar = api_resource(id.kind);
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &id.namespace, &ar);
+    let api: Api<crate::wire::WorkloadWire> =
+        Api::namespaced_with(client.clone(), &id.namespace, &ar);
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PatchParams::default()

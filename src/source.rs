@@ -116,6 +116,20 @@ impl SourceSummary {
         Some(Self::with_annotations(id, keys, &c.metadata))
     }
 
+    /// Reduces a Secret read as digests (see `crate::wire`); None without name/namespace.
+    pub fn from_secret_digests(s: &crate::wire::SecretDigests) -> Option<SourceSummary> {
+        let id = source_id(SourceKind::Secret, &s.metadata)?;
+        Some(Self::with_annotations(id, s.data.clone(), &s.metadata))
+    }
+
+    /// Reduces a ConfigMap read as digests (see `crate::wire`); None without name/namespace.
+    pub fn from_config_map_digests(c: &crate::wire::ConfigMapDigests) -> Option<SourceSummary> {
+        let id = source_id(SourceKind::ConfigMap, &c.metadata)?;
+        let mut keys = c.data.clone();
+        keys.extend(c.binary_data.iter().map(|(k, d)| (k.clone(), *d)));
+        Some(Self::with_annotations(id, keys, &c.metadata))
+    }
+
     /// The summary as `--stakater-compat=false` reads it: Reloader's `ignore` and `match` annotations on
     /// the source count for nothing, only `hashroll.dev/ignore` does.
     pub fn without_stakater(

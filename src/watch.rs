@@ -7,8 +7,8 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PodTemplateSpec, Secret};
-use kube::api::{Api, DynamicObject};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource};
@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::patching::api_resource;
 use crate::policy::PolicySettings;
 use crate::source::{SourceId, SourceKind, SourceSummary};
+use crate::wire::{ConfigMapDigests, SecretDigests, WorkloadWire};
 use crate::workload::{WorkloadId, WorkloadKind, WorkloadSummary};
 
 /// What a watch covers: one resource, cluster-wide (`namespace` None) or in one namespace.
@@ -90,17 +91,17 @@ pub fn spawn(
         let ns = scope.namespace.clone();
         match scope.resource {
             Watched::Source(SourceKind::Secret) => {
-                let mut cfg = watcher::Config::default();
+                let mut cfg = list_config();
                 if let Some(l) = &settings.resource_labels {
                     cfg = cfg.labels(l);
                 }
                 if let Some(f) = &settings.secret_fields {
                     cfg = cfg.fields(f);
                 }
-                let api: Api<Secret> = api_for(&client, ns.as_deref());
+                let api: Api<SecretDigests> = api_for(&client, ns.as_deref());
                 let compat = settings.policy.stakater_compat;
-                let reduce = move |s: &Secret| {
-                    let sum = SourceSummary::from_secret(s)?;
+                let reduce = move |s: &SecretDigests| {
+                    let sum = SourceSummary::from_secret_digests(s)?;
                     Some(if compat {
                         sum
                     } else {
@@ -120,14 +121,14 @@ pub fn spawn(
                 .await
             }
             Watched::Source(SourceKind::ConfigMap) => {
-                let mut cfg = watcher::Config::default();
+                let mut cfg = list_config();
                 if let Some(l) = &settings.resource_labels {
                     cfg = cfg.labels(l);
                 }
-                let api: Api<ConfigMap> = api_for(&client, ns.as_deref());
+                let api: Api<ConfigMapDigests> = api_for(&client, ns.as_deref());
                 let compat = settings.policy.stakater_compat;
-                let reduce = move |c: &ConfigMap| {
-                    let sum = SourceSummary::from_config_map(c)?;
+                let reduce = move |c: &ConfigMapDigests| {
+                    let sum = SourceSummary::from_config_map_digests(c)?;
                     Some(if compat {
                         sum
                     } else {
@@ -148,15 +149,15 @@ pub fn spawn(
             }
             Watched::Workload(kind) => {
                 let ar = api_resource(kind);
-                let api: Api<DynamicObject> = match ns.as_deref() {
+                let api: Api<WorkloadWire> = match ns.as_deref() {
                     Some(n) => Api::namespaced_with(client.clone(), n, &ar),
                     None => Api::all_with(client.clone(), &ar),
                 };
                 let policy = settings.policy;
-                let reduce = move |o: &DynamicObject| reduce_workload(kind, o, policy);
+                let reduce = move |o: &WorkloadWire| reduce_workload(kind, o, policy);
                 run(
                     api,
-                    watcher::Config::default(),
+                    list_config(),
                     Sink { scope, tx, metrics },
                     reduce,
                     move |ns, name| Input::WorkloadDeleted(WorkloadId::new(kind, ns, name)),
@@ -165,7 +166,7 @@ pub fn spawn(
                 .await
             }
             Watched::Namespaces => {
-                let mut cfg = watcher::Config::default();
+                let mut cfg = list_config();
                 if let Some(l) = &settings.namespace_selector {
                     cfg = cfg.labels(l);
                 }
@@ -196,21 +197,22 @@ where
     }
 }
 
-/// Reduces any workload kind from its dynamic form: metadata plus the pod template where the kind keeps it.
+/// Reduces any workload kind: metadata plus the pod template where the kind keeps it.
 pub fn reduce_workload(
     kind: WorkloadKind,
-    o: &DynamicObject,
+    o: &WorkloadWire,
     policy: PolicySettings,
 ) -> Option<WorkloadSummary> {
-    let pointer = match kind {
-        WorkloadKind::CronJob => "/spec/jobTemplate/spec/template",
-        _ => "/spec/template",
-    };
-    let template: Option<PodTemplateSpec> = o
-        .data
-        .pointer(pointer)
-        .and_then(|t| serde_json::from_value(t.clone()).ok());
-    WorkloadSummary::reduce(kind, &o.metadata, template.as_ref(), policy)
+    WorkloadSummary::reduce(kind, &o.metadata, o.pod_template().as_ref(), policy)
+}
+
+/// Objects per list page. Small pages bound what one page costs in memory (its JSON and the objects
+/// parsed from it, which the allocator keeps afterwards), so memory follows the number of objects held,
+/// not their size; the extra requests happen only at (re-)list time.
+pub const LIST_PAGE_SIZE: u32 = 100;
+
+fn list_config() -> watcher::Config {
+    watcher::Config::default().page_size(LIST_PAGE_SIZE)
 }
 
 /// Where one watch's results go.
