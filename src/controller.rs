@@ -239,28 +239,29 @@ impl Controller {
         if old == Some(&s) {
             return;
         }
-        let changed: BTreeSet<String> = match old {
-            Some(old) => old
+        // Key names are remembered only for real content changes (to name them in Events): a source seen
+        // for the first time costs nothing here.
+        if let Some(old) = old
+            && old.keys != s.keys
+        {
+            let changed: BTreeSet<String> = old
                 .keys
                 .iter()
-                .filter(|(k, d)| s.keys.get(*k) != Some(*d))
-                .map(|(k, _)| k.clone())
+                .filter(|(k, d)| s.keys.get(k) != Some(*d))
+                .map(|(k, _)| k.to_string())
                 .chain(
                     s.keys
                         .keys()
-                        .filter(|k| !old.keys.contains_key(*k))
-                        .cloned(),
+                        .filter(|k| !old.keys.contains_key(k))
+                        .map(str::to_string),
                 )
-                .collect(),
-            None => s.keys.keys().cloned().collect(),
-        };
-        if old.is_some_and(|o| o.keys != s.keys) || old.is_none() {
+                .collect();
+            self.changed_keys.insert(id.clone(), changed);
             self.metrics
                 .source_changes
                 .with_label_values(&[id.kind.as_str()])
                 .inc();
         }
-        self.changed_keys.insert(id.clone(), changed);
         self.sources.insert(id.clone(), s);
         self.metrics.sources.set(self.sources.len() as i64);
         for w in self.index.affected(&id) {

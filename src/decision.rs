@@ -154,7 +154,7 @@ fn present_stamp(
     s: &SourceSummary,
 ) -> Result<String, String> {
     let keys: Vec<(&str, Option<&crate::source::KeyDigest>)> = match &t.keys {
-        KeySelection::All => s.keys.iter().map(|(k, d)| (k.as_str(), Some(d))).collect(),
+        KeySelection::All => s.keys.iter().map(|(k, d)| (k, Some(d))).collect(),
         KeySelection::Keys(selected) => {
             let mut keys = Vec::with_capacity(selected.len());
             for k in selected {

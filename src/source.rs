@@ -64,12 +64,73 @@ impl fmt::Display for SourceId {
 /// SHA-256 of one key's section, name and value (see `hashing::key_digest`). Kept in memory only.
 pub type KeyDigest = [u8; 32];
 
+/// One digest per key, sorted by key. A boxed sorted slice: memory per source is what its keys need
+/// (a `BTreeMap` allocates a node of eleven entries even for one key).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyDigests(Box<[(Box<str>, KeyDigest)]>);
+
+impl KeyDigests {
+    pub fn get(&self, key: &str) -> Option<&KeyDigest> {
+        self.0
+            .binary_search_by(|(k, _)| (**k).cmp(key))
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Keys and digests in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &KeyDigest)> {
+        self.0.iter().map(|(k, d)| (&**k, d))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(k, _)| &**k)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<BTreeMap<String, KeyDigest>> for KeyDigests {
+    fn from(m: BTreeMap<String, KeyDigest>) -> Self {
+        KeyDigests(
+            m.into_iter()
+                .map(|(k, d)| (k.into_boxed_str(), d))
+                .collect(),
+        )
+    }
+}
+
+/// Panics if the key is absent, like a map's index.
+impl std::ops::Index<&str> for KeyDigests {
+    type Output = KeyDigest;
+
+    fn index(&self, key: &str) -> &KeyDigest {
+        self.get(key).expect("key present")
+    }
+}
+
+/// Later entries win for a repeated key, as in a map.
+impl FromIterator<(String, KeyDigest)> for KeyDigests {
+    fn from_iter<I: IntoIterator<Item = (String, KeyDigest)>>(iter: I) -> Self {
+        iter.into_iter().collect::<BTreeMap<_, _>>().into()
+    }
+}
+
 /// What hashroll keeps of one Secret or ConfigMap.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceSummary {
     pub id: SourceId,
     /// One digest per key, `data` and `binaryData` (and a Secret's `stringData`) folded together.
-    pub keys: BTreeMap<String, KeyDigest>,
+    pub keys: KeyDigests,
     /// `hashroll.dev/ignore: "true"` or `reloader.stakater.com/ignore: "true"`: changes never roll.
     pub ignore: bool,
     /// `reloader.stakater.com/match: "true"`: eligible for workloads using `reloader.stakater.com/search`.
@@ -158,7 +219,7 @@ impl SourceSummary {
         };
         SourceSummary {
             id,
-            keys,
+            keys: keys.into(),
             ignore: IGNORE_ANNOTATIONS.iter().any(|a| is_true(a)),
             stakater_match: is_true(STAKATER_MATCH_ANNOTATION),
         }
@@ -225,6 +286,7 @@ mod tests {
                     key_digest(Section::Data, "user", b"admin")
                 ),
             ])
+            .into()
         );
         assert!(!sum.ignore && !sum.stakater_match);
     }
@@ -365,5 +427,23 @@ mod tests {
         ]);
         assert!(!s.ignore && !s.stakater_match);
         assert!(reduce(&[("hashroll.dev/ignore", "true")]).ignore);
+    }
+
+    #[test]
+    fn key_digests_look_up_like_a_sorted_map() {
+        let d = |b: u8| [b; 32];
+        let k: KeyDigests = vec![
+            ("b".to_string(), d(1)),
+            ("a".to_string(), d(2)),
+            ("b".to_string(), d(3)),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(k.len(), 2);
+        assert_eq!(k.keys().collect::<Vec<_>>(), vec!["a", "b"]);
+        assert_eq!(k.get("b"), Some(&d(3)), "the later entry wins");
+        assert_eq!(k["a"], d(2));
+        assert!(k.get("c").is_none() && !k.contains_key("c"));
+        assert!(KeyDigests::default().is_empty());
     }
 }
