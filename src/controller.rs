@@ -3,13 +3,13 @@
 //! bounded patch tasks, whose results come back as messages. Nothing here is edge-triggered: every decision
 //! compares what a workload records with what its sources are now.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use kube::Client;
-use tokio::sync::{Semaphore, mpsc, watch as signal};
+use tokio::sync::{mpsc, watch as signal};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -54,6 +54,15 @@ struct Done {
     result: Result<Option<WorkloadSummary>, kube::Error>,
 }
 
+/// One patch waiting for a slot.
+struct QueuedWrite {
+    id: WorkloadId,
+    body: serde_json::Value,
+    event: Option<WorkloadEvent>,
+    uid: Option<String>,
+    rolled: bool,
+}
+
 struct Entry {
     summary: WorkloadSummary,
     /// The workload's own pod template changed since the last decision (it rolls by itself).
@@ -91,7 +100,10 @@ pub struct Controller {
 
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
-    permits: Arc<Semaphore>,
+    /// Writes waiting for a free patch slot, and how many patch tasks run now: at most
+    /// `patch_concurrency` tasks exist, however many workloads are due at once (6,000 at first sight).
+    queued: VecDeque<QueuedWrite>,
+    running: usize,
     tasks: JoinSet<()>,
 }
 
@@ -105,7 +117,6 @@ impl Controller {
         ready: Arc<AtomicBool>,
     ) -> Controller {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let permits = Arc::new(Semaphore::new(settings.patch_concurrency.max(1)));
         Controller {
             settings,
             key,
@@ -129,7 +140,8 @@ impl Controller {
             held: HashMap::new(),
             done_tx,
             done_rx,
-            permits,
+            queued: VecDeque::new(),
+            running: 0,
             tasks: JoinSet::new(),
         }
     }
@@ -561,7 +573,6 @@ impl Controller {
         sources: BTreeMap<String, String>,
         rolled_for: Option<String>,
     ) {
-        let kind_label = id.kind.as_str();
         let Some(entry) = self.workloads.get_mut(id) else {
             return;
         };
@@ -604,41 +615,58 @@ impl Controller {
         let now = k8s_openapi::jiff::Timestamp::now().to_string();
         let body = patching::patch_body(id.kind, write, &stamp, &sources, &now);
         self.in_flight.insert(id.clone());
-        let (client, events, metrics) = (
-            self.client.clone(),
-            self.events.clone(),
-            self.metrics.clone(),
-        );
-        let (done, permits, policy) = (
-            self.done_tx.clone(),
-            self.permits.clone(),
-            self.settings.policy,
-        );
-        let id = id.clone();
-        let rolled = rolled_for.is_some();
-        self.tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await;
-            let result = patching::send(&client, &id, &body).await;
-            let result = match result {
-                Ok(obj) => {
-                    let counter = if rolled {
-                        &metrics.rolls
-                    } else {
-                        &metrics.records
-                    };
-                    counter.with_label_values(&[kind_label]).inc();
-                    if let Some(ev) = &event
-                        && let Err(e) = events.publish(&id, uid.as_deref(), ev).await
-                    {
-                        metrics.event_errors.with_label_values(&[ev.reason]).inc();
-                        tracing::warn!(workload = %id, error = %e, "could not publish Event");
-                    }
-                    Ok(reduce_workload(id.kind, &obj, policy))
-                }
-                Err(e) => Err(e),
-            };
-            let _ = done.send(Done { id, result });
+        self.queued.push_back(QueuedWrite {
+            id: id.clone(),
+            body,
+            event,
+            uid,
+            rolled: rolled_for.is_some(),
         });
+        self.pump();
+    }
+
+    /// Starts queued patches while fewer than `patch_concurrency` run.
+    fn pump(&mut self) {
+        while self.running < self.settings.patch_concurrency.max(1) {
+            let Some(w) = self.queued.pop_front() else {
+                return;
+            };
+            self.running += 1;
+            let (client, events, metrics) = (
+                self.client.clone(),
+                self.events.clone(),
+                self.metrics.clone(),
+            );
+            let (done, policy) = (self.done_tx.clone(), self.settings.policy);
+            self.tasks.spawn(async move {
+                let QueuedWrite {
+                    id,
+                    body,
+                    event,
+                    uid,
+                    rolled,
+                } = w;
+                let result = match patching::send(&client, &id, &body).await {
+                    Ok(obj) => {
+                        let counter = if rolled {
+                            &metrics.rolls
+                        } else {
+                            &metrics.records
+                        };
+                        counter.with_label_values(&[id.kind.as_str()]).inc();
+                        if let Some(ev) = &event
+                            && let Err(e) = events.publish(&id, uid.as_deref(), ev).await
+                        {
+                            metrics.event_errors.with_label_values(&[ev.reason]).inc();
+                            tracing::warn!(workload = %id, error = %e, "could not publish Event");
+                        }
+                        Ok(reduce_workload(id.kind, &obj, policy))
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = done.send(Done { id, result });
+            });
+        }
     }
 
     fn publish_later(&mut self, id: WorkloadId, uid: Option<String>, ev: WorkloadEvent) {
@@ -653,6 +681,8 @@ impl Controller {
 
     fn on_done(&mut self, done: Done) {
         let Done { id, result } = done;
+        self.running = self.running.saturating_sub(1);
+        self.pump();
         self.in_flight.remove(&id);
         match result {
             Ok(summary) => {
