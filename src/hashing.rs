@@ -37,7 +37,6 @@ const MAX_STAMP_LEN: usize = 256;
 // Domain separation: each use of the key hashes under its own label, so an output of one can never be
 // replayed as an output of another.
 const DOMAIN_KEY_ID: &[u8] = b"hashroll/key-id";
-const DOMAIN_WORKLOAD: &[u8] = b"hashroll/workload-stamp/v1\0";
 const DOMAIN_SOURCE: &[u8] = b"hashroll/source-stamp/v1\0";
 const DOMAIN_SOURCES_MAP: &[u8] = b"hashroll/sources-map-stamp/v1\0";
 
@@ -284,32 +283,6 @@ impl fmt::Display for Stamp {
     }
 }
 
-/// HMAC over all used sources, sorted by id, each encoded unambiguously (kind tag, len-prefixed name, absent
-/// marker or key count + per key len-prefixed name + present flag + digest). Order of `used` must not matter.
-///
-/// The namespace is encoded too (length-prefixed, before the name); entries listed twice count once.
-pub fn workload_stamp(key: &InstallationKey, used: &[UsedSource]) -> Stamp {
-    let mut parts: Vec<(&SourceId, Vec<u8>)> = used
-        .iter()
-        .map(|u| {
-            let mut buf = Vec::new();
-            u.encode(&mut buf);
-            (u.id(), buf)
-        })
-        .collect();
-    // Sorting by the encoding as well as the id makes the result canonical even if a caller lists one
-    // source twice with different key sets.
-    parts.sort_unstable();
-    parts.dedup();
-    let mut mac = key.mac();
-    mac.update(DOMAIN_WORKLOAD);
-    mac.update(&len_be(parts.len()));
-    for (_, bytes) in &parts {
-        mac.update(bytes);
-    }
-    Stamp::from_mac(key, mac)
-}
-
 /// Short keyed digest of one used source, for the per-source map kept on the workload: 12 hex chars.
 pub fn source_stamp(key: &InstallationKey, used: &UsedSource) -> String {
     let mut buf = Vec::new();
@@ -435,7 +408,6 @@ mod tests {
             id: &id,
             keys: vec![("password", Some(&d))],
         }];
-        assert_ne!(workload_stamp(&a, &used), workload_stamp(&b, &used));
         assert_ne!(source_stamp(&a, &used[0]), source_stamp(&b, &used[0]));
         let map = BTreeMap::from([("secret/db".to_string(), "0123456789ab".to_string())]);
         assert_ne!(stamp_of_sources(&a, &map), stamp_of_sources(&b, &map));
@@ -461,9 +433,16 @@ mod tests {
             keys: vec![("pass", Some(&d2)), ("user", Some(&d1))],
         };
         let b = UsedSource::Absent { id: &tls };
-        let one = workload_stamp(&k, &[a.clone(), b.clone()]);
-        let two = workload_stamp(&k, &[b.clone(), a_reordered.clone()]);
-        assert_eq!(one, two);
+        // Sources in any order: the map of per-source stamps is keyed by label.
+        let one = BTreeMap::from([
+            ("secret/db".to_string(), source_stamp(&k, &a)),
+            ("secret/tls".to_string(), source_stamp(&k, &b)),
+        ]);
+        let two = BTreeMap::from([
+            ("secret/tls".to_string(), source_stamp(&k, &b)),
+            ("secret/db".to_string(), source_stamp(&k, &a_reordered)),
+        ]);
+        assert_eq!(stamp_of_sources(&k, &one), stamp_of_sources(&k, &two));
         assert_eq!(source_stamp(&k, &a), source_stamp(&k, &a_reordered));
         // A different value in one key must show.
         let d3 = key_digest(Section::Data, "pass", b"q");
@@ -471,7 +450,6 @@ mod tests {
             id: &db,
             keys: vec![("user", Some(&d1)), ("pass", Some(&d3))],
         };
-        assert_ne!(one, workload_stamp(&k, &[changed.clone(), b]));
         assert_ne!(source_stamp(&k, &a), source_stamp(&k, &changed));
     }
 
@@ -485,7 +463,6 @@ mod tests {
             keys: vec![],
         };
         assert_ne!(source_stamp(&k, &absent), source_stamp(&k, &empty));
-        assert_ne!(workload_stamp(&k, &[absent]), workload_stamp(&k, &[empty]));
     }
 
     #[test]
@@ -502,10 +479,6 @@ mod tests {
             keys: vec![("token", Some(&empty))],
         };
         assert_ne!(source_stamp(&k, &missing), source_stamp(&k, &present));
-        assert_ne!(
-            workload_stamp(&k, &[missing]),
-            workload_stamp(&k, &[present])
-        );
     }
 
     #[test]
@@ -524,9 +497,9 @@ mod tests {
     }
 
     #[test]
-    fn empty_workload_stamp_is_well_formed() {
+    fn empty_stamp_is_well_formed() {
         let k = key(7);
-        let st = workload_stamp(&k, &[]);
+        let st = stamp_of_sources(&k, &BTreeMap::new());
         assert_eq!(Stamp::parse(st.as_str()), Some(st.clone()));
         assert!(st.is_current(&k));
     }
@@ -534,7 +507,7 @@ mod tests {
     #[test]
     fn stamp_format_parse_and_is_current() {
         let (k, other) = (key(8), key(9));
-        let st = workload_stamp(&k, &[]);
+        let st = stamp_of_sources(&k, &BTreeMap::new());
         let s = st.as_str();
         assert!(s.starts_with(&format!("v1.{}.", k.id())), "{s}");
         assert_eq!(s.len(), 2 + 1 + 8 + 1 + 32);
@@ -613,7 +586,6 @@ mod tests {
                 id: &id,
                 keys: vec![("password", Some(&digest))],
             };
-            let workload = workload_stamp(&k, std::slice::from_ref(&used));
             let source = source_stamp(&k, &used);
             let map = BTreeMap::from([("secret/db".to_string(), source.clone())]);
             let mapped = stamp_of_sources(&k, &map);
@@ -623,11 +595,7 @@ mod tests {
                 hex::encode(digest),
                 hex::encode(Sha256::digest(digest)),
             ];
-            let stamp_digests = [
-                workload.as_str().rsplit('.').next().unwrap(),
-                mapped.as_str().rsplit('.').next().unwrap(),
-                source.as_str(),
-            ];
+            let stamp_digests = [mapped.as_str().rsplit('.').next().unwrap(), source.as_str()];
             for p in &plain {
                 for s in stamp_digests {
                     // Any 12 hex chars shared would mean a truncated plain hash leaked.
