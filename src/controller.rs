@@ -22,8 +22,12 @@ use crate::patching::{self, Write};
 use crate::policy::{PolicySettings, Tracked};
 use crate::references::KeySelection;
 use crate::source::{SourceId, SourceKind, SourceSummary};
-use crate::watch::{Input, WatchScope, Watched, reduce_workload};
+use crate::watch::{Input, Listed, WatchScope, Watched, reduce_workload};
 use crate::workload::{Tracking, WorkloadId, WorkloadKind, WorkloadSummary};
+
+/// Workload ids are allocated once, when first seen, and shared by every map and queue here and by the
+/// reverse index: a tracked workload costs one copy of its namespace and name however often it is named.
+type Wid = Arc<WorkloadId>;
 
 /// Which namespaces hashroll acts in.
 #[derive(Debug, Clone, Default)]
@@ -50,13 +54,13 @@ pub struct Settings {
 
 /// A patch task's outcome.
 struct Done {
-    id: WorkloadId,
+    id: Wid,
     result: Result<Option<WorkloadSummary>, kube::Error>,
 }
 
 /// One patch waiting for a slot.
 struct QueuedWrite {
-    id: WorkloadId,
+    id: Wid,
     body: serde_json::Value,
     event: Option<WorkloadEvent>,
     uid: Option<String>,
@@ -79,24 +83,26 @@ pub struct Controller {
     ready: Arc<AtomicBool>,
 
     sources: BTreeMap<SourceId, SourceSummary>,
-    workloads: HashMap<WorkloadId, Entry>,
+    workloads: HashMap<Wid, Entry>,
     index: ReverseIndex,
     /// Debounce queue: due time → workload, and each pending workload's (due, first change).
-    queue: BTreeSet<(Instant, WorkloadId)>,
-    pending: HashMap<WorkloadId, (Instant, Instant)>,
+    queue: BTreeSet<(Instant, Wid)>,
+    pending: HashMap<Wid, (Instant, Instant)>,
 
     synced: HashSet<WatchScope>,
     failed: HashSet<WatchScope>,
     selected_namespaces: HashSet<String>,
 
-    in_flight: HashSet<WorkloadId>,
-    redo: HashSet<WorkloadId>,
-    retries: HashMap<WorkloadId, u32>,
+    in_flight: HashSet<Wid>,
+    redo: HashSet<Wid>,
+    retries: HashMap<Wid, u32>,
     /// Key names changed by each source's latest change, so a roll's Event can name them.
     changed_keys: HashMap<SourceId, BTreeSet<String>>,
     /// The last warning given per workload (malformed annotation) and the last hold, to say each once.
-    warned: HashMap<WorkloadId, String>,
-    held: HashMap<WorkloadId, SourceId>,
+    warned: HashMap<Wid, String>,
+    held: HashMap<Wid, SourceId>,
+    /// How many workloads carry a malformed annotation (a gauge; counted, not recounted per change).
+    invalid: usize,
 
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
@@ -138,6 +144,7 @@ impl Controller {
             changed_keys: HashMap::new(),
             warned: HashMap::new(),
             held: HashMap::new(),
+            invalid: 0,
             done_tx,
             done_rx,
             queued: VecDeque::new(),
@@ -171,6 +178,7 @@ impl Controller {
                 _ = sleep_until(next_due), if next_due.is_some() => self.run_due(),
                 Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
             }
+            self.release_spare_capacity();
         }
         tracing::info!(
             in_flight = self.tasks.len(),
@@ -185,32 +193,38 @@ impl Controller {
         }
     }
 
+    /// The first sight of every workload fills the queues at once (thousands of entries, each pending
+    /// write with its patch body); once they have drained, their capacity is given back instead of kept for
+    /// the life of the process.
+    fn release_spare_capacity(&mut self) {
+        fn shrink_map<K: Eq + std::hash::Hash, V>(m: &mut HashMap<K, V>) {
+            if m.capacity() > 64 && m.len() < m.capacity() / 8 {
+                m.shrink_to_fit();
+            }
+        }
+        fn shrink_set<K: Eq + std::hash::Hash>(m: &mut HashSet<K>) {
+            if m.capacity() > 64 && m.len() < m.capacity() / 8 {
+                m.shrink_to_fit();
+            }
+        }
+        shrink_map(&mut self.pending);
+        shrink_map(&mut self.retries);
+        shrink_map(&mut self.warned);
+        shrink_map(&mut self.held);
+        shrink_map(&mut self.changed_keys);
+        shrink_set(&mut self.in_flight);
+        shrink_set(&mut self.redo);
+        if self.queued.capacity() > 64 && self.queued.len() < self.queued.capacity() / 8 {
+            self.queued.shrink_to_fit();
+        }
+    }
+
     fn on_input(&mut self, input: Input) {
         match input {
             Input::SourceApplied(s) => self.source_applied(s),
-            Input::SourceDeleted(id) => {
-                if self.sources.remove(&id).is_some() {
-                    self.changed_keys.remove(&id);
-                    self.metrics
-                        .source_changes
-                        .with_label_values(&[id.kind.as_str()])
-                        .inc();
-                    self.metrics.sources.set(self.sources.len() as i64);
-                    for w in self.index.affected(&id) {
-                        self.schedule_debounced(w);
-                    }
-                }
-            }
+            Input::SourceDeleted(id) => self.source_deleted(&id),
             Input::WorkloadApplied(w) => self.workload_applied(*w),
-            Input::WorkloadDeleted(id) => {
-                self.workloads.remove(&id);
-                self.index.remove(&id);
-                self.unschedule(&id);
-                self.warned.remove(&id);
-                self.held.remove(&id);
-                self.retries.remove(&id);
-                self.refresh_gauges();
-            }
+            Input::WorkloadDeleted(id) => self.workload_deleted(&id),
             Input::Namespace(name, present) => {
                 if present {
                     if self.selected_namespaces.insert(name.clone()) {
@@ -220,7 +234,9 @@ impl Controller {
                     self.selected_namespaces.remove(&name);
                 }
             }
-            Input::Synced(scope) => {
+            Input::Synced(scope, listed) => {
+                self.forget_unlisted(&scope, &listed);
+                drop(listed);
                 self.failed.remove(&scope);
                 if self.synced.insert(scope.clone()) {
                     tracing::info!(
@@ -242,6 +258,66 @@ impl Controller {
                     self.update_ready();
                 }
             }
+        }
+    }
+
+    fn source_deleted(&mut self, id: &SourceId) {
+        if self.sources.remove(id).is_some() {
+            self.changed_keys.remove(id);
+            self.metrics
+                .source_changes
+                .with_label_values(&[id.kind.as_str()])
+                .inc();
+            self.metrics.sources.set(self.sources.len() as i64);
+            for w in self.index.affected(id) {
+                self.schedule_debounced(w);
+            }
+        }
+    }
+
+    fn workload_deleted(&mut self, id: &WorkloadId) {
+        if let Some(old) = self.workloads.remove(id) {
+            self.invalid -= usize::from(matches!(old.summary.tracking, Tracking::Invalid(_)));
+        }
+        self.index.remove(id);
+        self.unschedule(id);
+        self.warned.remove(id);
+        self.held.remove(id);
+        self.retries.remove(id);
+        self.refresh_gauges();
+    }
+
+    /// A list is complete: what is known in its scope but was not listed was deleted meanwhile (while the
+    /// watch was down, or hashroll was); forget it like a deletion seen on the watch.
+    fn forget_unlisted(&mut self, scope: &WatchScope, listed: &Listed) {
+        let in_scope = |ns: &str| scope.namespace.as_deref().is_none_or(|n| n == ns);
+        let unlisted = |ns: &str, name: &str| !listed.contains(&(ns.to_string(), name.to_string()));
+        match scope.resource {
+            Watched::Source(kind) => {
+                let gone: Vec<SourceId> = self
+                    .sources
+                    .keys()
+                    .filter(|id| id.kind == kind && in_scope(&id.namespace))
+                    .filter(|id| unlisted(&id.namespace, &id.name))
+                    .cloned()
+                    .collect();
+                for id in gone {
+                    self.source_deleted(&id);
+                }
+            }
+            Watched::Workload(kind) => {
+                let gone: Vec<Wid> = self
+                    .workloads
+                    .keys()
+                    .filter(|id| id.kind == kind && in_scope(&id.namespace))
+                    .filter(|id| unlisted(&id.namespace, &id.name))
+                    .cloned()
+                    .collect();
+                for id in gone {
+                    self.workload_deleted(&id);
+                }
+            }
+            Watched::Namespaces => self.selected_namespaces.retain(|n| !unlisted("", n)),
         }
     }
 
@@ -281,8 +357,12 @@ impl Controller {
         }
     }
 
-    fn workload_applied(&mut self, w: WorkloadSummary) {
-        let id = w.id.clone();
+    fn workload_applied(&mut self, mut w: WorkloadSummary) {
+        // One allocation per workload id, shared with the index and the queues.
+        if let Some((known, _)) = self.workloads.get_key_value(&w.id) {
+            w.id = Arc::clone(known);
+        }
+        let id = Arc::clone(&w.id);
         let template_changed = match self.workloads.get_mut(&id) {
             // A watch event can arrive after the response to hashroll's own patch: never go back.
             Some(old) if w.is_older_than(&old.summary) => return,
@@ -293,6 +373,7 @@ impl Controller {
             Some(old) => old.template_changed || old.summary.template_digest != w.template_digest,
             None => false,
         };
+        let invalid = |w: &WorkloadSummary| matches!(w.tracking, Tracking::Invalid(_));
         match &w.tracking {
             Tracking::On { policy, references } => {
                 let tracked = policy.tracked(&id.namespace, references);
@@ -300,18 +381,20 @@ impl Controller {
             }
             _ => self.index.remove(&id),
         }
-        self.workloads.insert(
-            id.clone(),
+        self.invalid += usize::from(invalid(&w));
+        let old = self.workloads.insert(
+            Arc::clone(&id),
             Entry {
                 summary: w,
                 template_changed,
             },
         );
+        self.invalid -= usize::from(old.is_some_and(|o| invalid(&o.summary)));
         self.refresh_gauges();
         self.schedule_now(id);
     }
 
-    fn index_workload(&mut self, id: &WorkloadId, tracked: &Tracked) {
+    fn index_workload(&mut self, id: &Wid, tracked: &Tracked) {
         let kinds: Vec<SourceKind> = tracked
             .patterns
             .iter()
@@ -325,19 +408,14 @@ impl Controller {
 
     fn refresh_gauges(&self) {
         self.metrics.workloads.set(self.workloads.len() as i64);
-        let invalid = self
-            .workloads
-            .values()
-            .filter(|e| matches!(e.summary.tracking, Tracking::Invalid(_)))
-            .count();
-        self.metrics.invalid_workloads.set(invalid as i64);
+        self.metrics.invalid_workloads.set(self.invalid as i64);
     }
 
     // ---- scheduling -------------------------------------------------------------------------------
 
     /// A source changed: decide after the debounce window, pushing the decision back while changes keep
     /// coming, but never more than five windows after the first.
-    fn schedule_debounced(&mut self, id: WorkloadId) {
+    fn schedule_debounced(&mut self, id: Wid) {
         let now = Instant::now();
         let window = self.settings.debounce;
         let (due, first) = match self.pending.get(&id) {
@@ -349,7 +427,7 @@ impl Controller {
 
     /// The workload itself changed: decide now, unless a debounced decision is already pending (a status
     /// update must not cut a burst of source changes short).
-    fn schedule_now(&mut self, id: WorkloadId) {
+    fn schedule_now(&mut self, id: Wid) {
         if self.pending.contains_key(&id) {
             return;
         }
@@ -357,11 +435,11 @@ impl Controller {
         self.set_due(id, now, now);
     }
 
-    fn schedule_at(&mut self, id: WorkloadId, due: Instant) {
+    fn schedule_at(&mut self, id: Wid, due: Instant) {
         self.set_due(id, due, due);
     }
 
-    fn set_due(&mut self, id: WorkloadId, due: Instant, first: Instant) {
+    fn set_due(&mut self, id: Wid, due: Instant, first: Instant) {
         if let Some((old, _)) = self.pending.insert(id.clone(), (due, first)) {
             self.queue.remove(&(old, id.clone()));
         }
@@ -369,13 +447,13 @@ impl Controller {
     }
 
     fn unschedule(&mut self, id: &WorkloadId) {
-        if let Some((due, _)) = self.pending.remove(id) {
-            self.queue.remove(&(due, id.clone()));
+        if let Some((id, (due, _))) = self.pending.remove_entry(id) {
+            self.queue.remove(&(due, id));
         }
     }
 
     fn schedule_namespace(&mut self, matches: impl Fn(&str) -> bool) {
-        let ids: Vec<WorkloadId> = self
+        let ids: Vec<Wid> = self
             .workloads
             .keys()
             .filter(|id| matches(&id.namespace))
@@ -434,7 +512,7 @@ impl Controller {
         self.metrics.ready.set(ready as i64);
     }
 
-    fn reconcile(&mut self, id: &WorkloadId) {
+    fn reconcile(&mut self, id: &Wid) {
         if !self.namespace_allowed(&id.namespace) || !self.synced_for(&id.namespace) {
             return;
         }
@@ -549,7 +627,7 @@ impl Controller {
                     .flatten()
                     .filter(|k| match &t.keys {
                         KeySelection::All => true,
-                        KeySelection::Keys(sel) => sel.contains(*k),
+                        KeySelection::Keys(sel) => sel.contains(k),
                     })
                     .map(String::as_str)
                     .collect();
@@ -567,7 +645,7 @@ impl Controller {
 
     fn write(
         &mut self,
-        id: &WorkloadId,
+        id: &Wid,
         write: Write,
         stamp: Stamp,
         sources: BTreeMap<String, String>,
@@ -605,7 +683,7 @@ impl Controller {
         if self.settings.dry_run {
             // Remember what would have been written, so the same change is reported once.
             entry.summary.stored.stamp = Some(stamp);
-            entry.summary.stored.sources = Some(sources);
+            entry.summary.stored.sources = Some(sources.into());
             if let Some(ev) = event {
                 self.publish_later(id.clone(), uid, ev);
             }
@@ -669,7 +747,7 @@ impl Controller {
         }
     }
 
-    fn publish_later(&mut self, id: WorkloadId, uid: Option<String>, ev: WorkloadEvent) {
+    fn publish_later(&mut self, id: Wid, uid: Option<String>, ev: WorkloadEvent) {
         let (events, metrics) = (self.events.clone(), self.metrics.clone());
         self.tasks.spawn(async move {
             if let Err(e) = events.publish(&id, uid.as_deref(), &ev).await {

@@ -85,7 +85,8 @@ pub fn current(
     key: &InstallationKey,
 ) -> Current {
     let mut out = BTreeMap::new();
-    let previous = |label: &str| stored.sources.as_ref().and_then(|m| m.get(label)).cloned();
+    let recorded = stored.sources.as_ref().map(|r| r.to_map());
+    let previous = |label: &str| recorded.as_ref().and_then(|m| m.get(label)).cloned();
 
     for t in &tracked.exact {
         let label = source_label(t.id.kind, &t.id.name);
@@ -157,12 +158,12 @@ fn present_stamp(
         KeySelection::All => s.keys.iter().map(|(k, d)| (k, Some(d))).collect(),
         KeySelection::Keys(selected) => {
             let mut keys = Vec::with_capacity(selected.len());
-            for k in selected {
+            for k in selected.iter() {
                 let d = s.keys.get(k);
                 if d.is_none() && !t.optional {
-                    return Err(k.clone());
+                    return Err(k.to_string());
                 }
-                keys.push((k.as_str(), d));
+                keys.push((k, d));
             }
             keys
         }
@@ -185,12 +186,11 @@ pub fn decide(
         Current::Ready { sources } => sources,
     };
     let stamp = stamp_of_sources(key, &sources);
-    let unchanged =
-        stored.stamp.as_ref() == Some(&stamp) && stored.sources.as_ref() == Some(&sources);
-    if unchanged {
+    let recorded_map = stored.sources.as_ref().map(|r| r.to_map());
+    if stored.stamp.as_ref() == Some(&stamp) && recorded_map.as_ref() == Some(&sources) {
         return Action::Nothing;
     }
-    let recorded = match (&stored.stamp, &stored.sources) {
+    let recorded = match (&stored.stamp, &recorded_map) {
         // First sight, or written with another key or algorithm version: re-baseline, never roll.
         (Some(s), Some(map)) if s.is_current(key) => map,
         _ => return Action::Baseline { stamp, sources },
@@ -217,7 +217,6 @@ mod tests {
     use crate::hashing::{Section, key_digest};
     use crate::policy::{PolicySettings, parse_policy};
     use crate::references::Reference;
-    use std::collections::BTreeSet;
 
     const NS: &str = "team-a";
 
@@ -259,7 +258,7 @@ mod tests {
         Reference {
             kind: SourceKind::Secret,
             name: name.into(),
-            keys: KeySelection::Keys(BTreeSet::from([k.to_string()])),
+            keys: KeySelection::key(k),
             optional,
         }
     }
@@ -286,7 +285,7 @@ mod tests {
         let next = match &action {
             Action::Baseline { stamp, sources } | Action::Roll { stamp, sources, .. } => Stored {
                 stamp: Some(stamp.clone()),
-                sources: Some(sources.clone()),
+                sources: Some(sources.clone().into()),
             },
             _ => stored.clone(),
         };
@@ -426,7 +425,7 @@ mod tests {
         };
         let old = Stored {
             stamp: Some(stamp_of_sources(&other, &sources)),
-            sources: Some(sources),
+            sources: Some(sources.into()),
         };
         let changed = store(vec![secret("db", &[("p", "2")])]);
         let cur = current(&p, &tracked, NS, &changed, &old, &key());
@@ -467,7 +466,13 @@ mod tests {
             secret("other", &[("k", "1")]),
         ]);
         let (_, stored) = step(&p, &[], &s, &Stored::default());
-        let labels: Vec<_> = stored.sources.as_ref().unwrap().keys().cloned().collect();
+        let labels: Vec<_> = stored
+            .sources
+            .as_ref()
+            .unwrap()
+            .to_map()
+            .into_keys()
+            .collect();
         assert_eq!(labels, vec!["secret/db-main".to_string()]);
         let s2 = store(vec![
             secret("db-main", &[("k", "1")]),

@@ -217,7 +217,7 @@ impl fmt::Debug for UsedSource<'_> {
 
 /// The value written into annotations: "v1.<key id>.<32 hex chars>" (HMAC-SHA256 truncated to 128 bits).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Stamp(String);
+pub struct Stamp(Box<str>);
 
 impl Stamp {
     /// The annotation value.
@@ -246,7 +246,7 @@ impl Stamp {
             body.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
         };
-        ok.then(|| Stamp(s.to_string()))
+        ok.then(|| Stamp(s.into()))
     }
 
     /// The algorithm version, e.g. `v1`.
@@ -269,11 +269,14 @@ impl Stamp {
 
     fn from_mac(key: &InstallationKey, mac: HmacSha256) -> Stamp {
         let out = mac.finalize().into_bytes();
-        Stamp(format!(
-            "{STAMP_VERSION}.{}.{}",
-            key.id(),
-            hex::encode(&out[..STAMP_HEX_LEN / 2])
-        ))
+        Stamp(
+            format!(
+                "{STAMP_VERSION}.{}.{}",
+                key.id(),
+                hex::encode(&out[..STAMP_HEX_LEN / 2])
+            )
+            .into(),
+        )
     }
 }
 

@@ -74,20 +74,20 @@ impl ReverseIndex {
     /// not kept at all (the same as [`ReverseIndex::remove`]).
     pub fn set(
         &mut self,
-        workload: &WorkloadId,
+        workload: &Arc<WorkloadId>,
         exact: impl IntoIterator<Item = SourceId>,
         pattern_kinds: &[SourceKind],
     ) {
         let exact: BTreeSet<SourceId> = exact.into_iter().collect();
         let kinds: BTreeSet<SourceKind> = pattern_kinds.iter().copied().collect();
 
-        // Reuse the workload's existing allocation when it is re-registered.
-        let w = match self.by_workload.remove_entry(workload) {
+        // Keep the allocation the index already holds (the controller shares it) when re-registered.
+        let w = match self.by_workload.remove_entry(&**workload) {
             Some((w, old)) => {
                 self.unregister(&w, old);
                 w
             }
-            None => Arc::new(workload.clone()),
+            None => Arc::clone(workload),
         };
         if exact.is_empty() && kinds.is_empty() {
             return;
@@ -131,7 +131,7 @@ impl ReverseIndex {
     }
 
     /// Workloads to re-evaluate when `source` changes: exact users + pattern trackers of that kind in its namespace. Sorted, no duplicates.
-    pub fn affected(&self, source: &SourceId) -> Vec<WorkloadId> {
+    pub fn affected(&self, source: &SourceId) -> Vec<Arc<WorkloadId>> {
         let exact = self.by_source.get(source);
         let pattern = self
             .patterns
@@ -142,7 +142,7 @@ impl ReverseIndex {
             .flatten()
             .chain(pattern.into_iter().flatten())
             .collect();
-        merged.into_iter().map(|w| WorkloadId::clone(w)).collect()
+        merged.into_iter().cloned().collect()
     }
 
     /// The exact sources `workload` is registered under, sorted.
@@ -204,8 +204,8 @@ mod tests {
     use super::*;
     use crate::workload::WorkloadKind;
 
-    fn deploy(ns: &str, name: &str) -> WorkloadId {
-        WorkloadId::new(WorkloadKind::Deployment, ns, name)
+    fn deploy(ns: &str, name: &str) -> Arc<WorkloadId> {
+        Arc::new(WorkloadId::new(WorkloadKind::Deployment, ns, name))
     }
 
     fn secret(ns: &str, name: &str) -> SourceId {
@@ -387,7 +387,8 @@ mod tests {
             WorkloadId::new(WorkloadKind::Deployment, "ns", "z"),
             WorkloadId::new(WorkloadKind::CronJob, "ns", "m"),
             WorkloadId::new(WorkloadKind::Deployment, "ns", "b"),
-        ];
+        ]
+        .map(Arc::new);
         for w in &ids {
             ix.set(w, [cm("ns", "shared")], &[]);
         }

@@ -497,7 +497,6 @@ pub fn is_dns1123_subdomain(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeSet;
 
     use SourceKind::{ConfigMap, Secret};
 
@@ -896,7 +895,7 @@ mod tests {
             reference(ConfigMap, "c", &["a", "b"], true),
         ];
         let t = p.tracked(NS, &refs);
-        let keys = KeySelection::Keys(BTreeSet::from(["a".to_string(), "b".to_string()]));
+        let keys = KeySelection::Keys(["a", "b"].into_iter().collect());
         assert_eq!(t.exact, vec![ts(ConfigMap, "c", keys, true, false)]);
     }
 
@@ -941,7 +940,7 @@ mod tests {
             reference(Secret, "other", &["k"], false),
         ];
         let t = p.tracked(NS, &refs);
-        let other = KeySelection::Keys(BTreeSet::from(["k".to_string()]));
+        let other = KeySelection::key("k");
         assert_eq!(
             t.exact,
             vec![

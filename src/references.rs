@@ -3,7 +3,7 @@
 //! Key-level precision matters: a workload that reads one key of a shared Secret should not roll
 //! when an unrelated key of that Secret changes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, KeyToPath, PodSpec, Volume};
 
@@ -15,13 +15,49 @@ pub enum KeySelection {
     /// Every key, present and future (envFrom, whole-object volumes, named sources).
     All,
     /// Only these keys (env `valueFrom`, volumes with `items`).
-    Keys(BTreeSet<String>),
+    Keys(KeySet),
+}
+
+/// A sorted set of key names in one boxed slice: a workload holds one per key-level reference for as long
+/// as hashroll runs, and a `BTreeSet` would allocate a node of eleven slots even for one key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeySet(Box<[Box<str>]>);
+
+impl KeySet {
+    pub fn contains(&self, key: &str) -> bool {
+        self.0.binary_search_by(|k| (**k).cmp(key)).is_ok()
+    }
+
+    /// Key names in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|k| &**k)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<S: Into<String>> FromIterator<S> for KeySet {
+    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> Self {
+        let mut keys: Vec<Box<str>> = iter
+            .into_iter()
+            .map(|k| k.into().into_boxed_str())
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        KeySet(keys.into_boxed_slice())
+    }
 }
 
 impl KeySelection {
     /// A selection of exactly one key.
     pub fn key(key: impl Into<String>) -> Self {
-        KeySelection::Keys(BTreeSet::from([key.into()]))
+        KeySelection::Keys(KeySet(Box::new([key.into().into_boxed_str()])))
     }
 
     /// Whether `key` is part of this selection.
@@ -35,9 +71,8 @@ impl KeySelection {
     /// The union of two selections; `All` absorbs everything.
     pub fn union(self, other: KeySelection) -> KeySelection {
         match (self, other) {
-            (KeySelection::Keys(mut a), KeySelection::Keys(b)) => {
-                a.extend(b);
-                KeySelection::Keys(a)
+            (KeySelection::Keys(a), KeySelection::Keys(b)) => {
+                KeySelection::Keys(a.iter().chain(b.iter()).collect())
             }
             _ => KeySelection::All,
         }

@@ -1,6 +1,7 @@
 //! Watches: each object is reduced to its summary the moment it arrives and the full object is dropped.
-//! A re-list (after a restart of the watch, a 410, or hashroll's own restart) reports the objects that
-//! vanished meanwhile as deletions, so the controller converges on the cluster as it is now.
+//! A (re-)list (after a restart of the watch, a 410, or hashroll's own restart) ends with the names it
+//! saw, so the controller forgets what vanished meanwhile and converges on the cluster as it is now.
+//! Between lists a watch remembers no names: the controller's own state is the only copy.
 
 use std::collections::HashSet;
 use std::fmt::Debug;
@@ -64,11 +65,15 @@ pub enum Input {
     WorkloadDeleted(WorkloadId),
     /// A namespace matching `--namespace-selector` exists (true) or no longer does (false).
     Namespace(String, bool),
-    /// The scope's list is complete (first time or after a re-list).
-    Synced(WatchScope),
+    /// The scope's list is complete (first time or after a re-list), with the (namespace, name) of every
+    /// object it held: what the controller knows in this scope and the list lacks was deleted meanwhile.
+    Synced(WatchScope, Listed),
     /// The scope's watch failed; it retries with backoff.
     WatchFailed(WatchScope),
 }
+
+/// (namespace, name) of every object one list returned; namespace empty for cluster-scoped objects.
+pub type Listed = HashSet<(String, String)>;
 
 /// Settings shared by every watch.
 #[derive(Clone)]
@@ -236,43 +241,29 @@ async fn run<K, T>(
     let Sink { scope, tx, metrics } = sink;
     let resource = scope.resource.resource_name();
     let mut stream = watcher::watcher(api, config).default_backoff().boxed();
-    // (namespace, name) of every object seen, to find what vanished across a re-list.
-    let mut known: HashSet<(String, String)> = HashSet::new();
-    let mut relisting: Option<HashSet<(String, String)>> = None;
+    // (namespace, name) of every object of the list in progress.
+    let mut listing: Option<Listed> = None;
     let mut failures = 0u32;
     while let Some(ev) = stream.next().await {
         let msgs: Vec<Input> = match ev {
             Ok(Event::Init) => {
-                relisting = Some(HashSet::with_capacity(known.len()));
+                listing = Some(Listed::new());
                 continue;
             }
             Ok(Event::InitApply(obj)) => {
-                let ident = ident(&obj);
-                if let Some(seen) = relisting.as_mut() {
-                    seen.insert(ident.clone());
-                }
-                known.insert(ident);
+                listing.get_or_insert_default().insert(ident(&obj));
                 reduce(&obj).map(&applied).into_iter().collect()
             }
             Ok(Event::InitDone) => {
                 failures = 0;
-                let seen = relisting.take().unwrap_or_default();
-                let gone: Vec<Input> = known
-                    .difference(&seen)
-                    .map(|(ns, name)| deleted(ns, name))
-                    .collect();
-                known = seen;
-                gone.into_iter()
-                    .chain([Input::Synced(scope.clone())])
-                    .collect()
+                vec![Input::Synced(
+                    scope.clone(),
+                    listing.take().unwrap_or_default(),
+                )]
             }
-            Ok(Event::Apply(obj)) => {
-                known.insert(ident(&obj));
-                reduce(&obj).map(&applied).into_iter().collect()
-            }
+            Ok(Event::Apply(obj)) => reduce(&obj).map(&applied).into_iter().collect(),
             Ok(Event::Delete(obj)) => {
                 let (ns, name) = ident(&obj);
-                known.remove(&(ns.clone(), name.clone()));
                 vec![deleted(&ns, &name)]
             }
             Err(e) => {

@@ -100,7 +100,7 @@ pub struct Stored {
     /// The recorded stamp, if present and well-formed.
     pub stamp: Option<Stamp>,
     /// Per-source digests (`secret/db` → digest); None if absent or unreadable.
-    pub sources: Option<BTreeMap<String, String>>,
+    pub sources: Option<RecordedSources>,
 }
 
 impl Stored {
@@ -112,15 +112,39 @@ impl Stored {
                 .and_then(|s| Stamp::parse(s)),
             sources: annotations
                 .get(SOURCES_ANNOTATION)
-                .and_then(|s| serde_json::from_str(s).ok()),
+                .and_then(|s| serde_json::from_str::<BTreeMap<String, String>>(s).ok())
+                .map(RecordedSources::from),
         }
+    }
+}
+
+/// The per-source map recorded on a workload, kept as its canonical JSON in one allocation: it is read
+/// only when a decision is made, while every tracked workload holds one for as long as hashroll runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedSources(Box<str>);
+
+impl RecordedSources {
+    /// The map (`secret/db` → digest).
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        // Written by `From` below from a map of strings: it always parses.
+        serde_json::from_str(&self.0).unwrap_or_default()
+    }
+}
+
+impl From<BTreeMap<String, String>> for RecordedSources {
+    fn from(map: BTreeMap<String, String>) -> Self {
+        RecordedSources(
+            serde_json::to_string(&map)
+                .unwrap_or_default()
+                .into_boxed_str(),
+        )
     }
 }
 
 /// A workload reduced to what reload decisions need: identity, tracking rules, stored state.
 #[derive(Debug, Clone)]
 pub struct WorkloadSummary {
-    pub id: WorkloadId,
+    pub id: std::sync::Arc<WorkloadId>,
     /// For the Event's object reference.
     pub uid: Option<String>,
     /// The object's resourceVersion, when numeric (it is on every API server built on etcd): a watch
@@ -143,7 +167,11 @@ impl WorkloadSummary {
         template: Option<&PodTemplateSpec>,
         settings: PolicySettings,
     ) -> Option<WorkloadSummary> {
-        let id = WorkloadId::new(kind, meta.namespace.clone()?, meta.name.clone()?);
+        let id = std::sync::Arc::new(WorkloadId::new(
+            kind,
+            meta.namespace.clone()?,
+            meta.name.clone()?,
+        ));
         let empty = BTreeMap::new();
         let annotations = meta.annotations.as_ref().unwrap_or(&empty);
         let template_annotations = template
