@@ -53,7 +53,8 @@ impl Env {
         env
     }
 
-    /// Starts hashroll with the test defaults (debounce 0, no admin server) plus `extra` flags.
+    /// Starts hashroll with the test defaults (debounce 0, no admin server) plus `extra` flags, which may
+    /// replace a default (`--debounce=..`, `--log-level=..`, `--admin-addr=..`).
     pub async fn hashroll(&self, extra: &[&str]) -> Hashroll {
         self.hashroll_with_kubeconfig(&self.kubeconfig, extra).await
     }
@@ -71,11 +72,12 @@ impl Env {
             kubeconfig.display().to_string(),
             "--controller-namespace".into(),
             "hashroll".into(),
-            "--admin-addr".into(),
-            "off".into(),
             "--log-format".into(),
             "json".into(),
         ];
+        if !extra.iter().any(|a| a.starts_with("--admin-addr")) {
+            args.push("--admin-addr=off".into());
+        }
         if !extra.iter().any(|a| a.starts_with("--log-level")) {
             args.push("--log-level=debug,kube=info,hyper=info,tower=info".into());
         }
