@@ -82,7 +82,7 @@ pub struct Controller {
     metrics: Metrics,
     ready: Arc<AtomicBool>,
 
-    sources: BTreeMap<SourceId, SourceSummary>,
+    sources: BTreeMap<Arc<SourceId>, SourceSummary>,
     workloads: HashMap<Wid, Entry>,
     index: ReverseIndex,
     /// Debounce queue: due time → workload, and each pending workload's (due, first change).
@@ -103,6 +103,8 @@ pub struct Controller {
     held: HashMap<Wid, SourceId>,
     /// How many workloads carry a malformed annotation (a gauge; counted, not recounted per change).
     invalid: usize,
+    /// Inputs handled since the allocator last gave memory back.
+    churn: u64,
 
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
@@ -145,6 +147,7 @@ impl Controller {
             warned: HashMap::new(),
             held: HashMap::new(),
             invalid: 0,
+            churn: 0,
             done_tx,
             done_rx,
             queued: VecDeque::new(),
@@ -179,6 +182,7 @@ impl Controller {
                 Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
             }
             self.release_spare_capacity();
+            self.release_memory_after_burst();
         }
         tracing::info!(
             in_flight = self.tasks.len(),
@@ -190,6 +194,17 @@ impl Controller {
             .is_err()
         {
             tracing::warn!("patches still in flight after 5s; exiting anyway");
+        }
+    }
+
+    /// Once a burst (the initial sync, a re-list, a fan-out) is over and no write is queued or running, the
+    /// allocator's free pages go back to the OS: otherwise the peak's memory stays resident for good.
+    fn release_memory_after_burst(&mut self) {
+        const BURST: u64 = 1024;
+        let idle = self.queued.is_empty() && self.running == 0;
+        if self.churn >= BURST && idle && self.ready.load(Ordering::Relaxed) {
+            self.churn = 0;
+            crate::memory::release_free_memory();
         }
     }
 
@@ -220,6 +235,7 @@ impl Controller {
     }
 
     fn on_input(&mut self, input: Input) {
+        self.churn += 1;
         match input {
             Input::SourceApplied(s) => self.source_applied(s),
             Input::SourceDeleted(id) => self.source_deleted(&id),
@@ -294,7 +310,7 @@ impl Controller {
         let unlisted = |ns: &str, name: &str| !listed.contains(&(ns.to_string(), name.to_string()));
         match scope.resource {
             Watched::Source(kind) => {
-                let gone: Vec<SourceId> = self
+                let gone: Vec<Arc<SourceId>> = self
                     .sources
                     .keys()
                     .filter(|id| id.kind == kind && in_scope(&id.namespace))
@@ -321,9 +337,13 @@ impl Controller {
         }
     }
 
-    fn source_applied(&mut self, s: SourceSummary) {
-        let id = s.id.clone();
-        let old = self.sources.get(&id);
+    fn source_applied(&mut self, mut s: SourceSummary) {
+        // Keep the id allocation the map already holds: the key and the summary share it.
+        if let Some((known, _)) = self.sources.get_key_value(&*s.id) {
+            s.id = Arc::clone(known);
+        }
+        let id = Arc::clone(&s.id);
+        let old = self.sources.get(&*id);
         if old == Some(&s) {
             return;
         }
@@ -344,13 +364,13 @@ impl Controller {
                         .map(str::to_string),
                 )
                 .collect();
-            self.changed_keys.insert(id.clone(), changed);
+            self.changed_keys.insert(SourceId::clone(&id), changed);
             self.metrics
                 .source_changes
                 .with_label_values(&[id.kind.as_str()])
                 .inc();
         }
-        self.sources.insert(id.clone(), s);
+        self.sources.insert(Arc::clone(&id), s);
         self.metrics.sources.set(self.sources.len() as i64);
         for w in self.index.affected(&id) {
             self.schedule_debounced(w);

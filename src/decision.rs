@@ -7,6 +7,7 @@
 //! spec changed, or a pattern newly matches) is recorded without rolling.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::hashing::{InstallationKey, Stamp, UsedSource, source_stamp, stamp_of_sources};
 use crate::policy::{ReloadPolicy, Tracked, TrackedSource};
@@ -21,14 +22,14 @@ pub trait SourceLookup {
     fn in_namespace(&self, kind: SourceKind, namespace: &str) -> Vec<&SourceSummary>;
 }
 
-impl SourceLookup for BTreeMap<SourceId, SourceSummary> {
+impl SourceLookup for BTreeMap<Arc<SourceId>, SourceSummary> {
     fn get(&self, id: &SourceId) -> Option<&SourceSummary> {
         BTreeMap::get(self, id)
     }
 
     fn in_namespace(&self, kind: SourceKind, namespace: &str) -> Vec<&SourceSummary> {
         let start = SourceId::new(kind, namespace, "");
-        self.range(start..)
+        self.range::<SourceId, _>(start..)
             .take_while(|(id, _)| id.kind == kind && id.namespace == namespace)
             .map(|(_, s)| s)
             .collect()
@@ -133,7 +134,7 @@ pub fn current(
                 continue;
             }
             let t = TrackedSource {
-                id: s.id.clone(),
+                id: SourceId::clone(&s.id),
                 keys: KeySelection::All,
                 optional: true,
                 require_stakater_match: false,
@@ -226,7 +227,7 @@ mod tests {
 
     fn secret(name: &str, kv: &[(&str, &str)]) -> SourceSummary {
         SourceSummary {
-            id: SourceId::new(SourceKind::Secret, NS, name),
+            id: Arc::new(SourceId::new(SourceKind::Secret, NS, name)),
             keys: kv
                 .iter()
                 .map(|(k, v)| (k.to_string(), key_digest(Section::Data, k, v.as_bytes())))
@@ -236,7 +237,7 @@ mod tests {
         }
     }
 
-    fn store(items: Vec<SourceSummary>) -> BTreeMap<SourceId, SourceSummary> {
+    fn store(items: Vec<SourceSummary>) -> BTreeMap<Arc<SourceId>, SourceSummary> {
         items.into_iter().map(|s| (s.id.clone(), s)).collect()
     }
 
@@ -276,7 +277,7 @@ mod tests {
     fn step(
         p: &ReloadPolicy,
         refs: &[Reference],
-        sources: &BTreeMap<SourceId, SourceSummary>,
+        sources: &BTreeMap<Arc<SourceId>, SourceSummary>,
         stored: &Stored,
     ) -> (Action, Stored) {
         let tracked = p.tracked(NS, refs);
@@ -488,7 +489,7 @@ mod tests {
     fn in_namespace_scans_only_that_kind_and_namespace() {
         let mut s = store(vec![secret("a", &[]), secret("b", &[])]);
         let other_ns = SourceSummary {
-            id: SourceId::new(SourceKind::Secret, "team-b", "c"),
+            id: Arc::new(SourceId::new(SourceKind::Secret, "team-b", "c")),
             ..secret("c", &[])
         };
         s.insert(other_ns.id.clone(), other_ns);

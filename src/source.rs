@@ -64,17 +64,21 @@ impl fmt::Display for SourceId {
 /// SHA-256 of one key's section, name and value (see `hashing::key_digest`). Kept in memory only.
 pub type KeyDigest = [u8; 32];
 
-/// One digest per key, sorted by key. A boxed sorted slice: memory per source is what its keys need
-/// (a `BTreeMap` allocates a node of eleven entries even for one key).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KeyDigests(Box<[(Box<str>, KeyDigest)]>);
+/// One digest per key, in key order, packed back to back in one allocation (each entry is the key's length
+/// as 4 bytes little-endian, the key, then its digest): a source costs one allocation for all its keys,
+/// however many it has. Sources have few keys, so lookups scan.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct KeyDigests(Box<[u8]>);
+
+const LEN_BYTES: usize = 4;
+const DIGEST_BYTES: usize = 32;
 
 impl KeyDigests {
     pub fn get(&self, key: &str) -> Option<&KeyDigest> {
-        self.0
-            .binary_search_by(|(k, _)| (**k).cmp(key))
-            .ok()
-            .map(|i| &self.0[i].1)
+        self.iter()
+            .take_while(|(k, _)| *k <= key)
+            .find(|(k, _)| *k == key)
+            .map(|(_, d)| d)
     }
 
     pub fn contains_key(&self, key: &str) -> bool {
@@ -83,15 +87,15 @@ impl KeyDigests {
 
     /// Keys and digests in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &KeyDigest)> {
-        self.0.iter().map(|(k, d)| (&**k, d))
+        Entries { rest: &self.0 }
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(|(k, _)| &**k)
+        self.iter().map(|(k, _)| k)
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.iter().count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -99,13 +103,48 @@ impl KeyDigests {
     }
 }
 
+/// Walks the packed entries of [`KeyDigests`].
+struct Entries<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Entries<'a> {
+    type Item = (&'a str, &'a KeyDigest);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (len, rest) = self.rest.split_at_checked(LEN_BYTES)?;
+        let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
+        let (key, rest) = rest.split_at_checked(len)?;
+        let (digest, rest) = rest.split_at_checked(DIGEST_BYTES)?;
+        self.rest = rest;
+        // Written from `&str` keys by `From` below.
+        Some((std::str::from_utf8(key).ok()?, digest.try_into().ok()?))
+    }
+}
+
+impl fmt::Debug for KeyDigests {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.iter().map(|(k, d)| (k, hex::encode(d))))
+            .finish()
+    }
+}
+
 impl From<BTreeMap<String, KeyDigest>> for KeyDigests {
     fn from(m: BTreeMap<String, KeyDigest>) -> Self {
-        KeyDigests(
-            m.into_iter()
-                .map(|(k, d)| (k.into_boxed_str(), d))
-                .collect(),
-        )
+        let size = m
+            .keys()
+            .map(|k| LEN_BYTES + k.len() + DIGEST_BYTES)
+            .sum();
+        let mut packed = Vec::with_capacity(size);
+        for (k, d) in &m {
+            // Kubernetes keys are at most 253 bytes; a longer one could not be told apart anyway.
+            let len = u32::try_from(k.len()).unwrap_or(u32::MAX);
+            packed.extend_from_slice(&len.to_le_bytes());
+            packed.extend_from_slice(&k.as_bytes()[..len as usize]);
+            packed.extend_from_slice(d);
+        }
+        KeyDigests(packed.into_boxed_slice())
     }
 }
 
@@ -128,7 +167,8 @@ impl FromIterator<(String, KeyDigest)> for KeyDigests {
 /// What hashroll keeps of one Secret or ConfigMap.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceSummary {
-    pub id: SourceId,
+    /// Shared with the controller's map key: one allocation per source.
+    pub id: std::sync::Arc<SourceId>,
     /// One digest per key, `data` and `binaryData` (and a Secret's `stringData`) folded together.
     pub keys: KeyDigests,
     /// `hashroll.dev/ignore: "true"` or `reloader.stakater.com/ignore: "true"`: changes never roll.
@@ -218,7 +258,7 @@ impl SourceSummary {
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
         };
         SourceSummary {
-            id,
+            id: std::sync::Arc::new(id),
             keys: keys.into(),
             ignore: IGNORE_ANNOTATIONS.iter().any(|a| is_true(a)),
             stakater_match: is_true(STAKATER_MATCH_ANNOTATION),
@@ -273,7 +313,7 @@ mod tests {
             ..Secret::default()
         };
         let sum = SourceSummary::from_secret(&s).unwrap();
-        assert_eq!(sum.id, SourceId::new(SourceKind::Secret, "prod", "db"));
+        assert_eq!(*sum.id, SourceId::new(SourceKind::Secret, "prod", "db"));
         assert_eq!(
             sum.keys,
             BTreeMap::from([
@@ -332,7 +372,7 @@ mod tests {
             ..ConfigMap::default()
         };
         let sum = SourceSummary::from_config_map(&c).unwrap();
-        assert_eq!(sum.id, SourceId::new(SourceKind::ConfigMap, "prod", "db"));
+        assert_eq!(*sum.id, SourceId::new(SourceKind::ConfigMap, "prod", "db"));
         assert_eq!(sum.keys["conf"], key_digest(Section::Data, "conf", b"x=1"));
         assert_eq!(
             sum.keys["blob"],
