@@ -132,16 +132,13 @@ impl fmt::Debug for KeyDigests {
 
 impl From<BTreeMap<String, KeyDigest>> for KeyDigests {
     fn from(m: BTreeMap<String, KeyDigest>) -> Self {
-        let size = m
-            .keys()
-            .map(|k| LEN_BYTES + k.len() + DIGEST_BYTES)
-            .sum();
+        let size = m.keys().map(|k| LEN_BYTES + k.len() + DIGEST_BYTES).sum();
         let mut packed = Vec::with_capacity(size);
         for (k, d) in &m {
-            // Kubernetes keys are at most 253 bytes; a longer one could not be told apart anyway.
-            let len = u32::try_from(k.len()).unwrap_or(u32::MAX);
+            // Kubernetes keys are at most 253 bytes, far below the 4 GiB a length can say.
+            let len = u32::try_from(k.len()).expect("key shorter than 4 GiB");
             packed.extend_from_slice(&len.to_le_bytes());
-            packed.extend_from_slice(&k.as_bytes()[..len as usize]);
+            packed.extend_from_slice(k.as_bytes());
             packed.extend_from_slice(d);
         }
         KeyDigests(packed.into_boxed_slice())
