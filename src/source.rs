@@ -482,5 +482,22 @@ mod tests {
         assert_eq!(k["a"], d(2));
         assert!(k.get("c").is_none() && !k.contains_key("c"));
         assert!(KeyDigests::default().is_empty());
+
+        // Keys of every length, prefixes of each other, and non-ASCII names survive the packed layout.
+        let long = "k".repeat(253);
+        let names = ["", "a", "ab", "a.b", "ключ", long.as_str()];
+        let k: KeyDigests = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.to_string(), d(i as u8)))
+            .collect();
+        assert_eq!(k.len(), names.len());
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(k.get(n), Some(&d(i as u8)), "key {n:?}");
+        }
+        assert!(k.get("abc").is_none() && k.get("kk").is_none());
+        let mut sorted = names.to_vec();
+        sorted.sort();
+        assert_eq!(k.keys().collect::<Vec<_>>(), sorted);
     }
 }
