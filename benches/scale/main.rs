@@ -45,6 +45,10 @@ struct Cli {
     /// Skip the baseline.
     #[arg(long)]
     no_baseline: bool,
+    /// Extra environment for the hashroll process only, `NAME=VALUE`, repeatable: for profiling, e.g.
+    /// `LD_PRELOAD=/usr/lib/heaptrack/libheaptrack_preload.so` (benches/README.md, "Profiling").
+    #[arg(long = "hashroll-env", value_name = "NAME=VALUE", value_parser = parse_env)]
+    hashroll_env: Vec<(String, String)>,
     /// Where to write the JSON results (default: bench-results/<scale>.json in the workspace).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -134,7 +138,14 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Starts hashroll or the baseline against `server` and waits until it is ready.
-async fn spawn(who: Who, server: &Server) -> anyhow::Result<(Subject, Option<u16>)> {
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected NAME=VALUE, got {s:?}")),
+    }
+}
+
+async fn spawn(who: Who, server: &Server, cli: &Cli) -> anyhow::Result<(Subject, Option<u16>)> {
     match who {
         Who::Hashroll => {
             let port = procs::free_port()?;
@@ -144,7 +155,8 @@ async fn spawn(who: Who, server: &Server) -> anyhow::Result<(Subject, Option<u16
                 .args(["--controller-namespace", "hashroll", "--debounce", "0"])
                 .args(["--log-format", "json", "--log-level", "info"])
                 .arg("--admin-addr")
-                .arg(format!("127.0.0.1:{port}"));
+                .arg(format!("127.0.0.1:{port}"))
+                .envs(cli.hashroll_env.iter().map(|(k, v)| (k, v)));
             let s = Subject::spawn("hashroll", cmd, |line| {
                 serde_json::from_str::<serde_json::Value>(line)
                     .is_ok_and(|v| v["message"].as_str() == Some("ready: every watch has listed"))
@@ -207,7 +219,7 @@ async fn run_subject(
 ) -> anyhow::Result<SubjectResult> {
     let name = who.name();
     server.reset_requests().await?;
-    let (mut subject, admin_port) = spawn(who, server).await?;
+    let (mut subject, admin_port) = spawn(who, server, cli).await?;
     eprintln!("bench: {name} started (pid {})", subject.pid);
     let readyz = admin_port.map(|p| tokio::spawn(poll_readyz(p)));
     let ready = subject.wait_ready(name, Duration::from_secs(600)).await?;
