@@ -23,7 +23,7 @@ use crate::policy::{PolicySettings, Tracked};
 use crate::references::KeySelection;
 use crate::source::{SourceId, SourceKind, SourceSummary};
 use crate::watch::{Input, Listed, WatchScope, Watched, reduce_workload};
-use crate::workload::{Tracking, WorkloadId, WorkloadKind, WorkloadSummary};
+use crate::workload::{RecordedSources, Tracking, WorkloadId, WorkloadKind, WorkloadSummary};
 
 /// Workload ids are allocated once, when first seen, and shared by every map and queue here and by the
 /// reverse index: a tracked workload costs one copy of its namespace and name however often it is named.
@@ -58,10 +58,13 @@ struct Done {
     result: Result<Option<WorkloadSummary>, kube::Error>,
 }
 
-/// One patch waiting for a slot.
+/// One patch waiting for a slot. Its body is built only when it is sent: at first sight thousands wait at
+/// once, and a built JSON body costs several times what it is made of.
 struct QueuedWrite {
     id: Wid,
-    body: serde_json::Value,
+    write: Write,
+    stamp: Stamp,
+    sources: RecordedSources,
     event: Option<WorkloadEvent>,
     uid: Option<String>,
     rolled: bool,
@@ -700,22 +703,23 @@ impl Controller {
             tracing::debug!(workload = %id, dry_run = self.settings.dry_run, "recording state without rolling");
         }
 
+        let sources = RecordedSources::from(sources);
         if self.settings.dry_run {
             // Remember what would have been written, so the same change is reported once.
             entry.summary.stored.stamp = Some(stamp);
-            entry.summary.stored.sources = Some(sources.into());
+            entry.summary.stored.sources = Some(sources);
             if let Some(ev) = event {
                 self.publish_later(id.clone(), uid, ev);
             }
             return;
         }
 
-        let now = k8s_openapi::jiff::Timestamp::now().to_string();
-        let body = patching::patch_body(id.kind, write, &stamp, &sources, &now);
         self.in_flight.insert(id.clone());
         self.queued.push_back(QueuedWrite {
             id: id.clone(),
-            body,
+            write,
+            stamp,
+            sources,
             event,
             uid,
             rolled: rolled_for.is_some(),
@@ -739,11 +743,16 @@ impl Controller {
             self.tasks.spawn(async move {
                 let QueuedWrite {
                     id,
-                    body,
+                    write,
+                    stamp,
+                    sources,
                     event,
                     uid,
                     rolled,
                 } = w;
+                // `now` only matters for Argo Rollouts' restartAt: the time the patch is sent.
+                let now = k8s_openapi::jiff::Timestamp::now().to_string();
+                let body = patching::patch_body(id.kind, write, &stamp, &sources, &now);
                 let result = match patching::send(&client, &id, &body).await {
                     Ok(obj) => {
                         let counter = if rolled {

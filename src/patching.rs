@@ -1,15 +1,14 @@
 //! The one write hashroll makes: a JSON merge patch of hashroll's own annotations (and, for Argo Rollouts
 //! that ask for it, `spec.restartAt`). Never a full update, so GitOps tools and humans keep their fields.
 
-use std::collections::BTreeMap;
-
 use kube::api::{ApiResource, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
 use crate::hashing::Stamp;
 use crate::workload::{
-    SOURCES_ANNOTATION, STAMP_ANNOTATION, TEMPLATE_ANNOTATION, WorkloadId, WorkloadKind,
+    RecordedSources, SOURCES_ANNOTATION, STAMP_ANNOTATION, TEMPLATE_ANNOTATION, WorkloadId,
+    WorkloadKind,
 };
 
 /// The field manager recorded in `managedFields` for hashroll's writes.
@@ -31,14 +30,13 @@ pub fn patch_body(
     kind: WorkloadKind,
     write: Write,
     stamp: &Stamp,
-    sources: &BTreeMap<String, String>,
+    sources: &RecordedSources,
     now: &str,
 ) -> Value {
-    let sources_json = serde_json::to_string(sources).unwrap_or_else(|_| "{}".into());
     let mut body = json!({
         "metadata": { "annotations": {
             STAMP_ANNOTATION: stamp.as_str(),
-            SOURCES_ANNOTATION: sources_json,
+            SOURCES_ANNOTATION: sources.as_json(),
         }}
     });
     match write {
@@ -97,6 +95,7 @@ pub async fn send(
 mod tests {
     use super::*;
     use crate::hashing::InstallationKey;
+    use std::collections::BTreeMap;
 
     fn stamp() -> Stamp {
         let key = InstallationKey::from_bytes(&[1u8; 32]).unwrap();
@@ -113,7 +112,7 @@ mod tests {
             WorkloadKind::Deployment,
             Write::Record,
             &s,
-            &BTreeMap::new(),
+            &BTreeMap::new().into(),
             "t",
         );
         assert_eq!(
@@ -134,13 +133,19 @@ mod tests {
             WorkloadKind::DaemonSet,
             WorkloadKind::Rollout,
         ] {
-            let body = patch_body(kind, Write::RollTemplate, &s, &m, "t");
+            let body = patch_body(kind, Write::RollTemplate, &s, &m.clone().into(), "t");
             assert_eq!(
                 body["spec"]["template"]["metadata"]["annotations"][TEMPLATE_ANNOTATION],
                 s.as_str()
             );
         }
-        let body = patch_body(WorkloadKind::CronJob, Write::RollTemplate, &s, &m, "t");
+        let body = patch_body(
+            WorkloadKind::CronJob,
+            Write::RollTemplate,
+            &s,
+            &m.into(),
+            "t",
+        );
         let t = &body["spec"]["jobTemplate"]["spec"]["template"];
         assert_eq!(
             t["metadata"]["annotations"][TEMPLATE_ANNOTATION],
@@ -159,7 +164,7 @@ mod tests {
             WorkloadKind::Rollout,
             Write::RestartAt,
             &stamp(),
-            &BTreeMap::new(),
+            &BTreeMap::new().into(),
             "2026-11-23T10:00:00Z",
         );
         assert_eq!(body["spec"]["restartAt"], "2026-11-23T10:00:00Z");

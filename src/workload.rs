@@ -124,6 +124,11 @@ impl Stored {
 pub struct RecordedSources(Box<str>);
 
 impl RecordedSources {
+    /// The annotation value: the map as JSON, keys sorted.
+    pub fn as_json(&self) -> &str {
+        &self.0
+    }
+
     /// The map (`secret/db` → digest).
     pub fn to_map(&self) -> BTreeMap<String, String> {
         // Written by `From` below from a map of strings: it always parses.
