@@ -1,4 +1,5 @@
-//! The admin server: `/metrics`, `/healthz` (the process is alive), `/readyz` (every watch has synced).
+//! The admin server: `/metrics`, `/healthz` (the process is alive), `/readyz` (every watch has synced, or
+//! this replica is a standby waiting for the Lease).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +17,9 @@ use crate::metrics::Metrics;
 pub struct Health {
     pub metrics: Metrics,
     pub ready: Arc<AtomicBool>,
+    /// Waiting for leadership. A standby answers ready: it is healthy and able to take over, and a
+    /// Deployment whose new pods never became ready could not roll out while the old leader holds on.
+    pub standby: Arc<AtomicBool>,
 }
 
 /// Serves until `shutdown` resolves. Returns the bound address through `bound` (for port 0).
@@ -44,6 +48,8 @@ async fn metrics(State(h): State<Health>) -> String {
 async fn readyz(State(h): State<Health>) -> (StatusCode, &'static str) {
     if h.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready")
+    } else if h.standby.load(Ordering::Relaxed) {
+        (StatusCode::OK, "standby")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "syncing")
     }

@@ -2,7 +2,8 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -14,6 +15,7 @@ use crate::config::{AdminAddr, Args};
 use crate::controller::{Controller, NamespaceFilter, Settings};
 use crate::events::EventPublisher;
 use crate::key;
+use crate::leader::{self, ElectionSettings, Elector};
 use crate::metrics::Metrics;
 use crate::policy::PolicySettings;
 use crate::watch::{self, WatchScope, WatchSettings, Watched};
@@ -42,6 +44,8 @@ async fn client_config(args: &Args) -> anyhow::Result<Config> {
 }
 
 /// Runs hashroll until `shutdown` resolves: connect, load the key, watch, reconcile; then stop cleanly.
+/// With `--leader-elect` it first waits for the Lease, and fails (so the process exits non-zero) the moment
+/// it loses it.
 pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let config = client_config(&args).await?;
     let controller_ns = args
@@ -55,7 +59,84 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
         .unwrap_or_else(|| config.default_namespace.clone());
     let client = Client::try_from(config).context("building the Kubernetes client")?;
 
-    let key = load_key(&client, &controller_ns, &args.key_secret).await?;
+    let metrics = Metrics::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let standby = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = signal::channel(false);
+
+    // Before the election: a standby answers /healthz, /readyz and /metrics too.
+    if let AdminAddr::At(addr) = args.admin_addr {
+        let health = Health {
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+            standby: standby.clone(),
+        };
+        let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+        let mut stop = stop_rx.clone();
+        let shutdown = async move {
+            let _ = stop.changed().await;
+        };
+        let server = tokio::spawn(admin::serve(addr, health, bound_tx, shutdown));
+        match bound_rx.await {
+            Ok(a) => {
+                tracing::info!(addr = %a, "admin server listening (/metrics, /healthz, /readyz)")
+            }
+            // Reloads matter more than metrics: say so loudly, and keep working without them.
+            Err(_) => {
+                let err = server.await.ok().and_then(Result::err);
+                tracing::error!(
+                    flag = "--admin-addr",
+                    %addr,
+                    error = err.map(|e| e.to_string()).unwrap_or_default(),
+                    "cannot listen; running without /metrics, /healthz and /readyz"
+                );
+            }
+        }
+    }
+
+    let mut shutdown = std::pin::pin!(shutdown);
+    let leadership = if args.election.leader_elect {
+        let settings = ElectionSettings {
+            namespace: args
+                .election
+                .leader_election_namespace
+                .clone()
+                .unwrap_or_else(|| controller_ns.clone()),
+            name: args.election.leader_election_lease_name.clone(),
+            identity: leader::identity(),
+            lease_duration: args.election.leader_election_lease_duration,
+            renew_deadline: args.election.leader_election_renew_deadline,
+            retry_period: args.election.leader_election_retry_period,
+        };
+        let mut elector = Elector::new(client.clone(), settings);
+        metrics.leader.set(0);
+        standby.store(true, Ordering::Relaxed);
+        tokio::select! {
+            acquired = elector.acquire() => acquired?,
+            _ = shutdown.as_mut() => {
+                tracing::info!(lease = %elector.lease(), "stopped while waiting to become leader");
+                let _ = stop_tx.send(true);
+                return Ok(());
+            }
+        }
+        standby.store(false, Ordering::Relaxed);
+        metrics.leader.set(1);
+        Some(Leadership::start(elector))
+    } else {
+        metrics.leader.set(1);
+        None
+    };
+    let mut lost = Box::pin(async {
+        match &leadership {
+            Some(l) => l.lost().await,
+            None => std::future::pending().await,
+        }
+    });
+
+    let key = tokio::select! {
+        key = load_key(&client, &controller_ns, &args.key_secret) => key?,
+        reason = lost.as_mut() => return Err(lost_leadership(&leadership, &metrics, reason)),
+    };
     tracing::info!(namespace = %controller_ns, key_id = key.id(), "installation key loaded");
 
     let mut kinds = args.workload_kinds();
@@ -97,38 +178,6 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
         });
     }
 
-    let metrics = Metrics::new();
-    let ready = Arc::new(AtomicBool::new(false));
-    let (stop_tx, stop_rx) = signal::channel(false);
-
-    if let AdminAddr::At(addr) = args.admin_addr {
-        let health = Health {
-            metrics: metrics.clone(),
-            ready: ready.clone(),
-        };
-        let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-        let mut stop = stop_rx.clone();
-        let shutdown = async move {
-            let _ = stop.changed().await;
-        };
-        let server = tokio::spawn(admin::serve(addr, health, bound_tx, shutdown));
-        match bound_rx.await {
-            Ok(a) => {
-                tracing::info!(addr = %a, "admin server listening (/metrics, /healthz, /readyz)")
-            }
-            // Reloads matter more than metrics: say so loudly, and keep working without them.
-            Err(_) => {
-                let err = server.await.ok().and_then(Result::err);
-                tracing::error!(
-                    flag = "--admin-addr",
-                    %addr,
-                    error = err.map(|e| e.to_string()).unwrap_or_default(),
-                    "cannot listen; running without /metrics, /healthz and /readyz"
-                );
-            }
-        }
-    }
-
     let instance = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "hashroll".into());
@@ -156,6 +205,11 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
         policy,
     };
 
+    // Lost while loading the key or probing for Rollouts: never start writing.
+    if let Some(reason) = leadership.as_ref().and_then(Leadership::lost_now) {
+        return Err(lost_leadership(&leadership, &metrics, reason));
+    }
+
     let (tx, rx) = mpsc::channel(1024);
     let watches: Vec<_> = scopes
         .into_iter()
@@ -177,18 +231,112 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
         "hashroll started"
     );
 
-    let controller = Controller::new(settings, key, client, events, metrics, ready);
+    let controller = Controller::new(settings, key, client, events, metrics.clone(), ready);
     let loop_task = tokio::spawn(controller.run(rx, stop_rx));
 
-    shutdown.await;
+    tokio::select! {
+        _ = shutdown.as_mut() => {}
+        reason = lost.as_mut() => {
+            // Another replica may be writing already: stop at once, without finishing patches in flight.
+            loop_task.abort();
+            for w in &watches {
+                w.abort();
+            }
+            let _ = stop_tx.send(true);
+            return Err(lost_leadership(&leadership, &metrics, reason));
+        }
+    }
     tracing::info!("stopping watches");
     for w in &watches {
         w.abort();
     }
     let _ = stop_tx.send(true);
     let _ = loop_task.await;
+    drop(lost);
+    if let Some(l) = leadership {
+        l.release().await;
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The leader's renewal loop, running beside the controller; reports loss through a watch channel.
+struct Leadership {
+    elector: Elector,
+    renewals: tokio::task::JoinHandle<()>,
+    lost: signal::Receiver<Option<String>>,
+}
+
+impl Leadership {
+    fn start(elector: Elector) -> Leadership {
+        let (tx, lost) = signal::channel(None);
+        let mut renewer = elector.clone();
+        let renewals = tokio::spawn(async move {
+            let reason = renewer.hold().await;
+            let _ = tx.send(Some(reason));
+        });
+        Leadership {
+            elector,
+            renewals,
+            lost,
+        }
+    }
+
+    /// Resolves with the reason once leadership is lost.
+    async fn lost(&self) -> String {
+        let mut rx = self.lost.clone();
+        // The guard must not live across the await below (the future must stay Send).
+        let reason = rx
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|r| r.clone());
+        match reason {
+            Some(reason) => reason,
+            // The renewal task is gone without a verdict (only when stopping): never resolves.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn lost_now(&self) -> Option<String> {
+        self.lost.borrow().clone()
+    }
+
+    /// Stops renewing and gives the Lease up, so a standby takes over without waiting for it to expire.
+    async fn release(self) {
+        self.renewals.abort();
+        let _ = self.renewals.await;
+        let lease = self.elector.lease();
+        match tokio::time::timeout(Duration::from_secs(5), self.elector.release()).await {
+            Ok(Ok(true)) => tracing::info!(lease = %lease, "released the Lease"),
+            Ok(Ok(false)) => {
+                tracing::info!(lease = %lease, "the Lease was no longer ours; nothing to release")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(lease = %lease, error = %e, "cannot release the Lease; a standby takes over when it expires")
+            }
+            Err(_) => {
+                tracing::warn!(lease = %lease, "releasing the Lease timed out; a standby takes over when it expires")
+            }
+        }
+    }
+}
+
+/// Logs the loss and builds the error that makes the process exit non-zero (to be restarted as a standby).
+fn lost_leadership(
+    leadership: &Option<Leadership>,
+    metrics: &Metrics,
+    reason: String,
+) -> anyhow::Error {
+    metrics.leader.set(0);
+    let lease = leadership
+        .as_ref()
+        .map(|l| l.elector.lease())
+        .unwrap_or_default();
+    tracing::error!(lease = %lease, reason = %reason, "lost leadership; stopping at once");
+    anyhow::anyhow!(
+        "lost leadership of Lease {lease} ({reason}); exiting so that this replica restarts as a standby"
+    )
 }
 
 /// Rollouts are watched only when the API server serves them (checked once, at start-up).

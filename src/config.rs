@@ -98,6 +98,110 @@ pub struct Args {
     #[arg(long, env = "HASHROLL_PATCH_CONCURRENCY", default_value_t = 16,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub patch_concurrency: u16,
+
+    #[command(flatten)]
+    pub election: LeaderElection,
+}
+
+/// Leader election flags, checked together as they are parsed (an invalid combination exits 2 like any
+/// invalid flag, before any connection).
+#[derive(Debug, Clone)]
+pub struct LeaderElection(LeaderElectionFlags);
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct LeaderElectionFlags {
+    /// Lead through a Lease before watching or writing, so several replicas can run with one active.
+    #[arg(long, env = "HASHROLL_LEADER_ELECT")]
+    pub leader_elect: bool,
+
+    /// Name of the Lease used for leader election.
+    #[arg(long, env = "HASHROLL_LEADER_ELECTION_LEASE_NAME", default_value = "hashroll",
+          value_parser = parse_name)]
+    pub leader_election_lease_name: String,
+
+    /// Namespace of the leader election Lease (default: the controller namespace).
+    #[arg(long, env = "HASHROLL_LEADER_ELECTION_NAMESPACE", value_parser = parse_namespace)]
+    pub leader_election_namespace: Option<String>,
+
+    /// How long a standby waits, after the Lease last changed, before taking it over.
+    #[arg(long, env = "HASHROLL_LEADER_ELECTION_LEASE_DURATION", value_parser = parse_duration,
+          default_value = "15s")]
+    pub leader_election_lease_duration: Duration,
+
+    /// How long the leader keeps leading without a successful renewal before it stops.
+    #[arg(long, env = "HASHROLL_LEADER_ELECTION_RENEW_DEADLINE", value_parser = parse_duration,
+          default_value = "10s")]
+    pub leader_election_renew_deadline: Duration,
+
+    /// How often candidates try to acquire, and the leader renews, the Lease.
+    #[arg(long, env = "HASHROLL_LEADER_ELECTION_RETRY_PERIOD", value_parser = parse_duration,
+          default_value = "2s")]
+    pub leader_election_retry_period: Duration,
+}
+
+impl std::ops::Deref for LeaderElection {
+    type Target = LeaderElectionFlags;
+    fn deref(&self) -> &LeaderElectionFlags {
+        &self.0
+    }
+}
+
+impl LeaderElectionFlags {
+    /// The leader must give up (renew deadline) before a standby may take over (lease duration), and
+    /// must get more than one try at renewing (retry period) in between.
+    fn check(&self) -> Result<(), clap::Error> {
+        let (duration, deadline, retry) = (
+            self.leader_election_lease_duration,
+            self.leader_election_renew_deadline,
+            self.leader_election_retry_period,
+        );
+        let problem = if duration < Duration::from_secs(1) {
+            format!(
+                "--leader-election-lease-duration ({duration:?}) must be at least 1s (a Lease holds whole seconds)"
+            )
+        } else if duration <= deadline {
+            format!(
+                "--leader-election-lease-duration ({duration:?}) must be longer than \
+                 --leader-election-renew-deadline ({deadline:?})"
+            )
+        } else if deadline <= retry {
+            format!(
+                "--leader-election-renew-deadline ({deadline:?}) must be longer than \
+                 --leader-election-retry-period ({retry:?})"
+            )
+        } else if retry.is_zero() {
+            "--leader-election-retry-period must be more than 0".to_string()
+        } else {
+            return Ok(());
+        };
+        Err(clap::Error::raw(
+            clap::error::ErrorKind::ArgumentConflict,
+            problem,
+        ))
+    }
+}
+
+impl clap::FromArgMatches for LeaderElection {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let flags = LeaderElectionFlags::from_arg_matches(m)?;
+        flags.check()?;
+        Ok(LeaderElection(flags))
+    }
+
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches(m)?;
+        self.0.check()
+    }
+}
+
+impl clap::Args for LeaderElection {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        LeaderElectionFlags::augment_args(cmd)
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        LeaderElectionFlags::augment_args_for_update(cmd)
+    }
 }
 
 /// How log lines are written.
@@ -397,6 +501,72 @@ mod tests {
             a.secret_field_selector().as_deref(),
             Some("type!=helm.sh/release.v1,type!=kubernetes.io/tls")
         );
+    }
+
+    #[test]
+    fn leader_election_is_off_by_default_with_client_go_timings() {
+        let e = parse(&[]).unwrap().election;
+        assert!(!e.leader_elect);
+        assert_eq!(e.leader_election_lease_name, "hashroll");
+        assert_eq!(e.leader_election_namespace, None);
+        assert_eq!(e.leader_election_lease_duration, Duration::from_secs(15));
+        assert_eq!(e.leader_election_renew_deadline, Duration::from_secs(10));
+        assert_eq!(e.leader_election_retry_period, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn leader_election_timings_must_be_ordered() {
+        let e = parse(&[
+            "--leader-elect",
+            "--leader-election-lease-duration=2s",
+            "--leader-election-renew-deadline=1.5s",
+            "--leader-election-retry-period=500ms",
+        ])
+        .unwrap()
+        .election;
+        assert!(e.leader_elect);
+        assert_eq!(
+            e.leader_election_renew_deadline,
+            Duration::from_millis(1500)
+        );
+        for (args, names) in [
+            (
+                vec!["--leader-election-renew-deadline=15s"],
+                [
+                    "--leader-election-lease-duration",
+                    "--leader-election-renew-deadline",
+                ],
+            ),
+            (
+                vec!["--leader-election-retry-period=10s"],
+                [
+                    "--leader-election-renew-deadline",
+                    "--leader-election-retry-period",
+                ],
+            ),
+            (
+                vec!["--leader-election-retry-period=0"],
+                [
+                    "--leader-election-retry-period",
+                    "--leader-election-retry-period",
+                ],
+            ),
+            (
+                vec![
+                    "--leader-election-lease-duration=500ms",
+                    "--leader-election-renew-deadline=200ms",
+                    "--leader-election-retry-period=100ms",
+                ],
+                ["--leader-election-lease-duration", "at least 1s"],
+            ),
+        ] {
+            let err = parse(&args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+            let text = err.to_string();
+            for n in names {
+                assert!(text.contains(n), "{args:?}: {text}");
+            }
+        }
     }
 
     #[test]

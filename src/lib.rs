@@ -14,6 +14,7 @@ pub mod events;
 pub mod hashing;
 pub mod index;
 pub mod key;
+pub mod leader;
 pub mod memory;
 pub mod metrics;
 pub mod patching;

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub ready: IntGauge,
     /// Events that could not be published.
     pub event_errors: IntCounterVec,
+    /// 1 while this process leads (always, without `--leader-elect`), 0 while it waits as a standby.
+    pub leader: IntGauge,
 }
 
 impl Metrics {
@@ -78,6 +80,10 @@ impl Metrics {
             sources: gauge("sources", "Secrets and ConfigMaps held as digests"),
             workloads: gauge("workloads", "Workloads held"),
             ready: gauge("ready", "1 once every watch has synced"),
+            leader: gauge(
+                "leader",
+                "1 while this replica leads (always without --leader-elect), 0 on a standby",
+            ),
             registry,
         }
     }

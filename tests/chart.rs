@@ -1,6 +1,7 @@
 //! The Helm chart's RBAC is enough: render the chart with Helm's own engine, apply its ServiceAccount and
 //! RBAC objects to the test API server, switch the server to RBAC mode, and run hashroll with the chart's
-//! ServiceAccount token. It must record, roll and write its Event without one `403`.
+//! ServiceAccount token, with the leader election flags the chart passes. It must win the Lease, record,
+//! roll and write its Event without one `403`.
 
 mod common;
 
@@ -95,7 +96,21 @@ async fn rolls_with_chart_permissions(values_json: &str, extra_flags: &[&str]) {
     env.secret("app", "db", &[("password", "one")]).await;
     env.deployment("app", "web", secret_key_ref("db", "password"))
         .await;
-    let hashroll = env.hashroll_with_kubeconfig(&kubeconfig, extra_flags).await;
+    // The chart's own leader election flags, so its Lease permissions are exercised as deployed.
+    let leader_flags: Vec<&str> = manifests
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- "))
+        .filter(|a| a.starts_with("--leader-elect"))
+        .collect();
+    let flags = [extra_flags, leader_flags.as_slice()].concat();
+    let hashroll = env.hashroll_with_kubeconfig(&kubeconfig, &flags).await;
+    if !leader_flags.is_empty() {
+        assert!(
+            hashroll.logs().contains("became leader"),
+            "{}",
+            hashroll.logs()
+        );
+    }
     env.wait_recorded("deployments", "app", "web").await;
     env.secret("app", "db", &[("password", "two")]).await;
     env.wait_rolls("deployments", "app", "web", 1).await;
@@ -125,4 +140,31 @@ async fn cluster_wide_chart_rbac_is_enough() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_namespace_chart_rbac_is_enough() {
     rolls_with_chart_permissions(r#"{"watchNamespaces": ["app"]}"#, &["--namespaces", "app"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chart_rbac_without_leader_election_is_enough() {
+    rolls_with_chart_permissions(r#"{"leaderElection": {"enabled": false}}"#, &[]).await;
+}
+
+#[test]
+fn leader_election_sets_two_replicas_and_a_lease_role() {
+    let Some(on) = render("{}") else {
+        return;
+    };
+    assert!(on.contains("replicas: 2"), "{on}");
+    assert!(on.contains("- --leader-elect\n"), "{on}");
+    assert!(on.contains("resources: [leases]"), "{on}");
+    let Some(off) = render(r#"{"leaderElection": {"enabled": false}}"#) else {
+        return;
+    };
+    assert!(off.contains("replicas: 1"), "{off}");
+    assert!(
+        !off.contains("--leader-elect") && !off.contains("leases"),
+        "{off}"
+    );
+    let Some(three) = render(r#"{"replicaCount": 3}"#) else {
+        return;
+    };
+    assert!(three.contains("replicas: 3"), "{three}");
 }

@@ -64,6 +64,18 @@ impl Env {
         kubeconfig: &std::path::Path,
         extra: &[&str],
     ) -> Hashroll {
+        self.hashroll_until(kubeconfig, extra, "ready: every watch has listed")
+            .await
+    }
+
+    /// Starts hashroll like [`Env::hashroll`] but waits for `needle` in its log instead of readiness
+    /// (e.g. a standby's "waiting to become leader").
+    pub async fn hashroll_until(
+        &self,
+        kubeconfig: &std::path::Path,
+        extra: &[&str],
+        needle: &str,
+    ) -> Hashroll {
         let n = self.barriers.fetch_add(1, Ordering::Relaxed);
         let log = self.dir.path().join(format!("hashroll-{n}.log"));
         let file = std::fs::File::create(&log).expect("log file");
@@ -94,8 +106,7 @@ impl Env {
             .spawn()
             .expect("hashroll starts");
         let h = Hashroll { child, log };
-        h.wait_for_log("ready: every watch has listed", Duration::from_secs(20))
-            .await;
+        h.wait_for_log(needle, Duration::from_secs(20)).await;
         h
     }
 
@@ -522,6 +533,21 @@ impl Hashroll {
             .expect("hashroll exits after SIGTERM")
             .expect("wait");
         (status, started.elapsed())
+    }
+}
+
+impl Hashroll {
+    /// SIGKILL, as when a node dies: no clean-up at all.
+    pub async fn kill(mut self) {
+        self.child.kill().await.expect("SIGKILL hashroll");
+    }
+
+    /// Waits for hashroll to exit by itself (fails after `timeout`).
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("hashroll did not exit; log:\n{}", self.logs()))
+            .expect("wait")
     }
 }
 
