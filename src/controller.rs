@@ -20,7 +20,6 @@ use crate::index::ReverseIndex;
 use crate::metrics::Metrics;
 use crate::patching::{self, Write};
 use crate::policy::{PolicySettings, Tracked};
-use crate::references::KeySelection;
 use crate::source::{SourceId, SourceKind, SourceSummary};
 use crate::watch::{Input, Listed, WatchScope, Watched, reduce_workload};
 use crate::workload::{RecordedSources, Tracking, WorkloadId, WorkloadKind, WorkloadSummary};
@@ -215,26 +214,27 @@ impl Controller {
     /// write with its patch body); once they have drained, their capacity is given back instead of kept for
     /// the life of the process.
     fn release_spare_capacity(&mut self) {
-        fn shrink_map<K: Eq + std::hash::Hash, V>(m: &mut HashMap<K, V>) {
-            if m.capacity() > 64 && m.len() < m.capacity() / 8 {
-                m.shrink_to_fit();
-            }
+        /// Worth shrinking: large, and at most an eighth used.
+        fn spare(len: usize, capacity: usize) -> bool {
+            capacity > 64 && len < capacity / 8
         }
-        fn shrink_set<K: Eq + std::hash::Hash>(m: &mut HashSet<K>) {
-            if m.capacity() > 64 && m.len() < m.capacity() / 8 {
-                m.shrink_to_fit();
-            }
+        macro_rules! shrink {
+            ($($c:expr),*) => {$(
+                if spare($c.len(), $c.capacity()) {
+                    $c.shrink_to_fit();
+                }
+            )*};
         }
-        shrink_map(&mut self.pending);
-        shrink_map(&mut self.retries);
-        shrink_map(&mut self.warned);
-        shrink_map(&mut self.held);
-        shrink_map(&mut self.changed_keys);
-        shrink_set(&mut self.in_flight);
-        shrink_set(&mut self.redo);
-        if self.queued.capacity() > 64 && self.queued.len() < self.queued.capacity() / 8 {
-            self.queued.shrink_to_fit();
-        }
+        shrink!(
+            self.pending,
+            self.retries,
+            self.warned,
+            self.held,
+            self.changed_keys,
+            self.in_flight,
+            self.redo,
+            self.queued
+        );
     }
 
     fn on_input(&mut self, input: Input) {
@@ -255,7 +255,6 @@ impl Controller {
             }
             Input::Synced(scope, listed) => {
                 self.forget_unlisted(&scope, &listed);
-                drop(listed);
                 self.failed.remove(&scope);
                 if self.synced.insert(scope.clone()) {
                     tracing::info!(
@@ -310,7 +309,7 @@ impl Controller {
     /// watch was down, or hashroll was); forget it like a deletion seen on the watch.
     fn forget_unlisted(&mut self, scope: &WatchScope, listed: &Listed) {
         let in_scope = |ns: &str| scope.namespace.as_deref().is_none_or(|n| n == ns);
-        let unlisted = |ns: &str, name: &str| !listed.contains(&(ns.to_string(), name.to_string()));
+        let unlisted = |ns: &str, name: &str| !listed.contains(ns, name);
         match scope.resource {
             Watched::Source(kind) => {
                 let gone: Vec<Arc<SourceId>> = self
@@ -648,10 +647,7 @@ impl Controller {
                     .get(&t.id)
                     .into_iter()
                     .flatten()
-                    .filter(|k| match &t.keys {
-                        KeySelection::All => true,
-                        KeySelection::Keys(sel) => sel.contains(k),
-                    })
+                    .filter(|k| t.keys.contains(k))
                     .map(String::as_str)
                     .collect();
                 if keys.is_empty() || !state.is_empty() {

@@ -3,7 +3,7 @@
 //! saw, so the controller forgets what vanished meanwhile and converges on the cluster as it is now.
 //! Between lists a watch remembers no names: the controller's own state is the only copy.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::time::Duration;
 
@@ -72,8 +72,22 @@ pub enum Input {
     WatchFailed(WatchScope),
 }
 
-/// (namespace, name) of every object one list returned; namespace empty for cluster-scoped objects.
-pub type Listed = HashSet<(String, String)>;
+/// The names of every object one list returned, by namespace (empty for cluster-scoped objects), so the
+/// controller can look its own ids up without building a key per lookup.
+#[derive(Debug, Default)]
+pub struct Listed(HashMap<String, HashSet<String>>);
+
+impl Listed {
+    pub fn insert(&mut self, namespace: String, name: String) {
+        self.0.entry(namespace).or_default().insert(name);
+    }
+
+    pub fn contains(&self, namespace: &str, name: &str) -> bool {
+        self.0
+            .get(namespace)
+            .is_some_and(|names| names.contains(name))
+    }
+}
 
 /// Settings shared by every watch.
 #[derive(Clone)]
@@ -247,11 +261,12 @@ async fn run<K, T>(
     while let Some(ev) = stream.next().await {
         let msgs: Vec<Input> = match ev {
             Ok(Event::Init) => {
-                listing = Some(Listed::new());
+                listing = Some(Listed::default());
                 continue;
             }
             Ok(Event::InitApply(obj)) => {
-                listing.get_or_insert_default().insert(ident(&obj));
+                let (ns, name) = ident(&obj);
+                listing.get_or_insert_default().insert(ns, name);
                 reduce(&obj).map(&applied).into_iter().collect()
             }
             Ok(Event::InitDone) => {
