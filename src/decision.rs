@@ -126,11 +126,11 @@ pub fn current(
 
     for (kind, pattern) in &tracked.patterns {
         for s in sources.in_namespace(*kind, namespace) {
+            if !pattern.matches(&s.id.name) || policy.is_excluded(*kind, &s.id.name) {
+                continue;
+            }
             let label = source_label(*kind, &s.id.name);
-            if out.contains_key(&label)
-                || !pattern.matches(&s.id.name)
-                || policy.is_excluded(*kind, &s.id.name)
-            {
+            if out.contains_key(&label) {
                 continue;
             }
             let t = TrackedSource {

@@ -146,6 +146,7 @@ impl ReverseIndex {
     }
 
     /// The exact sources `workload` is registered under, sorted.
+    #[cfg(test)]
     pub fn sources_of(&self, workload: &WorkloadId) -> Vec<SourceId> {
         self.by_workload
             .get(workload)
@@ -154,6 +155,7 @@ impl ReverseIndex {
     }
 
     /// The source kinds `workload` tracks by pattern in its namespace, sorted.
+    #[cfg(test)]
     pub fn pattern_kinds_of(&self, workload: &WorkloadId) -> Vec<SourceKind> {
         self.by_workload
             .get(workload)
@@ -162,16 +164,19 @@ impl ReverseIndex {
     }
 
     /// True when `workload` is registered (it uses at least one source or pattern).
+    #[cfg(test)]
     pub fn contains(&self, workload: &WorkloadId) -> bool {
         self.by_workload.contains_key(workload)
     }
 
     /// Number of workloads registered.
+    #[cfg(test)]
     pub fn workload_count(&self) -> usize {
         self.by_workload.len()
     }
 
     /// Number of distinct exact source ids indexed (existing or not).
+    #[cfg(test)]
     pub fn source_count(&self) -> usize {
         self.by_source.len()
     }

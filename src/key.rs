@@ -71,7 +71,7 @@ pub async fn load_or_create(
                         "hashroll".to_string(),
                     )])),
                     annotations: Some(BTreeMap::from([(
-                        "hashroll.dev/ignore".to_string(),
+                        crate::source::IGNORE_ANNOTATION.to_string(),
                         "true".to_string(),
                     )])),
                     ..ObjectMeta::default()

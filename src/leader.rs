@@ -201,10 +201,6 @@ impl Elector {
         }
     }
 
-    pub fn settings(&self) -> &ElectionSettings {
-        &self.settings
-    }
-
     /// `namespace/name`, for log lines and errors.
     pub fn lease(&self) -> String {
         format!("{}/{}", self.settings.namespace, self.settings.name)
@@ -251,16 +247,17 @@ impl Elector {
     /// Renews every retry period while leading; returns (why) only when leadership is lost: another
     /// holder took the Lease, or no renewal succeeded within the renew deadline.
     pub async fn hold(&mut self) -> String {
+        let expired = format!(
+            "not renewed within --leader-election-renew-deadline ({:?})",
+            self.settings.renew_deadline
+        );
         let mut renewed_at = Instant::now();
         loop {
             tokio::time::sleep(self.settings.retry_period).await;
             let started = Instant::now();
             let deadline = renewed_at + self.settings.renew_deadline;
             if started >= deadline {
-                return format!(
-                    "not renewed within --leader-election-renew-deadline ({:?})",
-                    self.settings.renew_deadline
-                );
+                return expired;
             }
             match tokio::time::timeout_at(deadline, self.try_once()).await {
                 Ok(Ok(Attempt::Held)) => renewed_at = started,
@@ -273,12 +270,7 @@ impl Elector {
                 Ok(Err(e)) => {
                     tracing::warn!(lease = %self.lease(), error = %e, "cannot renew the Lease; retrying")
                 }
-                Err(_) => {
-                    return format!(
-                        "not renewed within --leader-election-renew-deadline ({:?})",
-                        self.settings.renew_deadline
-                    );
-                }
+                Err(_) => return expired,
             }
         }
     }

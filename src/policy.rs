@@ -434,7 +434,7 @@ fn entries(value: &str) -> impl Iterator<Item = &str> {
 fn exact_names(annotation: &str, value: &str) -> Result<Vec<String>, PolicyError> {
     entries(value)
         .map(|name| {
-            if is_dns1123_subdomain(name) {
+            if crate::config::is_dns1123_subdomain(name) {
                 Ok(name.to_string())
             } else {
                 Err(err(
@@ -481,17 +481,6 @@ fn name_patterns(annotation: &str, value: &str) -> Result<Vec<NamePattern>, Poli
                 })
         })
         .collect()
-}
-
-/// Kubernetes' rule for Secret and ConfigMap names (RFC 1123 subdomain).
-pub fn is_dns1123_subdomain(name: &str) -> bool {
-    let b = name.as_bytes();
-    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    !b.is_empty()
-        && b.len() <= 253
-        && alnum(b[0])
-        && alnum(b[b.len() - 1])
-        && b.iter().all(|&c| alnum(c) || c == b'-' || c == b'.')
 }
 
 #[cfg(test)]
@@ -674,10 +663,13 @@ mod tests {
 
     #[test]
     fn dns1123_subdomain_rule() {
+        use crate::config::is_dns1123_subdomain;
         for ok in ["a", "a-b.c", "0", "db.prod-1"] {
             assert!(is_dns1123_subdomain(ok), "{ok}");
         }
-        for bad in ["", "A", "a_b", "-a", "a-", ".a", "a.", "a b", "ä"] {
+        for bad in [
+            "", "A", "a_b", "-a", "a-", ".a", "a.", "a b", "ä", "a..b", "a.-b", "a-.b",
+        ] {
             assert!(!is_dns1123_subdomain(bad), "{bad}");
         }
     }

@@ -174,10 +174,10 @@ pub struct SourceSummary {
     pub stakater_match: bool,
 }
 
-/// Annotations that exclude a source from ever rolling anything.
-const IGNORE_ANNOTATIONS: [&str; 2] = ["hashroll.dev/ignore", "reloader.stakater.com/ignore"];
-/// Annotation that makes a source eligible for `reloader.stakater.com/search` workloads.
-const STAKATER_MATCH_ANNOTATION: &str = "reloader.stakater.com/match";
+/// hashroll's annotation that excludes a source from ever rolling anything.
+pub const IGNORE_ANNOTATION: &str = "hashroll.dev/ignore";
+/// Annotations that exclude a source from ever rolling anything (Reloader's too, in compat mode).
+const IGNORE_ANNOTATIONS: [&str; 2] = [IGNORE_ANNOTATION, "reloader.stakater.com/ignore"];
 
 impl SourceSummary {
     /// Reduces a Secret to its digests and decision annotations; None without name/namespace.
@@ -237,7 +237,7 @@ impl SourceSummary {
         self.ignore = meta
             .annotations
             .as_ref()
-            .and_then(|a| a.get(IGNORE_ANNOTATIONS[0]))
+            .and_then(|a| a.get(IGNORE_ANNOTATION))
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
         self.stakater_match = false;
         self
@@ -258,7 +258,7 @@ impl SourceSummary {
             id: std::sync::Arc::new(id),
             keys: keys.into(),
             ignore: IGNORE_ANNOTATIONS.iter().any(|a| is_true(a)),
-            stakater_match: is_true(STAKATER_MATCH_ANNOTATION),
+            stakater_match: is_true(crate::policy::STAKATER_MATCH),
         }
     }
 }

@@ -259,7 +259,8 @@ async fn run<K, T>(
     let mut listing: Option<Listed> = None;
     let mut failures = 0u32;
     while let Some(ev) = stream.next().await {
-        let msgs: Vec<Input> = match ev {
+        // At most one message per event.
+        let msg: Option<Input> = match ev {
             Ok(Event::Init) => {
                 listing = Some(Listed::default());
                 continue;
@@ -267,19 +268,19 @@ async fn run<K, T>(
             Ok(Event::InitApply(obj)) => {
                 let (ns, name) = ident(&obj);
                 listing.get_or_insert_default().insert(ns, name);
-                reduce(&obj).map(&applied).into_iter().collect()
+                reduce(&obj).map(&applied)
             }
             Ok(Event::InitDone) => {
                 failures = 0;
-                vec![Input::Synced(
+                Some(Input::Synced(
                     scope.clone(),
                     listing.take().unwrap_or_default(),
-                )]
+                ))
             }
-            Ok(Event::Apply(obj)) => reduce(&obj).map(&applied).into_iter().collect(),
+            Ok(Event::Apply(obj)) => reduce(&obj).map(&applied),
             Ok(Event::Delete(obj)) => {
                 let (ns, name) = ident(&obj);
-                vec![deleted(&ns, &name)]
+                Some(deleted(&ns, &name))
             }
             Err(e) => {
                 metrics.watch_errors.with_label_values(&[resource]).inc();
@@ -294,13 +295,13 @@ async fn run<K, T>(
                         "watch failed; retrying with backoff"
                     );
                 }
-                vec![Input::WatchFailed(scope.clone())]
+                Some(Input::WatchFailed(scope.clone()))
             }
         };
-        for m in msgs {
-            if tx.send(m).await.is_err() {
-                return;
-            }
+        if let Some(m) = msg
+            && tx.send(m).await.is_err()
+        {
+            return;
         }
     }
     // The stream only ends if the backoff gives up, which the default never does; avoid a hot loop anyway.
