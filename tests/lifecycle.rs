@@ -60,7 +60,7 @@ async fn restarts_roll_nothing_unless_something_changed_while_down() {
     let hr = env.hashroll(&[]).await;
     env.barrier(NS).await;
     env.assert_rolls("deployments", NS, "web", 0);
-    hr.stop().await;
+    assert!(hr.stop().await.0.success());
 
     // Stop, change, start: one roll.
     env.secret(NS, "db", &[("password", "p2")]).await;

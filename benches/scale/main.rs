@@ -320,7 +320,7 @@ async fn run_cluster(
         run_subject(Who::Hashroll, &server, &client, &mut watch, plan, cli, full).await?;
     if !cli.no_baseline {
         run.baseline =
-            // Memory, CPU and start-up only: see benches/README.md for why its reaction is not timed.
+            // The same scenario: memory, CPU, start-up, reaction, API cost and fan-out.
             Some(run_subject(Who::Baseline, &server, &client, &mut watch, plan, cli, full).await?);
     }
     drop(watch);

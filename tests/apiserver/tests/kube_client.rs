@@ -1394,7 +1394,8 @@ async fn injected_503_and_429_reach_kube_rs() {
     // Writes and other resources are not affected by a rule for configmap gets.
     ctl.fail_next(1, gets.clone(), Fault::Status(503));
     raw.list(&ListParams::default()).await.unwrap();
-    raw.get("c").await.unwrap_err();
+    let e = api_error(raw.get("c").await.unwrap_err(), "503 still armed");
+    assert_eq!(e.code, 503);
 
     // kube-rs' default client retries 503 (honouring Retry-After) and then succeeds.
     ctl.reset_request_log();
