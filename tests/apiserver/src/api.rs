@@ -123,14 +123,7 @@ fn user_for_token(state: &State, token: &str) -> Option<UserInfo> {
         && !name.is_empty()
         && !name.contains(':')
     {
-        return Some(UserInfo {
-            name: format!("system:serviceaccount:{ns}:{name}"),
-            groups: vec![
-                "system:serviceaccounts".into(),
-                format!("system:serviceaccounts:{ns}"),
-                "system:authenticated".into(),
-            ],
-        });
+        return Some(UserInfo::service_account(ns, name));
     }
     let t = state.opts.tokens.iter().find(|t| t.token == token)?;
     let mut groups = t.groups.clone();
@@ -144,7 +137,7 @@ fn user_for_token(state: &State, token: &str) -> Option<UserInfo> {
 }
 
 fn is_admin(u: &UserInfo) -> bool {
-    u.groups.iter().any(|g| g == "system:masters")
+    u.groups.iter().any(|g| g == crate::rbac::SYSTEM_MASTERS)
 }
 
 /// A parsed resource URL.

@@ -164,7 +164,7 @@ pub fn authorize(user: &UserInfo, attrs: &Attributes, rbac: &dyn RbacSource) -> 
     let reason = if errors.is_empty() {
         String::new()
     } else {
-        format!("RBAC: {}", aggregate(&errors))
+        format!("RBAC: {}", crate::selectors::aggregate(&errors))
     };
     Decision::Deny {
         message: forbidden_message(user, attrs, &reason),
@@ -235,21 +235,6 @@ fn qualified_resource(attrs: &Attributes) -> String {
         attrs.resource.to_string()
     } else {
         format!("{}.{}", attrs.resource, attrs.api_group)
-    }
-}
-
-/// Joins errors like apimachinery's aggregate: one as is, several deduplicated in brackets.
-fn aggregate(errs: &[String]) -> String {
-    let mut seen: Vec<&str> = Vec::new();
-    for e in errs {
-        if !seen.contains(&e.as_str()) {
-            seen.push(e);
-        }
-    }
-    if seen.len() == 1 {
-        seen[0].to_string()
-    } else {
-        format!("[{}]", seen.join(", "))
     }
 }
 

@@ -538,7 +538,7 @@ fn invalid(path: &str, quoted_value: &str, detail: &str) -> String {
 }
 
 /// Joins several errors like apimachinery's aggregate error (deduplicated, bracketed).
-fn aggregate(errs: &[String]) -> String {
+pub(crate) fn aggregate(errs: &[String]) -> String {
     let mut seen: Vec<&str> = Vec::new();
     for e in errs {
         if !seen.contains(&e.as_str()) {

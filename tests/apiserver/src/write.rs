@@ -743,12 +743,7 @@ fn respond_written(ctx: &Ctx, stored: &Obj, code: u16) -> Response<Body> {
 }
 
 fn patch_error(e: PatchError) -> ApiError {
-    match e {
-        PatchError::BadRequest(m) => ApiError::bad_request(m),
-        PatchError::Invalid(m) => ApiError::new(422, "Invalid", m),
-        PatchError::Conflict { message } => ApiError::new(409, "Conflict", message),
-        PatchError::UnsupportedMediaType(m) => ApiError::unsupported_media_type(m),
-    }
+    ApiError::new(e.status_code(), e.reason(), e.to_string())
 }
 
 /// PATCH on an object or its status/scale subresource (all four patch types).
