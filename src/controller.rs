@@ -572,16 +572,17 @@ impl Controller {
         };
         self.warned.remove(id);
         let tracked = policy.tracked(&id.namespace, references);
+        let recorded = entry.summary.stored.read();
         let current = decision::current(
             policy,
             &tracked,
             &id.namespace,
             &self.sources,
-            &entry.summary.stored,
+            &recorded,
             &self.key,
         );
         let template_changed = std::mem::take(&mut entry.template_changed);
-        let action = decision::decide(&entry.summary.stored, current, template_changed, &self.key);
+        let action = decision::decide(&recorded, current, template_changed, &self.key);
         let restart_at = id.kind == WorkloadKind::Rollout && policy.rollout_restart;
         match action {
             Action::Nothing => {

@@ -13,7 +13,7 @@ use crate::hashing::{InstallationKey, Stamp, UsedSource, source_stamp, stamp_of_
 use crate::policy::{ReloadPolicy, Tracked, TrackedSource};
 use crate::references::KeySelection;
 use crate::source::{SourceId, SourceKind, SourceSummary};
-use crate::workload::Stored;
+use crate::workload::Recorded;
 
 /// Read access to the reduced sources hashroll holds.
 pub trait SourceLookup {
@@ -82,12 +82,17 @@ pub fn current(
     tracked: &Tracked,
     namespace: &str,
     sources: &impl SourceLookup,
-    stored: &Stored,
+    recorded: &Recorded,
     key: &InstallationKey,
 ) -> Current {
     let mut out = BTreeMap::new();
-    let recorded = stored.sources.as_ref().map(|r| r.to_map());
-    let previous = |label: &str| recorded.as_ref().and_then(|m| m.get(label)).cloned();
+    let previous = |label: &str| {
+        recorded
+            .sources
+            .as_ref()
+            .and_then(|m| m.get(label))
+            .cloned()
+    };
 
     for t in &tracked.exact {
         let label = source_label(t.id.kind, &t.id.name);
@@ -177,7 +182,7 @@ fn present_stamp(
 /// `template_changed`: the workload's own pod template changed since hashroll last looked, so it is rolling
 /// (or rolled) anyway and its new pods see the current config: record, don't roll again.
 pub fn decide(
-    stored: &Stored,
+    recorded: &Recorded,
     current: Current,
     template_changed: bool,
     key: &InstallationKey,
@@ -187,11 +192,10 @@ pub fn decide(
         Current::Ready { sources } => sources,
     };
     let stamp = stamp_of_sources(key, &sources);
-    let recorded_map = stored.sources.as_ref().map(|r| r.to_map());
-    if stored.stamp.as_ref() == Some(&stamp) && recorded_map.as_ref() == Some(&sources) {
+    if recorded.stamp.as_ref() == Some(&stamp) && recorded.sources.as_ref() == Some(&sources) {
         return Action::Nothing;
     }
-    let recorded = match (&stored.stamp, &recorded_map) {
+    let recorded = match (&recorded.stamp, &recorded.sources) {
         // First sight, or written with another key or algorithm version: re-baseline, never roll.
         (Some(s), Some(map)) if s.is_current(key) => map,
         _ => return Action::Baseline { stamp, sources },
@@ -218,6 +222,7 @@ mod tests {
     use crate::hashing::{Section, key_digest};
     use crate::policy::{PolicySettings, parse_policy};
     use crate::references::Reference;
+    use crate::workload::Stored;
 
     const NS: &str = "team-a";
 
@@ -281,8 +286,8 @@ mod tests {
         stored: &Stored,
     ) -> (Action, Stored) {
         let tracked = p.tracked(NS, refs);
-        let cur = current(p, &tracked, NS, sources, stored, &key());
-        let action = decide(stored, cur, false, &key());
+        let cur = current(p, &tracked, NS, sources, &stored.read(), &key());
+        let action = decide(&stored.read(), cur, false, &key());
         let next = match &action {
             Action::Baseline { stamp, sources } | Action::Roll { stamp, sources, .. } => Stored {
                 stamp: Some(stamp.clone()),
@@ -420,7 +425,7 @@ mod tests {
         let s = store(vec![secret("db", &[("p", "1")])]);
         let other = InstallationKey::from_bytes(&[9u8; 32]).unwrap();
         let tracked = p.tracked(NS, &refs);
-        let cur = current(&p, &tracked, NS, &s, &Stored::default(), &other);
+        let cur = current(&p, &tracked, NS, &s, &Recorded::default(), &other);
         let Current::Ready { sources } = cur.clone() else {
             panic!()
         };
@@ -429,9 +434,9 @@ mod tests {
             sources: Some(sources.into()),
         };
         let changed = store(vec![secret("db", &[("p", "2")])]);
-        let cur = current(&p, &tracked, NS, &changed, &old, &key());
+        let cur = current(&p, &tracked, NS, &changed, &old.read(), &key());
         assert!(matches!(
-            decide(&old, cur, false, &key()),
+            decide(&old.read(), cur, false, &key()),
             Action::Baseline { .. }
         ));
     }
@@ -448,9 +453,9 @@ mod tests {
         );
         let changed = store(vec![secret("db", &[("p", "2")])]);
         let tracked = p.tracked(NS, &refs);
-        let cur = current(&p, &tracked, NS, &changed, &stored, &key());
+        let cur = current(&p, &tracked, NS, &changed, &stored.read(), &key());
         assert!(matches!(
-            decide(&stored, cur, true, &key()),
+            decide(&stored.read(), cur, true, &key()),
             Action::Baseline { .. }
         ));
     }

@@ -110,6 +110,23 @@ impl Stored {
     }
 }
 
+/// [`Stored`] as decisions read it: the per-source map parsed, once per decision.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recorded {
+    pub stamp: Option<Stamp>,
+    pub sources: Option<BTreeMap<String, String>>,
+}
+
+impl Stored {
+    /// Parses what is recorded, for one decision.
+    pub fn read(&self) -> Recorded {
+        Recorded {
+            stamp: self.stamp.clone(),
+            sources: self.sources.as_ref().map(RecordedSources::to_map),
+        }
+    }
+}
+
 /// The per-source map recorded on a workload, kept as its canonical JSON in one allocation: it is read
 /// only when a decision is made, while every tracked workload holds one for as long as hashroll runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
