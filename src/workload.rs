@@ -73,7 +73,7 @@ pub const SOURCES_ANNOTATION: &str = "hashroll.dev/sources";
 pub const TEMPLATE_ANNOTATION: &str = "hashroll.dev/hash";
 
 /// Whether and how a workload takes part.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Tracking {
     /// Not opted in (or opted out).
     Off,
@@ -169,8 +169,6 @@ pub struct WorkloadSummary {
     /// Digest of the pod template without hashroll's annotation: when it changes the workload rolls by
     /// itself, so config changes seen at the same time need no roll of their own.
     pub template_digest: [u8; 16],
-    /// Digest of everything that decides tracking (annotations, references), to skip irrelevant updates.
-    pub policy_digest: [u8; 16],
 }
 
 impl WorkloadSummary {
@@ -212,7 +210,6 @@ impl WorkloadSummary {
                 .and_then(|v| v.parse().ok()),
             stored: Stored::from_annotations(annotations),
             template_digest: template_digest(template),
-            policy_digest: policy_digest(annotations, template_annotations, template),
             tracking,
         })
     }
@@ -227,7 +224,7 @@ impl WorkloadSummary {
     pub fn differs_in_substance(&self, other: &WorkloadSummary) -> bool {
         self.stored != other.stored
             || self.template_digest != other.template_digest
-            || self.policy_digest != other.policy_digest
+            || self.tracking != other.tracking
     }
 }
 
@@ -247,26 +244,6 @@ fn template_digest(template: Option<&PodTemplateSpec>) -> [u8; 16] {
         template.metadata = None;
     }
     digest16(&serde_json::to_vec(&template).unwrap_or_default())
-}
-
-fn policy_digest(
-    annotations: &BTreeMap<String, String>,
-    template_annotations: &BTreeMap<String, String>,
-    template: Option<&PodTemplateSpec>,
-) -> [u8; 16] {
-    let relevant = |m: &BTreeMap<String, String>| -> Vec<(String, String)> {
-        m.iter()
-            .filter(|(k, _)| {
-                (k.starts_with("hashroll.dev/") || k.contains("reloader.stakater.com/"))
-                    && k.as_str() != STAMP_ANNOTATION
-                    && k.as_str() != SOURCES_ANNOTATION
-            })
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    };
-    let spec = template.and_then(|t| t.spec.as_ref());
-    let doc = serde_json::json!([relevant(annotations), relevant(template_annotations), spec]);
-    digest16(&serde_json::to_vec(&doc).unwrap_or_default())
 }
 
 fn digest16(bytes: &[u8]) -> [u8; 16] {
