@@ -109,7 +109,8 @@ impl WorkloadWire {
             .template
             .as_ref()
             .or_else(|| spec.job_template.as_ref()?.spec.as_ref()?.template.as_ref())?;
-        serde_json::from_value(t.clone()).ok()
+        // A `&Value` is itself a deserializer: no copy of the template's JSON tree.
+        serde::Deserialize::deserialize(t).ok()
     }
 }
 
