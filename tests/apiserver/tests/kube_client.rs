@@ -520,7 +520,9 @@ async fn streaming_lists_and_bookmarks() {
         other => panic!("expected a BOOKMARK, got {other:?}"),
     }
 
-    // A watcher whose connection ends resumes from its last bookmark instead of re-listing.
+    // A watcher whose connection ends resumes from its last bookmark instead of re-listing. A write
+    // elsewhere moves the store past s4, and compaction makes every older version too old: only a
+    // watcher that took the bookmark's resourceVersion resumes without a 410 and a re-list.
     cms.create(
         &PostParams::default(),
         &config_map("s4", json!({ "app": "s" }), json!({})),
@@ -528,7 +530,17 @@ async fn streaming_lists_and_bookmarks() {
     .await
     .unwrap();
     wait_applied(&mut events, "s4").await;
+    let secrets: Api<Secret> = Api::default_namespaced(server.client());
+    secrets
+        .create(
+            &PostParams::default(),
+            &from_json(json!({ "metadata": { "name": "elsewhere-bookmark" } })),
+        )
+        .await
+        .unwrap();
+    // Several bookmark intervals, so the watcher has seen one carrying the Secret's version.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    ctl.compact();
     ctl.reset_request_log();
     ctl.close_watches();
     cms.create(
@@ -537,7 +549,18 @@ async fn streaming_lists_and_bookmarks() {
     )
     .await
     .unwrap();
-    wait_applied(&mut events, "s5").await;
+    // A re-list (streaming lists re-list through a watch, so the request log cannot tell) starts with
+    // Init; a resumed watch delivers s5 as a plain Apply.
+    let resumed = wait_for(&mut events, "s5 after the reconnect", |e| match e {
+        Ok(watcher::Event::Apply(cm)) if name_of(cm) == "s5" => Some(true),
+        Ok(watcher::Event::Init) => Some(false),
+        _ => None,
+    })
+    .await;
+    assert!(
+        resumed,
+        "the watcher re-listed instead of resuming from its bookmark"
+    );
     assert_eq!(ctl.request_count("list", "configmaps"), 0);
     assert!(ctl.request_count("watch", "configmaps") >= 1);
     server.shutdown().await;
