@@ -561,6 +561,11 @@ fn get_watch_prints_a_line_for_each_change() {
         "--watch",
         "--output-watch-events",
     ]);
+    // A labelled sentinel created first: once kubectl prints it, its list is done and everything
+    // below reaches it through the watch (w1 could otherwise show up in the initial list).
+    c.ok(&["create", "configmap", "w0", "--from-literal=a=1"]);
+    c.ok(&["label", "configmap", "w0", "app=watched"]);
+    expect_line(&rx, "ADDED w0", |l| cols(l).starts_with(&["ADDED", "w0"]));
 
     c.ok(&[
         "create",
