@@ -83,7 +83,7 @@ async fn main() -> anyhow::Result<()> {
         "   annotated hashroll.dev/reload: \"true\"; it uses key `password` of db and all of web-config."
     );
 
-    let args = hashroll::config::Args::parse_from([
+    let args = hashroll::cli::Args::parse_from([
         "hashroll",
         "--kubeconfig",
         &kubeconfig.display().to_string(),

@@ -1,25 +1,33 @@
-//! Wiring: flags → client → installation key → watches → the reconcile loop, until shutdown.
+//! Wiring only: flags → client → admin server → (leadership) → installation key → watches → the reconcile
+//! loop, until shutdown. Decisions live in `reconcile`, API calls in `k8s`.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use backon::{ExponentialBuilder, Retryable};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-use tokio::sync::{mpsc, watch as signal};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
-use crate::admin::{self, Health};
-use crate::config::{AdminAddr, Args};
-use crate::controller::{Controller, NamespaceFilter, Settings};
-use crate::events::EventPublisher;
-use crate::key;
-use crate::leader::{self, ElectionSettings, Elector};
-use crate::metrics::Metrics;
-use crate::policy::PolicySettings;
-use crate::watch::{self, WatchScope, WatchSettings, Watched};
-use crate::workload::WorkloadKind;
+use crate::cli::{AdminAddr, Args};
+use crate::error::Error;
+use crate::k8s::events::EventPublisher;
+use crate::k8s::key_secret;
+use crate::k8s::leader::{self, ElectionSettings, Elector};
+use crate::k8s::watch::{WatchSettings, run_scope};
+use crate::model::hashing::InstallationKey;
+use crate::model::kind::{SourceKind, WorkloadKind};
+use crate::reconcile::input::{WatchScope, Watched};
+use crate::reconcile::scheduler::Scheduler;
+use crate::reconcile::state::{self, Readiness, State};
+use crate::reconcile::writer::Writer;
+use crate::telemetry::admin::{self, Health};
+use crate::telemetry::metrics::Metrics;
 
 async fn client_config(args: &Args) -> anyhow::Result<Config> {
     let options = KubeConfigOptions {
@@ -48,50 +56,24 @@ async fn client_config(args: &Args) -> anyhow::Result<Config> {
 /// it loses it.
 pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let config = client_config(&args).await?;
-    let controller_ns = args
-        .controller_namespace
-        .clone()
-        .or_else(|| {
-            std::env::var("POD_NAMESPACE")
-                .ok()
-                .filter(|s| !s.is_empty())
-        })
-        .unwrap_or_else(|| config.default_namespace.clone());
+    let controller_ns = args.controller_namespace(&config.default_namespace);
     let client = Client::try_from(config).context("building the Kubernetes client")?;
 
     let metrics = Metrics::new();
-    let ready = Arc::new(AtomicBool::new(false));
+    let (readiness_tx, readiness) = watch::channel(Readiness::Syncing);
     let standby = Arc::new(AtomicBool::new(false));
-    let (stop_tx, stop_rx) = signal::channel(false);
+    // Cancelled once, at shutdown: the admin server and the loop stop on it.
+    let stop = CancellationToken::new();
+    let _stop_on_return = stop.clone().drop_guard();
 
     // Before the election: a standby answers /healthz, /readyz and /metrics too.
     if let AdminAddr::At(addr) = args.admin_addr {
         let health = Health {
             metrics: metrics.clone(),
-            ready: ready.clone(),
+            readiness,
             standby: standby.clone(),
         };
-        let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-        let mut stop = stop_rx.clone();
-        let shutdown = async move {
-            let _ = stop.changed().await;
-        };
-        let server = tokio::spawn(admin::serve(addr, health, bound_tx, shutdown));
-        match bound_rx.await {
-            Ok(a) => {
-                tracing::info!(addr = %a, "admin server listening (/metrics, /healthz, /readyz)")
-            }
-            // Reloads matter more than metrics: say so loudly, and keep working without them.
-            Err(_) => {
-                let err = server.await.ok().and_then(Result::err);
-                tracing::error!(
-                    flag = "--admin-addr",
-                    %addr,
-                    error = err.map(|e| e.to_string()).unwrap_or_default(),
-                    "cannot listen; running without /metrics, /healthz and /readyz"
-                );
-            }
-        }
+        start_admin(addr, health, stop.clone()).await;
     }
 
     let mut shutdown = std::pin::pin!(shutdown);
@@ -103,7 +85,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
                 .clone()
                 .unwrap_or_else(|| controller_ns.clone()),
             name: args.election.leader_election_lease_name.clone(),
-            identity: leader::identity(),
+            identity: leader::identity(&args.instance()),
             lease_duration: args.election.leader_election_lease_duration,
             renew_deadline: args.election.leader_election_renew_deadline,
             retry_period: args.election.leader_election_retry_period,
@@ -115,17 +97,15 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
             acquired = elector.acquire() => acquired?,
             _ = shutdown.as_mut() => {
                 tracing::info!(lease = %elector.lease(), "stopped while waiting to become leader");
-                let _ = stop_tx.send(true);
                 return Ok(());
             }
         }
         standby.store(false, Ordering::Relaxed);
-        metrics.leader.set(1);
         Some(Leadership::start(elector))
     } else {
-        metrics.leader.set(1);
         None
     };
+    metrics.leader.set(1);
     let mut lost = Box::pin(async {
         match &leadership {
             Some(l) => l.lost().await,
@@ -146,64 +126,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
         );
         kinds.remove(&WorkloadKind::Rollout);
     }
-
-    let policy = PolicySettings {
-        auto_reload_all: args.auto_reload_all,
-        stakater_compat: args.stakater_compat,
-    };
-    let namespaces: Vec<Option<String>> = if args.namespaces.is_empty() {
-        vec![None]
-    } else {
-        args.namespaces.iter().cloned().map(Some).collect()
-    };
-    let mut scopes = Vec::new();
-    for ns in &namespaces {
-        for kind in args.source_kinds() {
-            scopes.push(WatchScope {
-                resource: Watched::Source(kind),
-                namespace: ns.clone(),
-            });
-        }
-        for kind in &kinds {
-            scopes.push(WatchScope {
-                resource: Watched::Workload(*kind),
-                namespace: ns.clone(),
-            });
-        }
-    }
-    if args.namespace_selector.is_some() {
-        scopes.push(WatchScope {
-            resource: Watched::Namespaces,
-            namespace: None,
-        });
-    }
-
-    let instance = std::env::var("POD_NAME")
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "hashroll".into());
-    let events = EventPublisher::new(client.clone(), instance);
-    let settings = Settings {
-        debounce: args.debounce,
-        dry_run: args.dry_run,
-        namespaces: NamespaceFilter {
-            only: (!args.namespaces.is_empty()).then(|| args.namespaces.iter().cloned().collect()),
-            ignore: args
-                .ignore_namespaces
-                .iter()
-                .cloned()
-                .collect::<HashSet<_>>(),
-            by_selector: args.namespace_selector.is_some(),
-        },
-        policy,
-        patch_concurrency: args.patch_concurrency as usize,
-        scopes: scopes.clone(),
-    };
-    let watch_settings = WatchSettings {
-        resource_labels: args.resource_label_selector.clone(),
-        secret_fields: args.secret_field_selector(),
-        namespace_selector: args.namespace_selector.clone(),
-        policy,
-    };
+    let scopes = watch_scopes(&args, &kinds);
 
     // Lost while loading the key or probing for Rollouts: never start writing.
     if let Some(reason) = leadership.as_ref().and_then(Leadership::lost_now) {
@@ -211,18 +134,17 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
     }
 
     let (tx, rx) = mpsc::channel(1024);
-    let watches: Vec<_> = scopes
-        .into_iter()
-        .map(|scope| {
-            watch::spawn(
-                client.clone(),
-                scope,
-                watch_settings.clone(),
-                tx.clone(),
-                metrics.clone(),
-            )
-        })
-        .collect();
+    let watch_settings = WatchSettings::from(&args);
+    let mut watches = JoinSet::new();
+    for scope in &scopes {
+        watches.spawn(run_scope(
+            client.clone(),
+            scope.clone(),
+            watch_settings.clone(),
+            tx.clone(),
+            metrics.clone(),
+        ));
+    }
     drop(tx);
     tracing::info!(
         watches = watches.len(),
@@ -231,27 +153,47 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
         "hashroll started"
     );
 
-    let controller = Controller::new(settings, key, client, events, metrics.clone(), ready);
-    let loop_task = tokio::spawn(controller.run(rx, stop_rx));
+    let state = State::new(
+        state::Settings {
+            dry_run: args.dry_run,
+            namespaces: (&args).into(),
+            policy: (&args).into(),
+            visibility: (&args).into(),
+            scopes,
+        },
+        key,
+        metrics.clone(),
+    );
+    let writer = Writer::new(
+        client.clone(),
+        EventPublisher::new(client, args.instance()),
+        metrics.clone(),
+        (&args).into(),
+        usize::from(args.patch_concurrency),
+    );
+    let mut reconcile = tokio::spawn(crate::reconcile::run(
+        state,
+        Scheduler::new(args.debounce),
+        writer,
+        rx,
+        readiness_tx,
+        metrics.clone(),
+        stop.clone(),
+    ));
 
     tokio::select! {
         _ = shutdown.as_mut() => {}
+        _ = &mut reconcile => {}
         reason = lost.as_mut() => {
             // Another replica may be writing already: stop at once, without finishing patches in flight.
-            loop_task.abort();
-            for w in &watches {
-                w.abort();
-            }
-            let _ = stop_tx.send(true);
+            reconcile.abort();
             return Err(lost_leadership(&leadership, &metrics, reason));
         }
     }
     tracing::info!("stopping watches");
-    for w in &watches {
-        w.abort();
-    }
-    let _ = stop_tx.send(true);
-    let _ = loop_task.await;
+    watches.abort_all();
+    stop.cancel();
+    let _ = reconcile.await;
     drop(lost);
     if let Some(l) = leadership {
         l.release().await;
@@ -260,16 +202,75 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
     Ok(())
 }
 
+/// One watch per source kind and workload kind, per namespace (or cluster-wide), plus the namespace watch
+/// when a namespace selector is set.
+fn watch_scopes(args: &Args, kinds: &BTreeSet<WorkloadKind>) -> Vec<WatchScope> {
+    let namespaces: Vec<Option<String>> = if args.namespaces.is_empty() {
+        vec![None]
+    } else {
+        args.namespaces.iter().cloned().map(Some).collect()
+    };
+    let sources = args.source_kinds();
+    // Secrets of excluded types are watched by name only, so one a workload uses is not taken as missing.
+    let excluded = if sources.contains(&SourceKind::Secret) {
+        args.excluded_secret_types().len()
+    } else {
+        0
+    };
+    let excluded = (0..excluded).filter_map(|i| u8::try_from(i).ok());
+    let resources: Vec<Watched> = sources
+        .into_iter()
+        .map(Watched::Source)
+        .chain(excluded.map(Watched::ExcludedSecrets))
+        .chain(kinds.iter().copied().map(Watched::Workload))
+        .collect();
+    let mut scopes: Vec<WatchScope> = namespaces
+        .iter()
+        .flat_map(|ns| {
+            resources.iter().map(|r| WatchScope {
+                resource: *r,
+                namespace: ns.clone(),
+            })
+        })
+        .collect();
+    if args.namespace_selector.is_some() {
+        scopes.push(WatchScope {
+            resource: Watched::Namespaces,
+            namespace: None,
+        });
+    }
+    scopes
+}
+
+/// Starts the admin server; a port that cannot be had is logged loudly and hashroll keeps working
+/// without it (reloads matter more than metrics).
+async fn start_admin(addr: std::net::SocketAddr, health: Health, stop: CancellationToken) {
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(admin::serve(addr, health, bound_tx, stop.cancelled_owned()));
+    match bound_rx.await {
+        Ok(a) => tracing::info!(addr = %a, "admin server listening (/metrics, /healthz, /readyz)"),
+        Err(_) => {
+            let err = server.await.ok().and_then(Result::err);
+            tracing::error!(
+                flag = "--admin-addr",
+                %addr,
+                error = err.map(|e| e.to_string()).unwrap_or_default(),
+                "cannot listen; running without /metrics, /healthz and /readyz"
+            );
+        }
+    }
+}
+
 /// The leader's renewal loop, running beside the controller; reports loss through a watch channel.
 struct Leadership {
     elector: Elector,
     renewals: tokio::task::JoinHandle<()>,
-    lost: signal::Receiver<Option<String>>,
+    lost: watch::Receiver<Option<String>>,
 }
 
 impl Leadership {
     fn start(elector: Elector) -> Leadership {
-        let (tx, lost) = signal::channel(None);
+        let (tx, lost) = watch::channel(None);
         let mut renewer = elector.clone();
         let renewals = tokio::spawn(async move {
             let reason = renewer.hold().await;
@@ -349,22 +350,18 @@ async fn rollouts_served(client: &Client) -> bool {
 
 /// Loads the installation key, riding out an API server that is briefly unreachable or overloaded (one
 /// minute at most); a real error (forbidden, malformed) fails at once.
-async fn load_key(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-) -> anyhow::Result<crate::hashing::InstallationKey> {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-    let mut delay = std::time::Duration::from_millis(250);
-    loop {
-        match key::load_or_create(client, namespace, name).await {
-            Ok(k) => return Ok(k),
-            Err(e) if e.is_transient() && tokio::time::Instant::now() + delay < deadline => {
-                tracing::warn!(error = %e, retry_in = ?delay, "cannot load the installation key yet; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(std::time::Duration::from_secs(8));
-            }
-            Err(e) => return Err(anyhow::Error::new(e).context("loading the installation key")),
-        }
-    }
+async fn load_key(client: &Client, namespace: &str, name: &str) -> anyhow::Result<InstallationKey> {
+    let backoff = ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(8))
+        .with_total_delay(Some(Duration::from_secs(60)))
+        .without_max_times();
+    (|| key_secret::load_or_create(client, namespace, name))
+        .retry(backoff)
+        .when(Error::is_transient)
+        .notify(|e, retry_in| {
+            tracing::warn!(error = %e, ?retry_in, "cannot load the installation key yet; retrying")
+        })
+        .await
+        .context("loading the installation key")
 }

@@ -1,26 +1,14 @@
 //! hashroll: rolls Kubernetes workloads when the Secrets and ConfigMaps they use change.
 //!
-//! Data flows one way: watch events → reduced summaries ([`source`], [`workload`]) → [`index`] →
-//! [`decision`] → [`patching`]. [`controller`] owns the state and the loop; I/O stays at the edges.
-// Denied everywhere; `memory` alone allows it, for one call into the C allocator.
+//! Data flows one way: [`k8s::watch`] → reduced summaries ([`model`]) → the index and decision in
+//! [`reconcile`] → [`k8s::patch`]. The model is pure; I/O stays in [`k8s`] and [`telemetry`]; [`app`] wires.
+// Denied everywhere; `reconcile::memory` alone allows it, for one call into the C allocator.
 #![deny(unsafe_code)]
 
-pub mod admin;
 pub mod app;
-pub mod config;
-pub mod controller;
-pub mod decision;
-pub mod events;
-pub mod hashing;
-pub mod index;
-pub mod key;
-pub mod leader;
-pub mod memory;
-pub mod metrics;
-pub mod patching;
-pub mod policy;
-pub mod references;
-pub mod source;
-pub mod watch;
-pub mod wire;
-pub mod workload;
+pub mod cli;
+pub mod error;
+pub mod k8s;
+pub mod model;
+pub mod reconcile;
+pub mod telemetry;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use hashroll::config::{Args, LogFormat};
+use hashroll::cli::{Args, LogFormat};
 
 fn main() -> ExitCode {
     // An invalid flag exits 2 here, naming the flag, before any connection.

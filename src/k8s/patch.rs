@@ -1,15 +1,16 @@
 //! The one write hashroll makes: a JSON merge patch of hashroll's own annotations (and, for Argo Rollouts
 //! that ask for it, `spec.restartAt`). Never a full update, so GitOps tools and humans keep their fields.
 
-use kube::api::{ApiResource, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
-use crate::hashing::Stamp;
-use crate::workload::{
-    RecordedSources, SOURCES_ANNOTATION, STAMP_ANNOTATION, TEMPLATE_ANNOTATION, WorkloadId,
-    WorkloadKind,
-};
+use crate::k8s::api_resource;
+use crate::k8s::wire::WorkloadWire;
+use crate::model::annotations::{SOURCES_ANNOTATION, STAMP_ANNOTATION, TEMPLATE_ANNOTATION};
+use crate::model::hashing::Stamp;
+use crate::model::kind::{WorkloadId, WorkloadKind};
+use crate::model::workload::RecordedSources;
 
 /// The field manager recorded in `managedFields` for hashroll's writes.
 pub const FIELD_MANAGER: &str = "hashroll";
@@ -43,47 +44,22 @@ pub fn patch_body(
         Write::Record => {}
         Write::RestartAt => body["spec"] = json!({ "restartAt": now }),
         Write::RollTemplate => {
-            let template =
+            // Nested along the kind's template path; a CronJob's suspend and schedule stay untouched.
+            let mut node = &mut body;
+            for step in kind.template_path() {
+                node = &mut node[*step];
+            }
+            *node =
                 json!({ "metadata": { "annotations": { TEMPLATE_ANNOTATION: stamp.as_str() } } });
-            body["spec"] = match kind {
-                // The next Job the CronJob creates uses the new config; never create a Job, never touch suspend.
-                WorkloadKind::CronJob => {
-                    json!({ "jobTemplate": { "spec": { "template": template } } })
-                }
-                _ => json!({ "template": template }),
-            };
         }
     }
     body
 }
 
-/// The API resource of each workload kind.
-pub fn api_resource(kind: WorkloadKind) -> ApiResource {
-    let (group, version, plural) = match kind {
-        WorkloadKind::Deployment => ("apps", "v1", "deployments"),
-        WorkloadKind::StatefulSet => ("apps", "v1", "statefulsets"),
-        WorkloadKind::DaemonSet => ("apps", "v1", "daemonsets"),
-        WorkloadKind::CronJob => ("batch", "v1", "cronjobs"),
-        WorkloadKind::Rollout => ("argoproj.io", "v1alpha1", "rollouts"),
-    };
-    ApiResource {
-        group: group.into(),
-        version: version.into(),
-        api_version: format!("{group}/{version}"),
-        kind: kind.as_str().into(),
-        plural: plural.into(),
-    }
-}
-
 /// Sends the patch and returns the workload as stored afterwards.
-pub async fn send(
-    client: &Client,
-    id: &WorkloadId,
-    body: &Value,
-) -> kube::Result<crate::wire::WorkloadWire> {
-    let ar = api_resource(id.kind);
-    let api: Api<crate::wire::WorkloadWire> =
-        Api::namespaced_with(client.clone(), &id.namespace, &ar);
+pub async fn send(client: &Client, id: &WorkloadId, body: &Value) -> kube::Result<WorkloadWire> {
+    let api: Api<WorkloadWire> =
+        Api::namespaced_with(client.clone(), &id.namespace, &api_resource(id.kind));
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PatchParams::default()
@@ -94,12 +70,12 @@ pub async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hashing::InstallationKey;
+    use crate::model::hashing::InstallationKey;
     use std::collections::BTreeMap;
 
     fn stamp() -> Stamp {
         let key = InstallationKey::from_bytes(&[1u8; 32]).unwrap();
-        crate::hashing::stamp_of_sources(
+        crate::model::hashing::stamp_of_sources(
             &key,
             &BTreeMap::from([("secret/db".into(), "abc".into())]),
         )

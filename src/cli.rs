@@ -7,8 +7,12 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::source::SourceKind;
-use crate::workload::WorkloadKind;
+use crate::k8s::watch::WatchSettings;
+use crate::model::kind::{SourceKind, WorkloadKind};
+use crate::model::names::{is_dns1123_label, is_dns1123_subdomain};
+use crate::model::policy::PolicySettings;
+use crate::reconcile::decision::Visibility;
+use crate::reconcile::state::NamespaceFilter;
 
 /// hashroll rolls Deployments, StatefulSets, DaemonSets, CronJobs and Argo Rollouts when the Secrets and
 /// ConfigMaps they use change.
@@ -44,13 +48,23 @@ pub struct Args {
     pub resource_label_selector: Option<String>,
 
     /// Which sources to watch: secrets, configmaps (comma-separated).
-    #[arg(long, env = "HASHROLL_WATCH", value_delimiter = ',', value_parser = parse_source_kind,
-          default_value = "secrets,configmaps")]
+    #[arg(
+        long,
+        env = "HASHROLL_WATCH",
+        value_delimiter = ',',
+        ignore_case = true,
+        default_value = "secrets,configmaps"
+    )]
     pub watch: Vec<SourceKind>,
 
     /// Which workload kinds to roll: deployments, statefulsets, daemonsets, cronjobs, rollouts.
-    #[arg(long, env = "HASHROLL_WORKLOAD_KINDS", value_delimiter = ',', value_parser = parse_workload_kind,
-          default_value = "deployments,statefulsets,daemonsets,cronjobs,rollouts")]
+    #[arg(
+        long,
+        env = "HASHROLL_WORKLOAD_KINDS",
+        value_delimiter = ',',
+        ignore_case = true,
+        default_value = "deployments,statefulsets,daemonsets,cronjobs,rollouts"
+    )]
     pub workload_kinds: Vec<WorkloadKind>,
 
     /// Treat every workload as opted in unless it says `hashroll.dev/reload: "false"`.
@@ -101,6 +115,37 @@ pub struct Args {
 
     #[command(flatten)]
     pub election: LeaderElection,
+
+    /// The pod's name, from the downward API: names this replica in Events and in the Lease.
+    #[arg(long, env = "POD_NAME", hide = true)]
+    pub pod_name: Option<String>,
+
+    /// The pod's namespace, from the downward API: the default controller namespace.
+    #[arg(long, env = "POD_NAMESPACE", hide = true)]
+    pub pod_namespace: Option<String>,
+}
+
+// The kind tables give the names accepted on the command line: the plural, and the singular as an alias.
+impl ValueEnum for SourceKind {
+    fn value_variants<'a>() -> &'a [Self] {
+        &SourceKind::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let i = self.info();
+        Some(clap::builder::PossibleValue::new(i.plural).alias(i.singular))
+    }
+}
+
+impl ValueEnum for WorkloadKind {
+    fn value_variants<'a>() -> &'a [Self] {
+        &WorkloadKind::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let i = self.info();
+        Some(clap::builder::PossibleValue::new(i.plural).alias(i.singular))
+    }
 }
 
 /// Leader election flags, checked together as they are parsed (an invalid combination exits 2 like any
@@ -219,6 +264,24 @@ pub enum AdminAddr {
 }
 
 impl Args {
+    /// hashroll's own namespace: the flag, else the pod's, else the kubeconfig's (`fallback`).
+    pub fn controller_namespace(&self, fallback: &str) -> String {
+        self.controller_namespace
+            .clone()
+            .or_else(|| self.pod_namespace.clone().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| fallback.to_string())
+    }
+
+    /// This replica's name: the pod's, else the host's.
+    pub fn instance(&self) -> String {
+        self.pod_name
+            .clone()
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "hashroll".into())
+    }
+
     /// The workload kinds selected, without duplicates.
     pub fn workload_kinds(&self) -> BTreeSet<WorkloadKind> {
         self.workload_kinds.iter().copied().collect()
@@ -229,13 +292,22 @@ impl Args {
         self.watch.iter().copied().collect()
     }
 
-    /// The server-side field selector for Secrets, excluding the configured types.
-    pub fn secret_field_selector(&self) -> Option<String> {
-        let parts: Vec<String> = self
+    /// The Secret types never watched for content, without blanks or duplicates.
+    pub fn excluded_secret_types(&self) -> Vec<String> {
+        let types: BTreeSet<&str> = self
             .exclude_secret_types
             .iter()
             .map(|t| t.trim())
             .filter(|t| !t.is_empty())
+            .collect();
+        types.into_iter().map(str::to_string).collect()
+    }
+
+    /// The server-side field selector for Secrets, excluding the configured types.
+    pub fn secret_field_selector(&self) -> Option<String> {
+        let parts: Vec<String> = self
+            .excluded_secret_types()
+            .iter()
             .map(|t| format!("type!={t}"))
             .collect();
         (!parts.is_empty()).then(|| parts.join(","))
@@ -258,51 +330,6 @@ fn parse_name(s: &str) -> Result<String, String> {
         Ok(s.to_string())
     } else {
         Err(format!("{s:?} is not a valid object name"))
-    }
-}
-
-/// DNS-1123 label: what Kubernetes requires of namespace names.
-pub fn is_dns1123_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-/// DNS-1123 subdomain: what Kubernetes requires of Secret, ConfigMap and workload names.
-pub fn is_dns1123_subdomain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|part| {
-            !part.is_empty()
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !part.starts_with('-')
-                && !part.ends_with('-')
-        })
-}
-
-fn parse_source_kind(s: &str) -> Result<SourceKind, String> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "secrets" | "secret" => Ok(SourceKind::Secret),
-        "configmaps" | "configmap" => Ok(SourceKind::ConfigMap),
-        other => Err(format!("{other:?} is not one of: secrets, configmaps")),
-    }
-}
-
-fn parse_workload_kind(s: &str) -> Result<WorkloadKind, String> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "deployments" | "deployment" => Ok(WorkloadKind::Deployment),
-        "statefulsets" | "statefulset" => Ok(WorkloadKind::StatefulSet),
-        "daemonsets" | "daemonset" => Ok(WorkloadKind::DaemonSet),
-        "cronjobs" | "cronjob" => Ok(WorkloadKind::CronJob),
-        "rollouts" | "rollout" => Ok(WorkloadKind::Rollout),
-        other => Err(format!(
-            "{other:?} is not one of: deployments, statefulsets, daemonsets, cronjobs, rollouts"
-        )),
     }
 }
 
@@ -419,6 +446,50 @@ fn parse_admin_addr(s: &str) -> Result<AdminAddr, String> {
     s.parse()
         .map(AdminAddr::At)
         .map_err(|_| format!("{s:?} is not an address like 0.0.0.0:8080 (or `off`)"))
+}
+
+impl From<&Args> for PolicySettings {
+    fn from(a: &Args) -> Self {
+        PolicySettings {
+            auto_reload_all: a.auto_reload_all,
+            stakater_compat: a.stakater_compat,
+        }
+    }
+}
+
+impl From<&Args> for NamespaceFilter {
+    fn from(a: &Args) -> Self {
+        NamespaceFilter {
+            only: (!a.namespaces.is_empty()).then(|| a.namespaces.iter().cloned().collect()),
+            ignore: a.ignore_namespaces.iter().cloned().collect(),
+            by_selector: a.namespace_selector.is_some(),
+        }
+    }
+}
+
+impl From<&Args> for Visibility {
+    fn from(a: &Args) -> Self {
+        let watched = a.source_kinds();
+        let mut filtered = BTreeSet::new();
+        if a.resource_label_selector.is_some() {
+            filtered.extend(watched.iter().copied());
+        }
+        // Secrets of excluded types are still seen, by name (see `Watched::ExcludedSecrets`).
+        filtered.retain(|k| watched.contains(k));
+        Visibility { watched, filtered }
+    }
+}
+
+impl From<&Args> for WatchSettings {
+    fn from(a: &Args) -> Self {
+        WatchSettings {
+            resource_labels: a.resource_label_selector.clone(),
+            secret_fields: a.secret_field_selector(),
+            excluded_secret_types: a.excluded_secret_types(),
+            namespace_selector: a.namespace_selector.clone(),
+            policy: a.into(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,8 +10,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::{Api, Client};
 
-use crate::patching::api_resource;
-use crate::workload::WorkloadId;
+use crate::k8s::api_resource;
+use crate::model::kind::WorkloadId;
 
 /// `reportingController` of every Event hashroll writes.
 pub const REPORTING_CONTROLLER: &str = "hashroll.dev/hashroll";

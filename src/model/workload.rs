@@ -1,59 +1,5 @@
-//! The workload kinds hashroll rolls, and where each keeps its pod template.
-
-use std::fmt;
-
-/// A kind of workload whose pod template hashroll annotates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum WorkloadKind {
-    Deployment,
-    StatefulSet,
-    DaemonSet,
-    CronJob,
-    /// Argo Rollouts, `argoproj.io/v1alpha1`.
-    Rollout,
-}
-
-impl WorkloadKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WorkloadKind::Deployment => "Deployment",
-            WorkloadKind::StatefulSet => "StatefulSet",
-            WorkloadKind::DaemonSet => "DaemonSet",
-            WorkloadKind::CronJob => "CronJob",
-            WorkloadKind::Rollout => "Rollout",
-        }
-    }
-}
-
-impl fmt::Display for WorkloadKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A workload by kind, namespace and name.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct WorkloadId {
-    pub kind: WorkloadKind,
-    pub namespace: String,
-    pub name: String,
-}
-
-impl WorkloadId {
-    pub fn new(kind: WorkloadKind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        WorkloadId {
-            kind,
-            namespace: namespace.into(),
-            name: name.into(),
-        }
-    }
-}
-
-impl fmt::Display for WorkloadId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
-    }
-}
+//! A workload reduced to what reload decisions need: identity, tracking rules, what hashroll last recorded
+//! on it, and a digest of its pod template.
 
 use std::collections::BTreeMap;
 
@@ -61,16 +7,11 @@ use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use sha2::{Digest, Sha256};
 
-use crate::hashing::Stamp;
-use crate::policy::{PolicyError, PolicySettings, ReloadPolicy, parse_policy};
-use crate::references::pod_spec_references;
-
-/// Annotation on the workload's metadata: the stamp hashroll last recorded (baseline or roll).
-pub const STAMP_ANNOTATION: &str = "hashroll.dev/hash";
-/// Annotation on the workload's metadata: per-source keyed digests, so an Event can name what changed.
-pub const SOURCES_ANNOTATION: &str = "hashroll.dev/sources";
-/// Annotation on the pod template: changing it is what rolls the pods.
-pub const TEMPLATE_ANNOTATION: &str = "hashroll.dev/hash";
+use crate::model::annotations::{SOURCES_ANNOTATION, STAMP_ANNOTATION, TEMPLATE_ANNOTATION};
+use crate::model::hashing::Stamp;
+use crate::model::kind::{WorkloadId, WorkloadKind};
+use crate::model::policy::{PolicyError, PolicySettings, ReloadPolicy, parse_policy};
+use crate::model::references::{Reference, pod_spec_references};
 
 /// Whether and how a workload takes part.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,7 +23,7 @@ pub enum Tracking {
     /// Opted in; `policy` says what to track, `references` is what the pod spec uses.
     On {
         policy: ReloadPolicy,
-        references: Vec<crate::references::Reference>,
+        references: Vec<Reference>,
     },
 }
 

@@ -6,63 +6,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// The two kinds of object whose changes roll workloads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum SourceKind {
-    Secret,
-    ConfigMap,
-}
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-impl SourceKind {
-    /// The Kubernetes kind, as written in Events and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceKind::Secret => "Secret",
-            SourceKind::ConfigMap => "ConfigMap",
-        }
-    }
-
-    /// The lower-case form used in annotation maps (`secret/db`).
-    pub fn short(self) -> &'static str {
-        match self {
-            SourceKind::Secret => "secret",
-            SourceKind::ConfigMap => "configmap",
-        }
-    }
-}
-
-impl fmt::Display for SourceKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A Secret or ConfigMap by kind, namespace and name; it may not exist (yet).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SourceId {
-    pub kind: SourceKind,
-    pub namespace: String,
-    pub name: String,
-}
-
-impl SourceId {
-    pub fn new(kind: SourceKind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        SourceId {
-            kind,
-            namespace: namespace.into(),
-            name: name.into(),
-        }
-    }
-}
-
-impl fmt::Display for SourceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
-    }
-}
-
-/// SHA-256 of one key's section, name and value (see `hashing::key_digest`). Kept in memory only.
-pub type KeyDigest = [u8; 32];
+use crate::model::annotations::{IGNORE_ANNOTATION, IGNORE_ANNOTATIONS, STAKATER_MATCH};
+pub use crate::model::hashing::KeyDigest;
+use crate::model::kind::{SourceId, SourceKind};
 
 /// One digest per key, in key order, packed back to back in one allocation (each entry is the key's length
 /// as 4 bytes little-endian, the key, then its digest): a source costs one allocation for all its keys,
@@ -100,6 +48,43 @@ impl KeyDigests {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Keys whose digest differs between `self` and `new`: changed, added or removed. One walk over both
+    /// (each is sorted), so a Secret with thousands of keys costs time in proportion to its keys.
+    pub fn changed_keys<'a>(&'a self, new: &'a KeyDigests) -> Vec<&'a str> {
+        let (mut old, mut new) = (self.iter().peekable(), new.iter().peekable());
+        let mut changed = Vec::new();
+        loop {
+            match (old.peek(), new.peek()) {
+                (None, None) => return changed,
+                (Some((k, _)), None) => {
+                    changed.push(*k);
+                    old.next();
+                }
+                (None, Some((k, _))) => {
+                    changed.push(*k);
+                    new.next();
+                }
+                (Some((ko, dold)), Some((kn, dnew))) => match ko.cmp(kn) {
+                    std::cmp::Ordering::Less => {
+                        changed.push(*ko);
+                        old.next();
+                    }
+                    std::cmp::Ordering::Greater => {
+                        changed.push(*kn);
+                        new.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        if dold != dnew {
+                            changed.push(*ko);
+                        }
+                        old.next();
+                        new.next();
+                    }
+                },
+            }
+        }
     }
 }
 
@@ -172,21 +157,57 @@ pub struct SourceSummary {
     pub ignore: bool,
     /// `reloader.stakater.com/match: "true"`: eligible for workloads using `reloader.stakater.com/search`.
     pub stakater_match: bool,
+    /// `Some(i)`: a Secret of the i-th type in `--exclude-secret-types`, known by name only. It exists, but
+    /// its content is not watched, so it is not tracked (and never mistaken for missing).
+    pub excluded_type: Option<u8>,
 }
 
-/// hashroll's annotation that excludes a source from ever rolling anything.
-pub const IGNORE_ANNOTATION: &str = "hashroll.dev/ignore";
-/// Annotations that exclude a source from ever rolling anything (Reloader's too, in compat mode).
-const IGNORE_ANNOTATIONS: [&str; 2] = [IGNORE_ANNOTATION, "reloader.stakater.com/ignore"];
-
 impl SourceSummary {
-    /// Reduces a Secret to its digests and decision annotations; None without name/namespace.
+    /// Builds a summary from an object's metadata and its key digests; None without name or namespace.
+    /// Without Stakater compatibility, Reloader's `ignore` and `match` annotations count for nothing.
+    pub fn new(
+        kind: SourceKind,
+        meta: &ObjectMeta,
+        keys: BTreeMap<String, KeyDigest>,
+        stakater_compat: bool,
+    ) -> Option<SourceSummary> {
+        let name = meta.name.as_deref().filter(|n| !n.is_empty())?;
+        let namespace = meta.namespace.as_deref().filter(|n| !n.is_empty())?;
+        let is_true = |name: &str| {
+            meta.annotations
+                .as_ref()
+                .and_then(|a| a.get(name))
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        };
+        let ignore = if stakater_compat {
+            IGNORE_ANNOTATIONS.iter().any(|a| is_true(a))
+        } else {
+            is_true(IGNORE_ANNOTATION)
+        };
+        Some(SourceSummary {
+            id: std::sync::Arc::new(SourceId::new(kind, namespace, name)),
+            keys: keys.into(),
+            ignore,
+            stakater_match: stakater_compat && is_true(STAKATER_MATCH),
+            excluded_type: None,
+        })
+    }
+
+    /// A Secret of an excluded type, seen through its metadata only.
+    pub fn excluded(meta: &ObjectMeta, type_index: u8) -> Option<SourceSummary> {
+        let mut s = Self::new(SourceKind::Secret, meta, BTreeMap::new(), false)?;
+        s.ignore = false;
+        s.excluded_type = Some(type_index);
+        Some(s)
+    }
+
+    /// Reduces a whole Secret (the watch reads digests as it parses; this checks that path in tests).
     ///
     /// `stringData` is folded into `data` (it wins for the same key, as the API server does when it
     /// merges on write), so a Secret hashes the same however its values were submitted.
+    #[cfg(test)]
     pub fn from_secret(s: &k8s_openapi::api::core::v1::Secret) -> Option<SourceSummary> {
-        use crate::hashing::{Section, key_digest};
-        let id = source_id(SourceKind::Secret, &s.metadata)?;
+        use crate::model::hashing::{Section, key_digest};
         let mut keys = BTreeMap::new();
         for (k, v) in s.data.iter().flatten() {
             keys.insert(k.clone(), key_digest(Section::Data, k, &v.0));
@@ -194,16 +215,16 @@ impl SourceSummary {
         for (k, v) in s.string_data.iter().flatten() {
             keys.insert(k.clone(), key_digest(Section::Data, k, v.as_bytes()));
         }
-        Some(Self::with_annotations(id, keys, &s.metadata))
+        Self::new(SourceKind::Secret, &s.metadata, keys, true)
     }
 
-    /// Reduces a ConfigMap to its digests and decision annotations; None without name/namespace.
+    /// Reduces a whole ConfigMap (for tests, like [`SourceSummary::from_secret`]).
     ///
     /// `data` and `binaryData` hash under different sections; the API server forbids one key in both, and
     /// should it happen anyway `binaryData` wins so the result stays deterministic.
+    #[cfg(test)]
     pub fn from_config_map(c: &k8s_openapi::api::core::v1::ConfigMap) -> Option<SourceSummary> {
-        use crate::hashing::{Section, key_digest};
-        let id = source_id(SourceKind::ConfigMap, &c.metadata)?;
+        use crate::model::hashing::{Section, key_digest};
         let mut keys = BTreeMap::new();
         for (k, v) in c.data.iter().flatten() {
             keys.insert(k.clone(), key_digest(Section::Data, k, v.as_bytes()));
@@ -211,71 +232,14 @@ impl SourceSummary {
         for (k, v) in c.binary_data.iter().flatten() {
             keys.insert(k.clone(), key_digest(Section::BinaryData, k, &v.0));
         }
-        Some(Self::with_annotations(id, keys, &c.metadata))
+        Self::new(SourceKind::ConfigMap, &c.metadata, keys, true)
     }
-
-    /// Reduces a Secret read as digests (see `crate::wire`); None without name/namespace.
-    pub fn from_secret_digests(s: &crate::wire::SecretDigests) -> Option<SourceSummary> {
-        let id = source_id(SourceKind::Secret, &s.metadata)?;
-        Some(Self::with_annotations(id, s.data.clone(), &s.metadata))
-    }
-
-    /// Reduces a ConfigMap read as digests (see `crate::wire`); None without name/namespace.
-    pub fn from_config_map_digests(c: &crate::wire::ConfigMapDigests) -> Option<SourceSummary> {
-        let id = source_id(SourceKind::ConfigMap, &c.metadata)?;
-        let mut keys = c.data.clone();
-        keys.extend(c.binary_data.iter().map(|(k, d)| (k.clone(), *d)));
-        Some(Self::with_annotations(id, keys, &c.metadata))
-    }
-
-    /// The summary as `--stakater-compat=false` reads it: Reloader's `ignore` and `match` annotations on
-    /// the source count for nothing, only `hashroll.dev/ignore` does.
-    pub fn without_stakater(
-        mut self,
-        meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    ) -> SourceSummary {
-        self.ignore = meta
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(IGNORE_ANNOTATION))
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-        self.stakater_match = false;
-        self
-    }
-
-    fn with_annotations(
-        id: SourceId,
-        keys: BTreeMap<String, KeyDigest>,
-        meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    ) -> SourceSummary {
-        let is_true = |name: &str| {
-            meta.annotations
-                .as_ref()
-                .and_then(|a| a.get(name))
-                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
-        };
-        SourceSummary {
-            id: std::sync::Arc::new(id),
-            keys: keys.into(),
-            ignore: IGNORE_ANNOTATIONS.iter().any(|a| is_true(a)),
-            stakater_match: is_true(crate::policy::STAKATER_MATCH),
-        }
-    }
-}
-
-fn source_id(
-    kind: SourceKind,
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> Option<SourceId> {
-    let name = meta.name.as_deref().filter(|n| !n.is_empty())?;
-    let namespace = meta.namespace.as_deref().filter(|n| !n.is_empty())?;
-    Some(SourceId::new(kind, namespace, name))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hashing::{Section, key_digest};
+    use crate::model::hashing::{Section, key_digest};
     use k8s_openapi::ByteString;
     use k8s_openapi::api::core::v1::{ConfigMap, Secret};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -450,13 +414,7 @@ mod tests {
     #[test]
     fn without_stakater_only_hashrolls_ignore_counts() {
         let reduce = |ann: &[(&str, &str)]| {
-            let m = meta(ann);
-            SourceSummary::from_secret(&Secret {
-                metadata: m.clone(),
-                ..Secret::default()
-            })
-            .unwrap()
-            .without_stakater(&m)
+            SourceSummary::new(SourceKind::Secret, &meta(ann), BTreeMap::new(), false).unwrap()
         };
         let s = reduce(&[
             ("reloader.stakater.com/ignore", "true"),
@@ -464,6 +422,26 @@ mod tests {
         ]);
         assert!(!s.ignore && !s.stakater_match);
         assert!(reduce(&[("hashroll.dev/ignore", "true")]).ignore);
+    }
+
+    #[test]
+    fn changed_keys_are_the_changed_added_and_removed_ones_in_order() {
+        let d = |b: u8| [b; 32];
+        let old: KeyDigests = [("a", 1), ("b", 2), ("c", 3), ("e", 5)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), d(v)))
+            .collect();
+        let new: KeyDigests = [("b", 2), ("c", 9), ("d", 4), ("e", 5), ("f", 6)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), d(v)))
+            .collect();
+        assert_eq!(old.changed_keys(&new), ["a", "c", "d", "f"]);
+        assert_eq!(new.changed_keys(&old), ["a", "c", "d", "f"]);
+        assert!(old.changed_keys(&old).is_empty());
+        assert_eq!(
+            KeyDigests::default().changed_keys(&old),
+            ["a", "b", "c", "e"]
+        );
     }
 
     #[test]

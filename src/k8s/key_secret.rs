@@ -9,55 +9,21 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::PostParams;
 use kube::{Api, Client};
 
-use crate::hashing::InstallationKey;
+use crate::error::{Error, ErrorClass};
+use crate::model::hashing::InstallationKey;
 
 /// The data key that holds the key bytes.
 pub const KEY_FIELD: &str = "key";
-
-/// Why the key could not be had.
-#[derive(Debug, thiserror::Error)]
-pub enum KeySecretError {
-    #[error("reading Secret {namespace}/{name}: {source}")]
-    Api {
-        namespace: String,
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
-    #[error("Secret {namespace}/{name}: field data.{KEY_FIELD}: {reason}")]
-    Malformed {
-        namespace: String,
-        name: String,
-        reason: String,
-    },
-}
-
-impl KeySecretError {
-    /// Worth retrying: the API server is unreachable, overloaded or failing, not refusing.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            KeySecretError::Api {
-                source: kube::Error::Api(s),
-                ..
-            } => s.code == 429 || s.code >= 500,
-            KeySecretError::Api { .. } => true,
-            KeySecretError::Malformed { .. } => false,
-        }
-    }
-}
 
 /// Reads the key Secret, creating it with 32 random bytes if it does not exist.
 pub async fn load_or_create(
     client: &Client,
     namespace: &str,
     name: &str,
-) -> Result<InstallationKey, KeySecretError> {
+) -> Result<InstallationKey, Error> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let api_err = |source| KeySecretError::Api {
-        namespace: namespace.into(),
-        name: name.into(),
-        source,
-    };
+    let object = format!("Secret {namespace}/{name}");
+    let api_err = |e| Error::api("reading", &object, e);
     let secret = match api.get_opt(name).await.map_err(api_err)? {
         Some(s) => s,
         None => {
@@ -71,7 +37,7 @@ pub async fn load_or_create(
                         "hashroll".to_string(),
                     )])),
                     annotations: Some(BTreeMap::from([(
-                        crate::source::IGNORE_ANNOTATION.to_string(),
+                        crate::model::annotations::IGNORE_ANNOTATION.to_string(),
                         "true".to_string(),
                     )])),
                     ..ObjectMeta::default()
@@ -89,7 +55,7 @@ pub async fn load_or_create(
                     s
                 }
                 // Another replica created it first: use theirs.
-                Err(kube::Error::Api(s)) if s.code == 409 => {
+                Err(e) if ErrorClass::of(&e) == ErrorClass::Conflict => {
                     api.get(name).await.map_err(api_err)?
                 }
                 Err(e) => return Err(api_err(e)),
@@ -100,14 +66,18 @@ pub async fn load_or_create(
         .data
         .as_ref()
         .and_then(|d| d.get(KEY_FIELD))
-        .ok_or_else(|| KeySecretError::Malformed {
-            namespace: namespace.into(),
-            name: name.into(),
-            reason: "missing".into(),
+        .ok_or_else(|| {
+            Error::invalid(
+                "reading",
+                format!("{object} field data.{KEY_FIELD}"),
+                "missing",
+            )
         })?;
-    InstallationKey::from_bytes(&bytes.0).map_err(|e| KeySecretError::Malformed {
-        namespace: namespace.into(),
-        name: name.into(),
-        reason: e.to_string(),
+    InstallationKey::from_bytes(&bytes.0).map_err(|e| {
+        Error::invalid(
+            "reading",
+            format!("{object} field data.{KEY_FIELD}"),
+            e.to_string(),
+        )
     })
 }

@@ -17,7 +17,10 @@ use std::fmt;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
-use crate::source::{KeyDigest, SourceId, SourceKind};
+use crate::model::kind::{SourceId, SourceKind};
+
+/// SHA-256 of one key's section, name and value (see [`key_digest`]). Kept in memory only.
+pub type KeyDigest = [u8; 32];
 
 /// The algorithm version written at the start of every [`Stamp`].
 pub const STAMP_VERSION: &str = "v1";

@@ -6,14 +6,15 @@
 //! source that enters or leaves the tracked set without a recorded digest to compare with (the workload's own
 //! spec changed, or a pattern newly matches) is recorded without rolling.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::hashing::{InstallationKey, Stamp, UsedSource, source_stamp, stamp_of_sources};
-use crate::policy::{ReloadPolicy, Tracked, TrackedSource};
-use crate::references::KeySelection;
-use crate::source::{SourceId, SourceKind, SourceSummary};
-use crate::workload::Recorded;
+use crate::model::hashing::{InstallationKey, Stamp, UsedSource, source_stamp, stamp_of_sources};
+use crate::model::kind::{SourceId, SourceKind, source_label};
+use crate::model::policy::{ReloadPolicy, Tracked, TrackedSource};
+use crate::model::references::KeySelection;
+use crate::model::source::SourceSummary;
+use crate::model::workload::Recorded;
 
 /// Read access to the reduced sources hashroll holds.
 pub trait SourceLookup {
@@ -45,8 +46,12 @@ pub enum Current {
         missing: SourceId,
         key: Option<String>,
     },
-    /// Per-source digests (`secret/db` → digest) of everything tracked.
-    Ready { sources: BTreeMap<String, String> },
+    /// Per-source digests (`secret/db` → digest) of everything tracked, and the sources named that hashroll
+    /// does not watch (so cannot tell missing from present): those are not tracked.
+    Ready {
+        sources: BTreeMap<String, String>,
+        unwatched: Vec<SourceId>,
+    },
 }
 
 /// What to do about one workload.
@@ -71,9 +76,29 @@ pub enum Action {
     },
 }
 
-/// The label a source has in the per-source map.
-pub fn source_label(kind: SourceKind, name: &str) -> String {
-    format!("{}/{}", kind.short(), name)
+/// Which Secrets and ConfigMaps hashroll sees in full, so that one missing from what it holds does not exist.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Visibility {
+    /// Kinds watched at all (`--watch`).
+    pub watched: BTreeSet<SourceKind>,
+    /// Kinds watched through a filter (`--resource-label-selector`, `--exclude-secret-types`): an object
+    /// hashroll does not hold may exist all the same.
+    pub filtered: BTreeSet<SourceKind>,
+}
+
+impl Visibility {
+    /// Every kind watched, unfiltered.
+    pub fn everything() -> Visibility {
+        Visibility {
+            watched: SourceKind::ALL.into_iter().collect(),
+            filtered: BTreeSet::new(),
+        }
+    }
+
+    /// Whether an object of `kind` that hashroll does not hold is known not to exist.
+    pub fn sees_absence(&self, kind: SourceKind) -> bool {
+        self.watched.contains(&kind) && !self.filtered.contains(&kind)
+    }
 }
 
 /// Computes the per-source digests of everything `tracked` names, or why the workload must hold.
@@ -82,10 +107,12 @@ pub fn current(
     tracked: &Tracked,
     namespace: &str,
     sources: &impl SourceLookup,
+    visible: &Visibility,
     recorded: &Recorded,
     key: &InstallationKey,
 ) -> Current {
     let mut out = BTreeMap::new();
+    let mut unwatched = Vec::new();
     let previous = |label: &str| {
         recorded
             .sources
@@ -97,6 +124,10 @@ pub fn current(
     for t in &tracked.exact {
         let label = source_label(t.id.kind, &t.id.name);
         match sources.get(&t.id) {
+            // Not watched, or filtered out: hashroll cannot know whether it exists, so does not track it.
+            None if !visible.sees_absence(t.id.kind) => unwatched.push(t.id.clone()),
+            // Known to exist, but of a type whose content is not watched.
+            Some(s) if s.excluded_type.is_some() => unwatched.push(t.id.clone()),
             None if t.optional => {
                 out.insert(label, source_stamp(key, &UsedSource::Absent { id: &t.id }));
             }
@@ -131,7 +162,10 @@ pub fn current(
 
     for (kind, pattern) in &tracked.patterns {
         for s in sources.in_namespace(*kind, namespace) {
-            if !pattern.matches(&s.id.name) || policy.is_excluded(*kind, &s.id.name) {
+            if !pattern.matches(&s.id.name)
+                || policy.is_excluded(*kind, &s.id.name)
+                || s.excluded_type.is_some()
+            {
                 continue;
             }
             let label = source_label(*kind, &s.id.name);
@@ -151,7 +185,10 @@ pub fn current(
             out.insert(label, stamp);
         }
     }
-    Current::Ready { sources: out }
+    Current::Ready {
+        sources: out,
+        unwatched,
+    }
 }
 
 /// The digest of the keys `t` uses of `s`; Err(key) when a required key is missing.
@@ -160,7 +197,7 @@ fn present_stamp(
     t: &TrackedSource,
     s: &SourceSummary,
 ) -> Result<String, String> {
-    let keys: Vec<(&str, Option<&crate::source::KeyDigest>)> = match &t.keys {
+    let keys: Vec<(&str, Option<&crate::model::hashing::KeyDigest>)> = match &t.keys {
         KeySelection::All => s.keys.iter().map(|(k, d)| (k, Some(d))).collect(),
         KeySelection::Keys(selected) => {
             let mut keys = Vec::with_capacity(selected.len());
@@ -189,7 +226,7 @@ pub fn decide(
 ) -> Action {
     let sources = match current {
         Current::Hold { missing, key } => return Action::Hold { missing, key },
-        Current::Ready { sources } => sources,
+        Current::Ready { sources, .. } => sources,
     };
     let stamp = stamp_of_sources(key, &sources);
     if recorded.stamp.as_ref() == Some(&stamp) && recorded.sources.as_ref() == Some(&sources) {
@@ -219,10 +256,10 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hashing::{Section, key_digest};
-    use crate::policy::{PolicySettings, parse_policy};
-    use crate::references::Reference;
-    use crate::workload::Stored;
+    use crate::model::hashing::{Section, key_digest};
+    use crate::model::policy::{PolicySettings, parse_policy};
+    use crate::model::references::Reference;
+    use crate::model::workload::Stored;
 
     const NS: &str = "team-a";
 
@@ -239,6 +276,7 @@ mod tests {
                 .collect(),
             ignore: false,
             stakater_match: false,
+            excluded_type: None,
         }
     }
 
@@ -286,7 +324,15 @@ mod tests {
         stored: &Stored,
     ) -> (Action, Stored) {
         let tracked = p.tracked(NS, refs);
-        let cur = current(p, &tracked, NS, sources, &stored.read(), &key());
+        let cur = current(
+            p,
+            &tracked,
+            NS,
+            sources,
+            &Visibility::everything(),
+            &stored.read(),
+            &key(),
+        );
         let action = decide(&stored.read(), cur, false, &key());
         let next = match &action {
             Action::Baseline { stamp, sources } | Action::Roll { stamp, sources, .. } => Stored {
@@ -425,8 +471,16 @@ mod tests {
         let s = store(vec![secret("db", &[("p", "1")])]);
         let other = InstallationKey::from_bytes(&[9u8; 32]).unwrap();
         let tracked = p.tracked(NS, &refs);
-        let cur = current(&p, &tracked, NS, &s, &Recorded::default(), &other);
-        let Current::Ready { sources } = cur.clone() else {
+        let cur = current(
+            &p,
+            &tracked,
+            NS,
+            &s,
+            &Visibility::everything(),
+            &Recorded::default(),
+            &other,
+        );
+        let Current::Ready { sources, .. } = cur.clone() else {
             panic!()
         };
         let old = Stored {
@@ -434,7 +488,15 @@ mod tests {
             sources: Some(sources.into()),
         };
         let changed = store(vec![secret("db", &[("p", "2")])]);
-        let cur = current(&p, &tracked, NS, &changed, &old.read(), &key());
+        let cur = current(
+            &p,
+            &tracked,
+            NS,
+            &changed,
+            &Visibility::everything(),
+            &old.read(),
+            &key(),
+        );
         assert!(matches!(
             decide(&old.read(), cur, false, &key()),
             Action::Baseline { .. }
@@ -453,7 +515,15 @@ mod tests {
         );
         let changed = store(vec![secret("db", &[("p", "2")])]);
         let tracked = p.tracked(NS, &refs);
-        let cur = current(&p, &tracked, NS, &changed, &stored.read(), &key());
+        let cur = current(
+            &p,
+            &tracked,
+            NS,
+            &changed,
+            &Visibility::everything(),
+            &stored.read(),
+            &key(),
+        );
         assert!(matches!(
             decide(&stored.read(), cur, true, &key()),
             Action::Baseline { .. }

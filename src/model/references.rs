@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, KeyToPath, PodSpec, Volume};
 
-use crate::source::SourceKind;
+use crate::model::kind::SourceKind;
 
 /// Which keys of a Secret or ConfigMap a workload depends on.
 #[derive(Clone, Debug, PartialEq, Eq)]

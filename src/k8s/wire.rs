@@ -10,8 +10,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::hashing::{Section, key_digest};
-use crate::source::KeyDigest;
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+
+use crate::model::hashing::{KeyDigest, Section, key_digest};
+use crate::model::kind::{SourceKind, WorkloadKind};
+use crate::model::policy::PolicySettings;
+use crate::model::source::SourceSummary;
+use crate::model::workload::WorkloadSummary;
 
 /// A Secret as hashroll reads it: `data` arrives as digests.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -102,15 +107,51 @@ struct JobSpecWire {
 }
 
 impl WorkloadWire {
-    /// The pod template, wherever the kind keeps it; None if absent or not a valid pod template.
-    pub fn pod_template(&self) -> Option<k8s_openapi::api::core::v1::PodTemplateSpec> {
+    /// The pod template where the kind table says `kind` keeps it; None if absent or not a valid pod
+    /// template. Only the template paths the table uses are parsed at all (the fields above).
+    pub fn pod_template(&self, kind: WorkloadKind) -> Option<PodTemplateSpec> {
         let spec = self.spec.as_ref()?;
-        let t = spec
-            .template
-            .as_ref()
-            .or_else(|| spec.job_template.as_ref()?.spec.as_ref()?.template.as_ref())?;
+        let t = match kind.template_path() {
+            ["spec", "template"] => spec.template.as_ref(),
+            ["spec", "jobTemplate", "spec", "template"] => {
+                spec.job_template.as_ref()?.spec.as_ref()?.template.as_ref()
+            }
+            _ => None,
+        }?;
         // A `&Value` is itself a deserializer: no copy of the template's JSON tree.
         serde::Deserialize::deserialize(t).ok()
+    }
+
+    /// Reduces the workload to its summary; None for objects without name or namespace.
+    pub fn summary(&self, kind: WorkloadKind, policy: PolicySettings) -> Option<WorkloadSummary> {
+        WorkloadSummary::reduce(
+            kind,
+            &self.metadata,
+            self.pod_template(kind).as_ref(),
+            policy,
+        )
+    }
+}
+
+impl SecretDigests {
+    /// The Secret as hashroll keeps it; None without name or namespace.
+    pub fn summary(&self, stakater_compat: bool) -> Option<SourceSummary> {
+        SourceSummary::new(
+            SourceKind::Secret,
+            &self.metadata,
+            self.data.clone(),
+            stakater_compat,
+        )
+    }
+}
+
+impl ConfigMapDigests {
+    /// The ConfigMap as hashroll keeps it (`data` and `binaryData` together, their digests apart by
+    /// section); None without name or namespace.
+    pub fn summary(&self, stakater_compat: bool) -> Option<SourceSummary> {
+        let mut keys = self.data.clone();
+        keys.extend(self.binary_data.iter().map(|(k, d)| (k.clone(), *d)));
+        SourceSummary::new(SourceKind::ConfigMap, &self.metadata, keys, stakater_compat)
     }
 }
 
@@ -217,7 +258,6 @@ impl<'de> Visitor<'de> for DigestMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::SourceSummary;
     use k8s_openapi::api::core::v1::{ConfigMap, Secret};
     use serde_json::json;
 
@@ -231,10 +271,7 @@ mod tests {
         });
         let full: Secret = serde_json::from_value(obj.clone()).unwrap();
         let wire: SecretDigests = serde_json::from_value(obj).unwrap();
-        assert_eq!(
-            SourceSummary::from_secret(&full),
-            SourceSummary::from_secret_digests(&wire)
-        );
+        assert_eq!(SourceSummary::from_secret(&full), wire.summary(true));
     }
 
     #[test]
@@ -247,10 +284,7 @@ mod tests {
         });
         let full: ConfigMap = serde_json::from_value(obj.clone()).unwrap();
         let wire: ConfigMapDigests = serde_json::from_value(obj).unwrap();
-        assert_eq!(
-            SourceSummary::from_config_map(&full),
-            SourceSummary::from_config_map_digests(&wire)
-        );
+        assert_eq!(SourceSummary::from_config_map(&full), wire.summary(true));
     }
 
     #[test]
@@ -271,6 +305,20 @@ mod tests {
     }
 
     #[test]
+    fn every_template_path_in_the_kind_table_is_parsed() {
+        for kind in WorkloadKind::ALL {
+            let mut obj = json!({"metadata": {"name": "w"}});
+            let mut node = &mut obj;
+            for step in kind.template_path() {
+                node = &mut node[*step];
+            }
+            *node = json!({"metadata": {"labels": {"app": "w"}}});
+            let w: WorkloadWire = serde_json::from_value(obj).unwrap();
+            assert!(w.pod_template(kind).is_some(), "{kind}");
+        }
+    }
+
+    #[test]
     fn workload_template_is_found_where_each_kind_keeps_it() {
         let template = json!({"metadata": {"annotations": {"a": "b"}},
             "spec": {"containers": [{"name": "app", "image": "x"}]}});
@@ -282,15 +330,18 @@ mod tests {
             "metadata": {"name": "job"}, "spec": {"schedule": "* * * * *",
                 "jobTemplate": {"spec": {"template": template}}}}))
         .unwrap();
-        for w in [deploy, cron] {
-            let t = w.pod_template().unwrap();
+        for (kind, w) in [
+            (WorkloadKind::Deployment, deploy),
+            (WorkloadKind::CronJob, cron),
+        ] {
+            let t = w.pod_template(kind).unwrap();
             assert_eq!(t.metadata.unwrap().annotations.unwrap()["a"], "b");
         }
         let odd: WorkloadWire = serde_json::from_value(json!({
             "metadata": {"name": "odd"}, "spec": {"template": {"spec": {"containers": "nope"}}}}))
         .unwrap();
         assert!(
-            odd.pod_template().is_none(),
+            odd.pod_template(WorkloadKind::Deployment).is_none(),
             "a bad template is this object's problem only"
         );
     }

@@ -11,8 +11,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::source::{SourceId, SourceKind};
-use crate::workload::WorkloadId;
+use crate::model::kind::{SourceId, SourceKind, WorkloadId};
 
 /// (namespace, kind, name) → workloads, including names that do not exist yet; plus per (namespace, kind) the
 /// workloads that track by pattern (regular expressions) and must be checked against every source of that kind.
@@ -207,7 +206,7 @@ impl ReverseIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workload::WorkloadKind;
+    use crate::model::kind::WorkloadKind;
 
     fn deploy(ns: &str, name: &str) -> Arc<WorkloadId> {
         Arc::new(WorkloadId::new(WorkloadKind::Deployment, ns, name))

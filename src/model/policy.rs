@@ -9,40 +9,10 @@ use std::fmt;
 
 use regex::Regex;
 
-use crate::references::{KeySelection, Reference};
-use crate::source::{SourceId, SourceKind};
-
-/// `"true"`: track every Secret and ConfigMap the pod spec uses; `"false"`: never roll this workload.
-pub const RELOAD: &str = "hashroll.dev/reload";
-/// Comma list of Secret names tracked whole, referenced by the pod spec or not.
-pub const SECRETS: &str = "hashroll.dev/secrets";
-/// Comma list of ConfigMap names tracked whole, referenced by the pod spec or not.
-pub const CONFIGMAPS: &str = "hashroll.dev/configmaps";
-/// Comma list of Secret names never tracked.
-pub const EXCLUDE_SECRETS: &str = "hashroll.dev/exclude-secrets";
-/// Comma list of ConfigMap names never tracked.
-pub const EXCLUDE_CONFIGMAPS: &str = "hashroll.dev/exclude-configmaps";
-/// `"annotation"` (default) or `"restart"` (Argo Rollouts: set `spec.restartAt` instead).
-pub const ROLLOUT_STRATEGY: &str = "hashroll.dev/rollout-strategy";
-
-/// Stakater: `"true"` tracks every reference; `"false"` opts out of `--auto-reload-all`.
-pub const STAKATER_AUTO: &str = "reloader.stakater.com/auto";
-/// Stakater: `"true"` tracks Secret references only.
-pub const STAKATER_SECRET_AUTO: &str = "secret.reloader.stakater.com/auto";
-/// Stakater: `"true"` tracks ConfigMap references only.
-pub const STAKATER_CONFIGMAP_AUTO: &str = "configmap.reloader.stakater.com/auto";
-/// Stakater: comma list of anchored regular expressions naming Secrets to track.
-pub const STAKATER_SECRET_RELOAD: &str = "secret.reloader.stakater.com/reload";
-/// Stakater: comma list of anchored regular expressions naming ConfigMaps to track.
-pub const STAKATER_CONFIGMAP_RELOAD: &str = "configmap.reloader.stakater.com/reload";
-/// Stakater: comma list of anchored regular expressions naming Secrets never tracked.
-pub const STAKATER_SECRET_EXCLUDE: &str = "secrets.exclude.reloader.stakater.com/reload";
-/// Stakater: comma list of anchored regular expressions naming ConfigMaps never tracked.
-pub const STAKATER_CONFIGMAP_EXCLUDE: &str = "configmaps.exclude.reloader.stakater.com/reload";
-/// Stakater: `"true"` tracks references, but only to sources annotated with [`STAKATER_MATCH`].
-pub const STAKATER_SEARCH: &str = "reloader.stakater.com/search";
-/// Stakater: on a Secret or ConfigMap, `"true"` makes it eligible for [`STAKATER_SEARCH`] workloads.
-pub const STAKATER_MATCH: &str = "reloader.stakater.com/match";
+use crate::model::annotations::*;
+use crate::model::kind::{SourceId, SourceKind};
+use crate::model::names::is_dns1123_subdomain;
+use crate::model::references::{KeySelection, Reference};
 
 /// Installation-wide switches that change how annotations are read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -434,7 +404,7 @@ fn entries(value: &str) -> impl Iterator<Item = &str> {
 fn exact_names(annotation: &str, value: &str) -> Result<Vec<String>, PolicyError> {
     entries(value)
         .map(|name| {
-            if crate::config::is_dns1123_subdomain(name) {
+            if is_dns1123_subdomain(name) {
                 Ok(name.to_string())
             } else {
                 Err(err(
@@ -663,7 +633,7 @@ mod tests {
 
     #[test]
     fn dns1123_subdomain_rule() {
-        use crate::config::is_dns1123_subdomain;
+        use crate::model::names::is_dns1123_subdomain;
         for ok in ["a", "a-b.c", "0", "db.prod-1"] {
             assert!(is_dns1123_subdomain(ok), "{ok}");
         }

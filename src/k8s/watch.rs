@@ -3,168 +3,72 @@
 //! saw, so the controller forgets what vanished meanwhile and converges on the cluster as it is now.
 //! Between lists a watch remembers no names: the controller's own state is the only copy.
 
-use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::Api;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use crate::metrics::Metrics;
-use crate::patching::api_resource;
-use crate::policy::PolicySettings;
-use crate::source::{SourceId, SourceKind, SourceSummary};
-use crate::wire::{ConfigMapDigests, SecretDigests, WorkloadWire};
-use crate::workload::{WorkloadId, WorkloadKind, WorkloadSummary};
-
-/// What a watch covers: one resource, cluster-wide (`namespace` None) or in one namespace.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct WatchScope {
-    pub resource: Watched,
-    pub namespace: Option<String>,
-}
-
-/// The resources hashroll watches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Watched {
-    Source(SourceKind),
-    Workload(WorkloadKind),
-    Namespaces,
-}
-
-impl Watched {
-    /// The plural resource name, for logs and metrics.
-    pub fn resource_name(self) -> &'static str {
-        match self {
-            Watched::Source(SourceKind::Secret) => "secrets",
-            Watched::Source(SourceKind::ConfigMap) => "configmaps",
-            Watched::Workload(k) => match k {
-                WorkloadKind::Deployment => "deployments",
-                WorkloadKind::StatefulSet => "statefulsets",
-                WorkloadKind::DaemonSet => "daemonsets",
-                WorkloadKind::CronJob => "cronjobs",
-                WorkloadKind::Rollout => "rollouts",
-            },
-            Watched::Namespaces => "namespaces",
-        }
-    }
-}
-
-/// What the watches tell the controller.
-#[derive(Debug)]
-pub enum Input {
-    SourceApplied(SourceSummary),
-    SourceDeleted(SourceId),
-    WorkloadApplied(Box<WorkloadSummary>),
-    WorkloadDeleted(WorkloadId),
-    /// A namespace matching `--namespace-selector` exists (true) or no longer does (false).
-    Namespace(String, bool),
-    /// The scope's list is complete (first time or after a re-list), with the (namespace, name) of every
-    /// object it held: what the controller knows in this scope and the list lacks was deleted meanwhile.
-    Synced(WatchScope, Listed),
-    /// The scope's watch failed; it retries with backoff.
-    WatchFailed(WatchScope),
-}
-
-/// The names of every object one list returned, by namespace (empty for cluster-scoped objects), so the
-/// controller can look its own ids up without building a key per lookup.
-#[derive(Debug, Default)]
-pub struct Listed(HashMap<String, HashSet<String>>);
-
-impl Listed {
-    pub fn insert(&mut self, namespace: String, name: String) {
-        self.0.entry(namespace).or_default().insert(name);
-    }
-
-    pub fn contains(&self, namespace: &str, name: &str) -> bool {
-        self.0
-            .get(namespace)
-            .is_some_and(|names| names.contains(name))
-    }
-}
+use crate::k8s::api_resource;
+use crate::k8s::wire::{ConfigMapDigests, SecretDigests, WorkloadWire};
+use crate::model::kind::{SourceId, SourceKind, WorkloadId};
+use crate::model::policy::PolicySettings;
+use crate::model::source::SourceSummary;
+use crate::reconcile::input::{Input, Listed, WatchScope, Watched};
+use crate::telemetry::metrics::Metrics;
 
 /// Settings shared by every watch.
 #[derive(Clone)]
 pub struct WatchSettings {
     pub resource_labels: Option<String>,
     pub secret_fields: Option<String>,
+    /// `--exclude-secret-types`: watched by metadata only, one watch per type.
+    pub excluded_secret_types: Vec<String>,
     pub namespace_selector: Option<String>,
     pub policy: PolicySettings,
 }
 
-/// Starts one watch; it runs until the receiver is dropped.
-pub fn spawn(
+/// Runs one watch until the receiver is dropped.
+pub async fn run_scope(
     client: Client,
     scope: WatchScope,
     settings: WatchSettings,
     tx: mpsc::Sender<Input>,
     metrics: Metrics,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+) {
+    {
         let ns = scope.namespace.clone();
-        match scope.resource {
-            Watched::Source(SourceKind::Secret) => {
+        let sink = Sink { scope, tx, metrics };
+        let compat = settings.policy.stakater_compat;
+        match sink.scope.resource {
+            Watched::Source(kind) => {
                 let mut cfg = list_config();
                 if let Some(l) = &settings.resource_labels {
                     cfg = cfg.labels(l);
                 }
-                if let Some(f) = &settings.secret_fields {
-                    cfg = cfg.fields(f);
+                let deleted =
+                    move |ns: &str, name: &str| Input::SourceDeleted(SourceId::new(kind, ns, name));
+                match kind {
+                    SourceKind::Secret => {
+                        if let Some(f) = &settings.secret_fields {
+                            cfg = cfg.fields(f);
+                        }
+                        let api: Api<SecretDigests> = api_for(&client, ns.as_deref());
+                        let reduce = move |s: &SecretDigests| s.summary(compat);
+                        run(api, cfg, sink, reduce, deleted, Input::SourceApplied).await
+                    }
+                    SourceKind::ConfigMap => {
+                        let api: Api<ConfigMapDigests> = api_for(&client, ns.as_deref());
+                        let reduce = move |c: &ConfigMapDigests| c.summary(compat);
+                        run(api, cfg, sink, reduce, deleted, Input::SourceApplied).await
+                    }
                 }
-                let api: Api<SecretDigests> = api_for(&client, ns.as_deref());
-                let compat = settings.policy.stakater_compat;
-                let reduce = move |s: &SecretDigests| {
-                    let sum = SourceSummary::from_secret_digests(s)?;
-                    Some(if compat {
-                        sum
-                    } else {
-                        sum.without_stakater(&s.metadata)
-                    })
-                };
-                run(
-                    api,
-                    cfg,
-                    Sink { scope, tx, metrics },
-                    reduce,
-                    move |ns, name| {
-                        Input::SourceDeleted(SourceId::new(SourceKind::Secret, ns, name))
-                    },
-                    Input::SourceApplied,
-                )
-                .await
-            }
-            Watched::Source(SourceKind::ConfigMap) => {
-                let mut cfg = list_config();
-                if let Some(l) = &settings.resource_labels {
-                    cfg = cfg.labels(l);
-                }
-                let api: Api<ConfigMapDigests> = api_for(&client, ns.as_deref());
-                let compat = settings.policy.stakater_compat;
-                let reduce = move |c: &ConfigMapDigests| {
-                    let sum = SourceSummary::from_config_map_digests(c)?;
-                    Some(if compat {
-                        sum
-                    } else {
-                        sum.without_stakater(&c.metadata)
-                    })
-                };
-                run(
-                    api,
-                    cfg,
-                    Sink { scope, tx, metrics },
-                    reduce,
-                    move |ns, name| {
-                        Input::SourceDeleted(SourceId::new(SourceKind::ConfigMap, ns, name))
-                    },
-                    Input::SourceApplied,
-                )
-                .await
             }
             Watched::Workload(kind) => {
                 let ar = api_resource(kind);
@@ -173,16 +77,31 @@ pub fn spawn(
                     None => Api::all_with(client.clone(), &ar),
                 };
                 let policy = settings.policy;
-                let reduce = move |o: &WorkloadWire| reduce_workload(kind, o, policy);
+                let reduce = move |o: &WorkloadWire| o.summary(kind, policy);
                 run(
                     api,
                     list_config(),
-                    Sink { scope, tx, metrics },
+                    sink,
                     reduce,
                     move |ns, name| Input::WorkloadDeleted(WorkloadId::new(kind, ns, name)),
                     |w| Input::WorkloadApplied(Box::new(w)),
                 )
                 .await
+            }
+            Watched::ExcludedSecrets(i) => {
+                let Some(type_) = settings.excluded_secret_types.get(usize::from(i)) else {
+                    return;
+                };
+                let cfg = list_config().fields(&format!("type={type_}"));
+                // Metadata only: a Helm release Secret's data never crosses the wire.
+                let api: Api<PartialObjectMeta<Secret>> = api_for(&client, ns.as_deref());
+                let stream = watcher::watcher(api, cfg);
+                let reduce =
+                    move |m: &PartialObjectMeta<Secret>| SourceSummary::excluded(&m.metadata, i);
+                let deleted = move |ns: &str, name: &str| {
+                    Input::SourceDeleted(SourceId::new(SourceKind::Secret, ns, name))
+                };
+                forward(stream, sink, reduce, deleted, Input::SourceApplied).await
             }
             Watched::Namespaces => {
                 let mut cfg = list_config();
@@ -194,7 +113,7 @@ pub fn spawn(
                 run(
                     api,
                     cfg,
-                    Sink { scope, tx, metrics },
+                    sink,
                     name_of,
                     |_, name| Input::Namespace(name.to_string(), false),
                     |n| Input::Namespace(n, true),
@@ -202,7 +121,7 @@ pub fn spawn(
                 .await
             }
         }
-    })
+    }
 }
 
 fn api_for<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -214,15 +133,6 @@ where
         Some(n) => Api::namespaced(client.clone(), n),
         None => Api::all(client.clone()),
     }
-}
-
-/// Reduces any workload kind: metadata plus the pod template where the kind keeps it.
-pub fn reduce_workload(
-    kind: WorkloadKind,
-    o: &WorkloadWire,
-    policy: PolicySettings,
-) -> Option<WorkloadSummary> {
-    WorkloadSummary::reduce(kind, &o.metadata, o.pod_template().as_ref(), policy)
 }
 
 /// Objects per list page. Small pages bound what one page costs in memory (its JSON and the objects
@@ -241,7 +151,7 @@ struct Sink {
     metrics: Metrics,
 }
 
-/// Drives one watch stream: reduce, forward, and turn a re-list into deletions of what vanished.
+/// Watches whole objects (parsed by [`crate::k8s::wire`]) and forwards them.
 async fn run<K, T>(
     api: Api<K>,
     config: watcher::Config,
@@ -252,9 +162,23 @@ async fn run<K, T>(
 ) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
+    let stream = watcher::watcher(api, config);
+    forward(stream, sink, reduce, deleted, applied).await
+}
+
+/// Drives one watch stream: reduce, forward, and turn a re-list into deletions of what vanished.
+async fn forward<K, T>(
+    stream: impl futures::Stream<Item = watcher::Result<Event<K>>> + Send,
+    sink: Sink,
+    reduce: impl Fn(&K) -> Option<T>,
+    deleted: impl Fn(&str, &str) -> Input,
+    applied: impl Fn(T) -> Input,
+) where
+    K: Resource + Clone + Debug + Send + 'static,
+{
     let Sink { scope, tx, metrics } = sink;
     let resource = scope.resource.resource_name();
-    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    let mut stream = stream.default_backoff().boxed();
     // (namespace, name) of every object of the list in progress.
     let mut listing: Option<Listed> = None;
     let mut failures = 0u32;
@@ -295,7 +219,7 @@ async fn run<K, T>(
                         "watch failed; retrying with backoff"
                     );
                 }
-                Some(Input::WatchFailed(scope.clone()))
+                Some(Input::WatchFailed(scope.clone(), e.to_string()))
             }
         };
         if let Some(m) = msg

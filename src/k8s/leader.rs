@@ -15,6 +15,8 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use tokio::time::Instant;
 
+use crate::error::ErrorClass;
+
 /// How this process takes part in the election.
 #[derive(Clone, Debug)]
 pub struct ElectionSettings {
@@ -148,16 +150,9 @@ pub fn released_spec(current: &LeaseSpec, now: jiff::Timestamp) -> LeaseSpec {
     }
 }
 
-/// This process's identity: the pod name (or host name) plus a random suffix, so two processes on one
-/// host, or a restarted container in the same pod, never count as the same holder.
-pub fn identity() -> String {
-    let base = std::env::var("POD_NAME")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "hashroll".into());
+/// This process's identity: the replica's name (`instance`, the pod or host name) plus a random suffix,
+/// so two processes on one host, or a restarted container in the same pod, never count as the same holder.
+pub fn identity(base: &str) -> String {
     let mut suffix = [0u8; 4];
     // Without randomness, fall back to the process id: still distinct between processes on one host.
     if getrandom::fill(&mut suffix).is_err() {
@@ -177,11 +172,14 @@ enum Attempt {
 
 /// An API error that retrying will not fix (permissions, a missing namespace, a rejected object).
 fn is_fatal(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if matches!(s.code, 401 | 403 | 404 | 422))
+    matches!(
+        ErrorClass::of(e),
+        ErrorClass::Forbidden | ErrorClass::NotFound | ErrorClass::Fatal
+    )
 }
 
 fn is_conflict(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 409)
+    ErrorClass::of(e) == ErrorClass::Conflict
 }
 
 /// Runs the election against the API server.
@@ -508,7 +506,7 @@ mod tests {
 
     #[test]
     fn identities_differ_between_processes_on_one_host() {
-        let (a, b) = (identity(), identity());
+        let (a, b) = (identity("pod"), identity("pod"));
         assert_ne!(a, b);
         assert!(a.contains('_'), "{a}");
     }

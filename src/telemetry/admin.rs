@@ -10,13 +10,16 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 
-use crate::metrics::Metrics;
+use tokio::sync::watch;
 
-/// Shared between the controller (which sets readiness) and the admin server.
+use crate::reconcile::state::Readiness;
+use crate::telemetry::metrics::Metrics;
+
+/// Shared between the reconcile loop (which publishes readiness) and the admin server.
 #[derive(Clone)]
 pub struct Health {
     pub metrics: Metrics,
-    pub ready: Arc<AtomicBool>,
+    pub readiness: watch::Receiver<Readiness>,
     /// Waiting for leadership. A standby answers ready: it is healthy and able to take over, and a
     /// Deployment whose new pods never became ready could not roll out while the old leader holds on.
     pub standby: Arc<AtomicBool>,
@@ -45,12 +48,19 @@ async fn metrics(State(h): State<Health>) -> String {
     h.metrics.render()
 }
 
-async fn readyz(State(h): State<Health>) -> (StatusCode, &'static str) {
-    if h.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready")
-    } else if h.standby.load(Ordering::Relaxed) {
-        (StatusCode::OK, "standby")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "syncing")
+async fn readyz(State(h): State<Health>) -> (StatusCode, String) {
+    if h.standby.load(Ordering::Relaxed) {
+        return (StatusCode::OK, "standby".into());
+    }
+    match &*h.readiness.borrow() {
+        Readiness::Ready => (StatusCode::OK, "ready".into()),
+        Readiness::Syncing => (StatusCode::SERVICE_UNAVAILABLE, "syncing".into()),
+        Readiness::Failing(watches) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: watches failing before their first list: {}",
+                watches.join("; ")
+            ),
+        ),
     }
 }

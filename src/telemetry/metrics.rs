@@ -10,7 +10,7 @@ pub struct Metrics {
     pub rolls: IntCounterVec,
     /// States recorded without rolling (first sight, re-baseline), by kind.
     pub records: IntCounterVec,
-    /// Failed workload patches, by kind and HTTP status (or `transport`).
+    /// Failed workload patches, by kind, HTTP status (or `transport`) and error class.
     pub patch_errors: IntCounterVec,
     /// Watch errors, by resource.
     pub watch_errors: IntCounterVec,
@@ -59,7 +59,7 @@ impl Metrics {
             patch_errors: counter(
                 "patch_errors_total",
                 "Failed workload patches",
-                &["kind", "code"],
+                &["kind", "code", "class"],
             ),
             watch_errors: counter("watch_errors_total", "Watch errors", &["resource"]),
             source_changes: counter(

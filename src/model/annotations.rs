@@ -1,0 +1,54 @@
+//! Every annotation name hashroll reads or writes, in one place: hashroll's own under `hashroll.dev/`,
+//! and Stakater Reloader's, which keep their documented meaning so a cluster can switch without edits.
+
+// ---- written by hashroll ----------------------------------------------------------------------------
+
+/// Annotation on the workload's metadata: the stamp hashroll last recorded (baseline or roll).
+pub const STAMP_ANNOTATION: &str = "hashroll.dev/hash";
+/// Annotation on the workload's metadata: per-source keyed digests, so an Event can name what changed.
+pub const SOURCES_ANNOTATION: &str = "hashroll.dev/sources";
+/// Annotation on the pod template: changing it is what rolls the pods.
+pub const TEMPLATE_ANNOTATION: &str = "hashroll.dev/hash";
+
+// ---- read on workloads ------------------------------------------------------------------------------
+
+/// `"true"`: track every Secret and ConfigMap the pod spec uses; `"false"`: never roll this workload.
+pub const RELOAD: &str = "hashroll.dev/reload";
+/// Comma list of Secret names tracked whole, referenced by the pod spec or not.
+pub const SECRETS: &str = "hashroll.dev/secrets";
+/// Comma list of ConfigMap names tracked whole, referenced by the pod spec or not.
+pub const CONFIGMAPS: &str = "hashroll.dev/configmaps";
+/// Comma list of Secret names never tracked.
+pub const EXCLUDE_SECRETS: &str = "hashroll.dev/exclude-secrets";
+/// Comma list of ConfigMap names never tracked.
+pub const EXCLUDE_CONFIGMAPS: &str = "hashroll.dev/exclude-configmaps";
+/// `"annotation"` (default) or `"restart"` (Argo Rollouts: set `spec.restartAt` instead).
+pub const ROLLOUT_STRATEGY: &str = "hashroll.dev/rollout-strategy";
+
+/// Stakater: `"true"` tracks every reference; `"false"` opts out of `--auto-reload-all`.
+pub const STAKATER_AUTO: &str = "reloader.stakater.com/auto";
+/// Stakater: `"true"` tracks Secret references only.
+pub const STAKATER_SECRET_AUTO: &str = "secret.reloader.stakater.com/auto";
+/// Stakater: `"true"` tracks ConfigMap references only.
+pub const STAKATER_CONFIGMAP_AUTO: &str = "configmap.reloader.stakater.com/auto";
+/// Stakater: comma list of anchored regular expressions naming Secrets to track.
+pub const STAKATER_SECRET_RELOAD: &str = "secret.reloader.stakater.com/reload";
+/// Stakater: comma list of anchored regular expressions naming ConfigMaps to track.
+pub const STAKATER_CONFIGMAP_RELOAD: &str = "configmap.reloader.stakater.com/reload";
+/// Stakater: comma list of anchored regular expressions naming Secrets never tracked.
+pub const STAKATER_SECRET_EXCLUDE: &str = "secrets.exclude.reloader.stakater.com/reload";
+/// Stakater: comma list of anchored regular expressions naming ConfigMaps never tracked.
+pub const STAKATER_CONFIGMAP_EXCLUDE: &str = "configmaps.exclude.reloader.stakater.com/reload";
+/// Stakater: `"true"` tracks references, but only to sources annotated with [`STAKATER_MATCH`].
+pub const STAKATER_SEARCH: &str = "reloader.stakater.com/search";
+/// Stakater: on a Secret or ConfigMap, `"true"` makes it eligible for [`STAKATER_SEARCH`] workloads.
+pub const STAKATER_MATCH: &str = "reloader.stakater.com/match";
+
+// ---- read on Secrets and ConfigMaps ------------------------------------------------------------------
+
+/// hashroll's annotation that excludes a source from ever rolling anything.
+pub const IGNORE_ANNOTATION: &str = "hashroll.dev/ignore";
+/// Annotations that exclude a source from ever rolling anything (Reloader's too, in compat mode).
+pub const IGNORE_ANNOTATIONS: [&str; 2] = [IGNORE_ANNOTATION, STAKATER_IGNORE];
+/// Stakater: on a Secret or ConfigMap, `"true"`: its changes never roll anything.
+pub const STAKATER_IGNORE: &str = "reloader.stakater.com/ignore";

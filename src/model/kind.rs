@@ -1,0 +1,289 @@
+//! The kinds of object hashroll knows, one table row each, and the ids of their objects.
+//!
+//! Everything that differs between kinds (API group and version, resource name, where a workload keeps its
+//! pod template, the names accepted on the command line) is a column here: adding a kind adds a row.
+
+use std::fmt;
+
+/// One row of a kind table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KindInfo {
+    /// The Kubernetes kind, as written in Events and logs (`Deployment`).
+    pub kind: &'static str,
+    /// The API group (`""` for the core group).
+    pub group: &'static str,
+    pub version: &'static str,
+    /// The API resource, also the name on the command line (`deployments`).
+    pub plural: &'static str,
+    /// The lower-case singular, also accepted on the command line; sources use it as their label in the
+    /// recorded per-source map (`secret/db`).
+    pub singular: &'static str,
+}
+
+impl KindInfo {
+    /// `group/version`, or `version` for the core group.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+}
+
+/// The two kinds of object whose changes roll workloads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SourceKind {
+    Secret,
+    ConfigMap,
+}
+
+impl SourceKind {
+    pub const ALL: [SourceKind; 2] = [SourceKind::Secret, SourceKind::ConfigMap];
+
+    pub const fn info(self) -> &'static KindInfo {
+        &SOURCE_TABLE[self as usize]
+    }
+
+    /// The Kubernetes kind, as written in Events and logs.
+    pub fn as_str(self) -> &'static str {
+        self.info().kind
+    }
+
+    /// The lower-case form used in the recorded per-source map (`secret/db`).
+    pub fn short(self) -> &'static str {
+        self.info().singular
+    }
+}
+
+impl fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The source kinds, in the order of [`SourceKind`]'s variants.
+const SOURCE_TABLE: [KindInfo; 2] = [
+    KindInfo {
+        kind: "Secret",
+        group: "",
+        version: "v1",
+        plural: "secrets",
+        singular: "secret",
+    },
+    KindInfo {
+        kind: "ConfigMap",
+        group: "",
+        version: "v1",
+        plural: "configmaps",
+        singular: "configmap",
+    },
+];
+
+/// A kind of workload whose pod template hashroll annotates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+    CronJob,
+    /// Argo Rollouts, `argoproj.io/v1alpha1`.
+    Rollout,
+}
+
+/// A workload kind's row: the common columns plus where its pod template sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkloadInfo {
+    pub common: KindInfo,
+    /// The path from the object to its pod template.
+    pub template_path: &'static [&'static str],
+}
+
+const TEMPLATE: &[&str] = &["spec", "template"];
+/// A CronJob's next Job uses the new config; hashroll never creates a Job itself.
+const JOB_TEMPLATE: &[&str] = &["spec", "jobTemplate", "spec", "template"];
+
+const fn workload(
+    kind: &'static str,
+    group: &'static str,
+    version: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    template_path: &'static [&'static str],
+) -> WorkloadInfo {
+    WorkloadInfo {
+        common: KindInfo {
+            kind,
+            group,
+            version,
+            plural,
+            singular,
+        },
+        template_path,
+    }
+}
+
+/// The workload kinds, in the order of [`WorkloadKind`]'s variants.
+const WORKLOAD_TABLE: [WorkloadInfo; 5] = [
+    workload(
+        "Deployment",
+        "apps",
+        "v1",
+        "deployments",
+        "deployment",
+        TEMPLATE,
+    ),
+    workload(
+        "StatefulSet",
+        "apps",
+        "v1",
+        "statefulsets",
+        "statefulset",
+        TEMPLATE,
+    ),
+    workload(
+        "DaemonSet",
+        "apps",
+        "v1",
+        "daemonsets",
+        "daemonset",
+        TEMPLATE,
+    ),
+    workload(
+        "CronJob",
+        "batch",
+        "v1",
+        "cronjobs",
+        "cronjob",
+        JOB_TEMPLATE,
+    ),
+    workload(
+        "Rollout",
+        "argoproj.io",
+        "v1alpha1",
+        "rollouts",
+        "rollout",
+        TEMPLATE,
+    ),
+];
+
+impl WorkloadKind {
+    pub const ALL: [WorkloadKind; 5] = [
+        WorkloadKind::Deployment,
+        WorkloadKind::StatefulSet,
+        WorkloadKind::DaemonSet,
+        WorkloadKind::CronJob,
+        WorkloadKind::Rollout,
+    ];
+
+    pub const fn workload_info(self) -> &'static WorkloadInfo {
+        &WORKLOAD_TABLE[self as usize]
+    }
+
+    pub const fn info(self) -> &'static KindInfo {
+        &self.workload_info().common
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.info().kind
+    }
+
+    /// The path from the object to its pod template (`spec.template`, or a CronJob's
+    /// `spec.jobTemplate.spec.template`).
+    pub fn template_path(self) -> &'static [&'static str] {
+        self.workload_info().template_path
+    }
+}
+
+impl fmt::Display for WorkloadKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A Secret or ConfigMap by kind, namespace and name; it may not exist (yet).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceId {
+    pub kind: SourceKind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl SourceId {
+    pub fn new(kind: SourceKind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        SourceId {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// The label this source has in the recorded per-source map (`secret/db`).
+    pub fn label(&self) -> String {
+        source_label(self.kind, &self.name)
+    }
+}
+
+/// The label a source has in the recorded per-source map (`secret/db`).
+pub fn source_label(kind: SourceKind, name: &str) -> String {
+    format!("{}/{}", kind.short(), name)
+}
+
+impl fmt::Display for SourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// A workload by kind, namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkloadId {
+    pub kind: WorkloadKind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl WorkloadId {
+    pub fn new(kind: WorkloadKind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        WorkloadId {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for WorkloadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_row_is_consistent() {
+        for k in WorkloadKind::ALL {
+            let i = k.info();
+            assert_eq!(i.kind, format!("{k:?}"), "the table is in variant order");
+            assert_eq!(i.plural, format!("{}s", i.singular), "{k}");
+            assert_eq!(i.singular, i.kind.to_ascii_lowercase(), "{k}");
+            assert_eq!(k.template_path().last(), Some(&"template"));
+        }
+        for k in SourceKind::ALL {
+            assert_eq!(
+                k.info().kind,
+                format!("{k:?}"),
+                "the table is in variant order"
+            );
+            assert_eq!(k.info().api_version(), "v1");
+        }
+        assert_eq!(WorkloadKind::CronJob.info().api_version(), "batch/v1");
+        assert_eq!(
+            SourceId::new(SourceKind::ConfigMap, "ns", "app").label(),
+            "configmap/app"
+        );
+    }
+}

@@ -1,0 +1,11 @@
+//! The model: what hashroll knows about objects, reduced and pure. No I/O, no command line; everything
+//! else depends on it, it depends on nothing else in the crate.
+
+pub mod annotations;
+pub mod hashing;
+pub mod kind;
+pub mod names;
+pub mod policy;
+pub mod references;
+pub mod source;
+pub mod workload;

@@ -1,0 +1,917 @@
+//! The state machine: everything hashroll knows (sources as digests, workloads as summaries, the reverse
+//! index, which watches have listed) and the rules that turn inputs into effects. No I/O and no clock: the
+//! loop feeds it [`Input`]s and due workloads, and carries out the [`Effect`]s it returns.
+//!
+//! Nothing here is edge-triggered: every decision compares what a workload records with what its sources
+//! are now, so a lost input is made good by the next list.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::k8s::events::{EventType, WorkloadEvent};
+use crate::k8s::patch::Write;
+use crate::model::hashing::{InstallationKey, Stamp};
+use crate::model::kind::{SourceId, SourceKind, WorkloadId, WorkloadKind, source_label};
+use crate::model::policy::{PolicySettings, Tracked};
+use crate::model::source::SourceSummary;
+use crate::model::workload::{RecordedSources, Tracking, WorkloadSummary};
+use crate::reconcile::decision::{self, Action, Current, Visibility};
+use crate::reconcile::index::ReverseIndex;
+use crate::reconcile::input::{Input, Listed, WatchScope, Watched};
+use crate::reconcile::scheduler::{Wid, shrink};
+use crate::reconcile::writer::{EventRequest, WriteRequest};
+use crate::telemetry::metrics::Metrics;
+
+/// Which namespaces hashroll acts in.
+#[derive(Debug, Clone, Default)]
+pub struct NamespaceFilter {
+    /// `--namespaces`: only these (None = all).
+    pub only: Option<HashSet<String>>,
+    /// `--ignore-namespaces`.
+    pub ignore: HashSet<String>,
+    /// `--namespace-selector` is set: act only in namespaces the namespace watch reports.
+    pub by_selector: bool,
+}
+
+/// What the state machine is told once, at start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub dry_run: bool,
+    pub namespaces: NamespaceFilter,
+    pub policy: PolicySettings,
+    /// Which sources hashroll sees in full.
+    pub visibility: Visibility,
+    /// Every watch that was started; readiness and per-namespace gating are computed from these.
+    pub scopes: Vec<WatchScope>,
+}
+
+/// What the loop must do for the state machine.
+#[derive(Debug)]
+pub enum Effect {
+    /// A source the workload uses changed: decide after the debounce window.
+    Debounce(Wid),
+    /// The workload itself changed, or a list covering it completed: decide now.
+    DecideNow(Wid),
+    /// The workload is gone: drop whatever is scheduled for it.
+    Forget(Wid),
+    /// Record the workload's state, or record and roll it.
+    Write(WriteRequest),
+    /// Publish an Event of its own.
+    Publish(EventRequest),
+}
+
+/// Whether hashroll is ready: every watch has listed once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// Every watch has listed.
+    Ready,
+    /// Some watches have not listed yet, none has failed.
+    Syncing,
+    /// These watches failed before their first list (`resource in namespace: error`): hashroll cannot
+    /// act where they are needed until they list.
+    Failing(Vec<String>),
+}
+
+struct Entry {
+    summary: WorkloadSummary,
+    /// The workload's own pod template changed since the last decision (it rolls by itself).
+    template_changed: bool,
+}
+
+/// Everything hashroll knows, and the rules.
+pub struct State {
+    settings: Settings,
+    key: InstallationKey,
+    metrics: Metrics,
+
+    sources: BTreeMap<Arc<SourceId>, SourceSummary>,
+    workloads: HashMap<Wid, Entry>,
+    index: ReverseIndex,
+
+    synced: HashSet<WatchScope>,
+    /// Watches that failed before their first list, with their latest error.
+    failing: HashMap<WatchScope, String>,
+    selected_namespaces: HashSet<String>,
+
+    /// Key names changed by each source's latest change, so a roll's Event can name them.
+    changed_keys: HashMap<SourceId, BTreeSet<String>>,
+    /// The last warning given per workload (malformed annotation), the last hold, and the unwatched sources
+    /// last reported, to say each once.
+    warned: HashMap<Wid, String>,
+    held: HashMap<Wid, SourceId>,
+    unwatched: HashMap<Wid, Vec<SourceId>>,
+    /// How many workloads carry a malformed annotation (a gauge; counted, not recounted per change).
+    invalid: usize,
+}
+
+impl State {
+    pub fn new(settings: Settings, key: InstallationKey, metrics: Metrics) -> State {
+        State {
+            settings,
+            key,
+            metrics,
+            sources: BTreeMap::new(),
+            workloads: HashMap::new(),
+            index: ReverseIndex::default(),
+            synced: HashSet::new(),
+            failing: HashMap::new(),
+            selected_namespaces: HashSet::new(),
+            changed_keys: HashMap::new(),
+            warned: HashMap::new(),
+            held: HashMap::new(),
+            unwatched: HashMap::new(),
+            invalid: 0,
+        }
+    }
+
+    /// Takes in what a watch reported; what must follow is pushed onto `out`.
+    pub fn apply(&mut self, input: Input, out: &mut Vec<Effect>) {
+        match input {
+            Input::SourceApplied(s) => self.source_applied(s, out),
+            Input::SourceDeleted(id) => self.source_deleted(&id, out),
+            Input::WorkloadApplied(w) => self.workload_applied(*w, out),
+            Input::WorkloadDeleted(id) => self.workload_deleted(&id, out),
+            Input::Namespace(name, present) => {
+                if present {
+                    if self.selected_namespaces.insert(name.clone()) {
+                        self.decide_all_in(|ns| ns == name, out);
+                    }
+                } else {
+                    self.selected_namespaces.remove(&name);
+                }
+            }
+            Input::Synced(scope, listed) => {
+                self.forget_unlisted(&scope, &listed, out);
+                self.failing.remove(&scope);
+                if self.synced.insert(scope.clone()) {
+                    tracing::info!(
+                        resource = scope.resource.resource_name(),
+                        namespace = scope.namespace.as_deref().unwrap_or("(all)"),
+                        "watch synced"
+                    );
+                }
+                // After any (re-)list, re-check everything it covers: level-triggered.
+                match scope.namespace.clone() {
+                    Some(ns) => self.decide_all_in(|n| n == ns, out),
+                    None => self.decide_all_in(|_| true, out),
+                }
+            }
+            Input::WatchFailed(scope, error) => {
+                if !self.synced.contains(&scope) {
+                    self.failing.insert(scope, error);
+                }
+            }
+        }
+    }
+
+    /// Every watch has listed once (then, and only then, hashroll is ready); or which are failing.
+    pub fn readiness(&self) -> Readiness {
+        let mut failing: Vec<String> = self
+            .settings
+            .scopes
+            .iter()
+            .filter(|s| !self.synced.contains(*s))
+            .filter_map(|s| {
+                let error = self.failing.get(s)?;
+                Some(format!(
+                    "{} in {}: {error}",
+                    s.resource.resource_name(),
+                    s.namespace.as_deref().unwrap_or("all namespaces")
+                ))
+            })
+            .collect();
+        if !failing.is_empty() {
+            failing.sort();
+            Readiness::Failing(failing)
+        } else if self.settings.scopes.iter().all(|s| self.synced.contains(s)) {
+            Readiness::Ready
+        } else {
+            Readiness::Syncing
+        }
+    }
+
+    /// Sources and workloads held (for the log line that says hashroll is ready).
+    pub fn counts(&self) -> (usize, usize) {
+        (self.sources.len(), self.workloads.len())
+    }
+
+    /// Decides about one due workload: nothing, or a write or Event to carry out.
+    pub fn decide(&mut self, id: &Wid) -> Option<Effect> {
+        if !self.namespace_allowed(&id.namespace) || !self.synced_for(&id.namespace) {
+            return None;
+        }
+        let entry = self.workloads.get_mut(id)?;
+        let (policy, references) = match &entry.summary.tracking {
+            Tracking::Off => {
+                self.warned.remove(id);
+                self.held.remove(id);
+                return None;
+            }
+            Tracking::Invalid(e) => {
+                let message = e.to_string();
+                if self.warned.get(id) == Some(&message) {
+                    return None;
+                }
+                tracing::warn!(workload = %id, annotation = %e.annotation, error = %message,
+                    "skipping workload: malformed annotation");
+                let event = WorkloadEvent {
+                    type_: EventType::Warning,
+                    reason: "InvalidAnnotation",
+                    action: "Validate",
+                    note: format!("hashroll skips this {}: {message}", id.kind),
+                };
+                let uid = entry.summary.uid.clone();
+                self.warned.insert(id.clone(), message);
+                return Some(Effect::Publish(EventRequest {
+                    id: id.clone(),
+                    uid,
+                    event,
+                }));
+            }
+            Tracking::On { policy, references } => (policy, references),
+        };
+        self.warned.remove(id);
+        let tracked = policy.tracked(&id.namespace, references);
+        let recorded = entry.summary.stored.read();
+        let current = decision::current(
+            policy,
+            &tracked,
+            &id.namespace,
+            &self.sources,
+            &self.settings.visibility,
+            &recorded,
+            &self.key,
+        );
+        if let Current::Ready { unwatched, .. } = &current {
+            note_unwatched(&mut self.unwatched, id, unwatched);
+        }
+        let template_changed = std::mem::take(&mut entry.template_changed);
+        let restart_at = id.kind == WorkloadKind::Rollout && policy.rollout_restart;
+        let effect = match decision::decide(&recorded, current, template_changed, &self.key) {
+            Action::Nothing => {
+                self.held.remove(id);
+                None
+            }
+            Action::Hold { missing, key } => {
+                if self.held.get(id) != Some(&missing) {
+                    match &key {
+                        Some(k) => tracing::info!(workload = %id, source = %missing, key = %k,
+                            "not rolling: a required key is missing; waiting for it"),
+                        None => tracing::info!(workload = %id, source = %missing,
+                            "not rolling: a required source is missing; waiting for it"),
+                    }
+                    self.held.insert(id.clone(), missing);
+                }
+                None
+            }
+            Action::Baseline { stamp, sources } => {
+                self.held.remove(id);
+                self.write(id, Write::Record, stamp, sources, None)
+            }
+            Action::Roll {
+                stamp,
+                sources,
+                changed,
+            } => {
+                self.held.remove(id);
+                let what = self.describe(&changed, &tracked);
+                let write = if restart_at {
+                    Write::RestartAt
+                } else {
+                    Write::RollTemplate
+                };
+                self.write(id, write, stamp, sources, Some(what))
+            }
+        };
+        self.metrics.held_workloads.set(self.held.len() as i64);
+        effect
+    }
+
+    /// A write came back: the response is the newest state, so the next decision starts from it.
+    pub fn written(&mut self, summary: WorkloadSummary, out: &mut Vec<Effect>) {
+        self.workload_applied(summary, out);
+    }
+
+    /// After a burst, give the maps' spare capacity back.
+    pub fn shrink(&mut self) {
+        shrink(&mut self.warned);
+        shrink(&mut self.held);
+        shrink(&mut self.unwatched);
+        shrink(&mut self.changed_keys);
+    }
+
+    fn source_deleted(&mut self, id: &SourceId, out: &mut Vec<Effect>) {
+        if self.sources.remove(id).is_some() {
+            self.changed_keys.remove(id);
+            self.metrics
+                .source_changes
+                .with_label_values(&[id.kind.as_str()])
+                .inc();
+            self.metrics.sources.set(self.sources.len() as i64);
+            out.extend(self.index.affected(id).into_iter().map(Effect::Debounce));
+        }
+    }
+
+    fn workload_deleted(&mut self, id: &WorkloadId, out: &mut Vec<Effect>) {
+        if let Some((id, old)) = self.workloads.remove_entry(id) {
+            self.invalid -= usize::from(matches!(old.summary.tracking, Tracking::Invalid(_)));
+            out.push(Effect::Forget(id));
+        }
+        self.index.remove(id);
+        self.warned.remove(id);
+        self.held.remove(id);
+        self.unwatched.remove(id);
+        self.refresh_gauges();
+    }
+
+    /// A list is complete: what is known in its scope but was not listed was deleted meanwhile (while the
+    /// watch was down, or hashroll was); forget it like a deletion seen on the watch.
+    fn forget_unlisted(&mut self, scope: &WatchScope, listed: &Listed, out: &mut Vec<Effect>) {
+        let in_scope = |ns: &str| scope.namespace.as_deref().is_none_or(|n| n == ns);
+        let unlisted = |ns: &str, name: &str| !listed.contains(ns, name);
+        match scope.resource {
+            Watched::Source(_) | Watched::ExcludedSecrets(_) => {
+                // Each watch forgets only what it reported itself.
+                let (kind, excluded) = match scope.resource {
+                    Watched::ExcludedSecrets(i) => (SourceKind::Secret, Some(i)),
+                    Watched::Source(kind) => (kind, None),
+                    _ => unreachable!("matched above"),
+                };
+                let gone: Vec<Arc<SourceId>> = self
+                    .sources
+                    .iter()
+                    .filter(|(id, s)| {
+                        id.kind == kind && s.excluded_type == excluded && in_scope(&id.namespace)
+                    })
+                    .filter(|(id, _)| unlisted(&id.namespace, &id.name))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in gone {
+                    self.source_deleted(&id, out);
+                }
+            }
+            Watched::Workload(kind) => {
+                let gone: Vec<Wid> = self
+                    .workloads
+                    .keys()
+                    .filter(|id| id.kind == kind && in_scope(&id.namespace))
+                    .filter(|id| unlisted(&id.namespace, &id.name))
+                    .cloned()
+                    .collect();
+                for id in gone {
+                    self.workload_deleted(&id, out);
+                }
+            }
+            Watched::Namespaces => self.selected_namespaces.retain(|n| !unlisted("", n)),
+        }
+    }
+
+    fn source_applied(&mut self, mut s: SourceSummary, out: &mut Vec<Effect>) {
+        // Keep the id allocation the map already holds: the key and the summary share it.
+        if let Some((known, _)) = self.sources.get_key_value(&*s.id) {
+            s.id = Arc::clone(known);
+        }
+        let id = Arc::clone(&s.id);
+        let old = self.sources.get(&*id);
+        if old == Some(&s) {
+            return;
+        }
+        // Key names are remembered only for real content changes (to name them in Events): a source seen
+        // for the first time costs nothing here.
+        if let Some(old) = old
+            && old.keys != s.keys
+        {
+            let changed = old
+                .keys
+                .changed_keys(&s.keys)
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+            self.changed_keys.insert(SourceId::clone(&id), changed);
+            self.metrics
+                .source_changes
+                .with_label_values(&[id.kind.as_str()])
+                .inc();
+        }
+        self.sources.insert(Arc::clone(&id), s);
+        self.metrics.sources.set(self.sources.len() as i64);
+        out.extend(self.index.affected(&id).into_iter().map(Effect::Debounce));
+    }
+
+    fn workload_applied(&mut self, mut w: WorkloadSummary, out: &mut Vec<Effect>) {
+        // One allocation per workload id, shared with the index and the queues.
+        if let Some((known, _)) = self.workloads.get_key_value(&w.id) {
+            w.id = Arc::clone(known);
+        }
+        let id = Arc::clone(&w.id);
+        let template_changed = match self.workloads.get_mut(&id) {
+            // A watch event can arrive after the response to hashroll's own patch: never go back.
+            Some(old) if w.is_older_than(&old.summary) => return,
+            Some(old) if !old.summary.differs_in_substance(&w) => {
+                old.summary.resource_version = w.resource_version;
+                return;
+            }
+            Some(old) => old.template_changed || old.summary.template_digest != w.template_digest,
+            None => false,
+        };
+        let invalid = |w: &WorkloadSummary| matches!(w.tracking, Tracking::Invalid(_));
+        match &w.tracking {
+            Tracking::On { policy, references } => {
+                let tracked = policy.tracked(&id.namespace, references);
+                self.index_workload(&id, &tracked);
+            }
+            _ => self.index.remove(&id),
+        }
+        self.invalid += usize::from(invalid(&w));
+        let old = self.workloads.insert(
+            Arc::clone(&id),
+            Entry {
+                summary: w,
+                template_changed,
+            },
+        );
+        self.invalid -= usize::from(old.is_some_and(|o| invalid(&o.summary)));
+        self.refresh_gauges();
+        out.push(Effect::DecideNow(id));
+    }
+
+    fn index_workload(&mut self, id: &Wid, tracked: &Tracked) {
+        let kinds: BTreeSet<SourceKind> = tracked.patterns.iter().map(|(k, _)| *k).collect();
+        let kinds: Vec<SourceKind> = kinds.into_iter().collect();
+        self.index
+            .set(id, tracked.exact.iter().map(|t| t.id.clone()), &kinds);
+    }
+
+    fn refresh_gauges(&self) {
+        self.metrics.workloads.set(self.workloads.len() as i64);
+        self.metrics.invalid_workloads.set(self.invalid as i64);
+    }
+
+    fn decide_all_in(&self, matches: impl Fn(&str) -> bool, out: &mut Vec<Effect>) {
+        out.extend(
+            self.workloads
+                .keys()
+                .filter(|id| matches(&id.namespace))
+                .cloned()
+                .map(Effect::DecideNow),
+        );
+    }
+
+    fn namespace_allowed(&self, ns: &str) -> bool {
+        let f = &self.settings.namespaces;
+        !f.ignore.contains(ns)
+            && f.only.as_ref().is_none_or(|only| only.contains(ns))
+            && (!f.by_selector || self.selected_namespaces.contains(ns))
+    }
+
+    /// Every Secret/ConfigMap (and namespace) watch covering `ns` has listed once: decisions before that
+    /// would mistake "not listed yet" for "deleted".
+    fn synced_for(&self, ns: &str) -> bool {
+        self.settings
+            .scopes
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s.resource,
+                    Watched::Source(_) | Watched::ExcludedSecrets(_) | Watched::Namespaces
+                )
+            })
+            .filter(|s| s.namespace.as_deref().is_none_or(|n| n == ns))
+            .all(|s| self.synced.contains(s))
+    }
+
+    /// "Secret db (keys: password), ConfigMap app" — names only, never values.
+    fn describe(&self, changed: &[String], tracked: &Tracked) -> String {
+        changed
+            .iter()
+            .map(|label| {
+                let Some(t) = tracked.exact.iter().find(|t| t.id.label() == *label) else {
+                    // Tracked through a name pattern: the whole object counts.
+                    return SourceKind::ALL
+                        .into_iter()
+                        .find_map(|kind| {
+                            let name = label.strip_prefix(kind.short())?.strip_prefix('/')?;
+                            Some(format!("{kind} {name}"))
+                        })
+                        .unwrap_or_else(|| label.clone());
+                };
+                let state = if self.sources.contains_key(&t.id) {
+                    ""
+                } else {
+                    " (deleted)"
+                };
+                let keys: Vec<&str> = self
+                    .changed_keys
+                    .get(&t.id)
+                    .into_iter()
+                    .flatten()
+                    .filter(|k| t.keys.contains(k))
+                    .map(String::as_str)
+                    .collect();
+                if keys.is_empty() || !state.is_empty() {
+                    format!("{} {}{state}", t.id.kind, t.id.name)
+                } else {
+                    format!("{} {} (keys: {})", t.id.kind, t.id.name, keys.join(", "))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn write(
+        &mut self,
+        id: &Wid,
+        write: Write,
+        stamp: Stamp,
+        sources: BTreeMap<String, String>,
+        rolled_for: Option<String>,
+    ) -> Option<Effect> {
+        let dry_run = self.settings.dry_run;
+        let entry = self.workloads.get_mut(id)?;
+        let uid = entry.summary.uid.clone();
+        let event = rolled_for.as_ref().map(|what| WorkloadEvent {
+            type_: EventType::Normal,
+            reason: if dry_run { "WouldReload" } else { "Reloaded" },
+            action: "Reload",
+            note: format!(
+                "{} {} because {what} changed",
+                if dry_run { "Would roll" } else { "Rolled" },
+                id.kind
+            ),
+        });
+        match &rolled_for {
+            Some(what) => {
+                tracing::info!(workload = %id, changed = %what, dry_run, "rolling workload")
+            }
+            None => tracing::debug!(workload = %id, dry_run, "recording state without rolling"),
+        }
+        let sources = RecordedSources::from(sources);
+        if dry_run {
+            // Remember what would have been written, so the same change is reported once.
+            entry.summary.stored.stamp = Some(stamp);
+            entry.summary.stored.sources = Some(sources);
+            return event.map(|event| {
+                Effect::Publish(EventRequest {
+                    id: id.clone(),
+                    uid,
+                    event,
+                })
+            });
+        }
+        Some(Effect::Write(WriteRequest {
+            id: id.clone(),
+            write,
+            stamp,
+            sources,
+            event,
+            uid,
+        }))
+    }
+}
+
+/// Says once per workload (and again when the set changes) which sources it names that are not watched.
+fn note_unwatched(noted: &mut HashMap<Wid, Vec<SourceId>>, id: &Wid, unwatched: &[SourceId]) {
+    if unwatched.is_empty() {
+        noted.remove(id);
+        return;
+    }
+    if noted.get(id).map(Vec::as_slice) != Some(unwatched) {
+        let names: Vec<String> = unwatched
+            .iter()
+            .map(|s| source_label(s.kind, &s.name))
+            .collect();
+        tracing::info!(workload = %id, sources = %names.join(", "),
+            "not tracking sources hashroll does not watch (--watch, --resource-label-selector, --exclude-secret-types)");
+        noted.insert(id.clone(), unwatched.to_vec());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::hashing::{Section, key_digest};
+    use k8s_openapi::api::core::v1::PodTemplateSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use serde_json::json;
+
+    const NS: &str = "shop";
+
+    fn scope(resource: Watched) -> WatchScope {
+        WatchScope {
+            resource,
+            namespace: None,
+        }
+    }
+
+    fn all_scopes(watched: &[SourceKind]) -> Vec<WatchScope> {
+        let mut s: Vec<WatchScope> = watched.iter().map(|k| scope(Watched::Source(*k))).collect();
+        s.push(scope(Watched::Workload(WorkloadKind::Deployment)));
+        s
+    }
+
+    fn state_with(watched: &[SourceKind], dry_run: bool) -> State {
+        let settings = Settings {
+            dry_run,
+            namespaces: NamespaceFilter::default(),
+            policy: PolicySettings {
+                auto_reload_all: false,
+                stakater_compat: true,
+            },
+            visibility: Visibility {
+                watched: watched.iter().copied().collect(),
+                filtered: BTreeSet::new(),
+            },
+            scopes: all_scopes(watched),
+        };
+        let key = InstallationKey::from_bytes(&[9u8; 32]).unwrap();
+        State::new(settings, key, Metrics::new())
+    }
+
+    fn state() -> State {
+        state_with(&SourceKind::ALL, false)
+    }
+
+    fn source(kind: SourceKind, name: &str, kv: &[(&str, &str)]) -> Input {
+        let meta = ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(NS.into()),
+            ..ObjectMeta::default()
+        };
+        let keys = kv
+            .iter()
+            .map(|(k, v)| (k.to_string(), key_digest(Section::Data, k, v.as_bytes())))
+            .collect();
+        Input::SourceApplied(SourceSummary::new(kind, &meta, keys, true).unwrap())
+    }
+
+    /// An opted-in Deployment whose container takes all of Secret `db` and ConfigMap `app` as env.
+    fn deployment(
+        name: &str,
+        annotations: &[(&str, &str)],
+        stored: &[(&str, &str)],
+    ) -> WorkloadSummary {
+        let mut a: BTreeMap<String, String> = annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        a.extend(stored.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let meta = ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(NS.into()),
+            uid: Some(format!("uid-{name}")),
+            annotations: Some(a),
+            ..ObjectMeta::default()
+        };
+        let template: PodTemplateSpec = serde_json::from_value(json!({"spec": {"containers": [{
+            "name": "app", "image": "app:1",
+            "envFrom": [{"secretRef": {"name": "db"}}, {"configMapRef": {"name": "app"}}]}]}}))
+        .unwrap();
+        WorkloadSummary::reduce(
+            WorkloadKind::Deployment,
+            &meta,
+            Some(&template),
+            PolicySettings {
+                auto_reload_all: false,
+                stakater_compat: true,
+            },
+        )
+        .unwrap()
+    }
+
+    fn opted_in(name: &str) -> Input {
+        Input::WorkloadApplied(Box::new(deployment(
+            name,
+            &[("hashroll.dev/reload", "true")],
+            &[],
+        )))
+    }
+
+    fn synced(resource: Watched, names: &[&str]) -> Input {
+        let mut listed = Listed::default();
+        for n in names {
+            listed.insert(NS.into(), n.to_string());
+        }
+        Input::Synced(scope(resource), listed)
+    }
+
+    fn apply(s: &mut State, inputs: Vec<Input>) -> Vec<Effect> {
+        let mut out = Vec::new();
+        for i in inputs {
+            s.apply(i, &mut out);
+        }
+        out
+    }
+
+    fn wid(name: &str) -> Wid {
+        Arc::new(WorkloadId::new(WorkloadKind::Deployment, NS, name))
+    }
+
+    /// Syncs every watch with `db` and `app` present and Deployment `web` opted in.
+    fn synced_state(s: &mut State) {
+        apply(
+            s,
+            vec![
+                source(SourceKind::Secret, "db", &[("password", "a")]),
+                source(SourceKind::ConfigMap, "app", &[("level", "info")]),
+                opted_in("web"),
+                synced(Watched::Source(SourceKind::Secret), &["db"]),
+                synced(Watched::Source(SourceKind::ConfigMap), &["app"]),
+                synced(Watched::Workload(WorkloadKind::Deployment), &["web"]),
+            ],
+        );
+    }
+
+    /// Applies a write as the API server would, and returns the stored workload.
+    fn record(s: &mut State, w: &WriteRequest) {
+        let stored = [
+            ("hashroll.dev/hash", w.stamp.as_str()),
+            ("hashroll.dev/sources", w.sources.as_json()),
+        ];
+        let mut out = Vec::new();
+        s.written(
+            deployment(&w.id.name, &[("hashroll.dev/reload", "true")], &stored),
+            &mut out,
+        );
+    }
+
+    #[test]
+    fn ready_only_once_every_watch_has_listed_and_a_failing_watch_is_named() {
+        let mut s = state();
+        assert_eq!(s.readiness(), Readiness::Syncing);
+        apply(
+            &mut s,
+            vec![Input::WatchFailed(
+                scope(Watched::Source(SourceKind::Secret)),
+                "403 forbidden".into(),
+            )],
+        );
+        assert_eq!(
+            s.readiness(),
+            Readiness::Failing(vec!["secrets in all namespaces: 403 forbidden".into()])
+        );
+        synced_state(&mut s);
+        assert_eq!(s.readiness(), Readiness::Ready);
+        // A watch that fails after its first list restarts and re-lists; hashroll stays ready.
+        apply(
+            &mut s,
+            vec![Input::WatchFailed(
+                scope(Watched::Source(SourceKind::Secret)),
+                "connection reset".into(),
+            )],
+        );
+        assert_eq!(s.readiness(), Readiness::Ready);
+    }
+
+    #[test]
+    fn nothing_is_decided_before_the_sources_have_listed_then_first_sight_records() {
+        let mut s = state();
+        let out = apply(&mut s, vec![opted_in("web")]);
+        assert!(matches!(&out[..], [Effect::DecideNow(id)] if id.name == "web"));
+        assert!(s.decide(&wid("web")).is_none(), "sources not listed yet");
+        synced_state(&mut s);
+        match s.decide(&wid("web")) {
+            Some(Effect::Write(w)) => {
+                assert_eq!(w.write, Write::Record);
+                assert!(w.event.is_none());
+            }
+            other => panic!("expected a record, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_source_change_debounces_its_users_and_rolls_naming_the_changed_key() {
+        let mut s = state();
+        synced_state(&mut s);
+        let Some(Effect::Write(w)) = s.decide(&wid("web")) else {
+            panic!("first sight records");
+        };
+        record(&mut s, &w);
+        assert!(s.decide(&wid("web")).is_none(), "recorded: nothing to do");
+        let out = apply(
+            &mut s,
+            vec![source(
+                SourceKind::Secret,
+                "db",
+                &[("password", "b"), ("user", "u")],
+            )],
+        );
+        assert!(matches!(&out[..], [Effect::Debounce(id)] if id.name == "web"));
+        match s.decide(&wid("web")) {
+            Some(Effect::Write(w)) => {
+                assert_eq!(w.write, Write::RollTemplate);
+                let ev = w.event.expect("a roll has its Event");
+                assert_eq!(ev.reason, "Reloaded");
+                assert_eq!(
+                    ev.note,
+                    "Rolled Deployment because Secret db (keys: password, user) changed"
+                );
+            }
+            other => panic!("expected a roll, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_relist_forgets_what_it_no_longer_holds() {
+        let mut s = state();
+        synced_state(&mut s);
+        let out = apply(
+            &mut s,
+            vec![synced(Watched::Workload(WorkloadKind::Deployment), &[])],
+        );
+        assert!(
+            out.iter()
+                .any(|e| matches!(e, Effect::Forget(id) if id.name == "web"))
+        );
+        assert!(s.decide(&wid("web")).is_none());
+        assert_eq!(s.counts(), (2, 0));
+        // A Secret deleted while the watch was down is forgotten too, and its users re-decided.
+        let out = apply(
+            &mut s,
+            vec![
+                opted_in("web"),
+                synced(Watched::Source(SourceKind::Secret), &[]),
+            ],
+        );
+        assert!(
+            out.iter()
+                .any(|e| matches!(e, Effect::Debounce(id) if id.name == "web"))
+        );
+        assert_eq!(s.counts(), (1, 1));
+    }
+
+    #[test]
+    fn a_required_source_that_is_missing_holds_but_one_not_watched_is_not_tracked() {
+        // Everything watched: `db` missing holds the workload.
+        let mut s = state();
+        apply(
+            &mut s,
+            vec![
+                source(SourceKind::ConfigMap, "app", &[("level", "info")]),
+                opted_in("web"),
+                synced(Watched::Source(SourceKind::Secret), &[]),
+                synced(Watched::Source(SourceKind::ConfigMap), &["app"]),
+            ],
+        );
+        assert!(s.decide(&wid("web")).is_none(), "held");
+        assert_eq!(s.metrics.held_workloads.get(), 1);
+
+        // Secrets not watched: `db` is simply not tracked, and the ConfigMap alone is recorded.
+        let mut s = state_with(&[SourceKind::ConfigMap], false);
+        apply(
+            &mut s,
+            vec![
+                source(SourceKind::ConfigMap, "app", &[("level", "info")]),
+                opted_in("web"),
+                synced(Watched::Source(SourceKind::ConfigMap), &["app"]),
+            ],
+        );
+        let Some(Effect::Write(w)) = s.decide(&wid("web")) else {
+            panic!("recorded, not held");
+        };
+        assert_eq!(
+            w.sources.to_map().keys().collect::<Vec<_>>(),
+            ["configmap/app"]
+        );
+        assert_eq!(s.metrics.held_workloads.get(), 0);
+    }
+
+    #[test]
+    fn a_malformed_annotation_is_reported_once() {
+        let mut s = state();
+        synced_state(&mut s);
+        let bad = deployment("bad", &[("hashroll.dev/reload", "yes please")], &[]);
+        apply(&mut s, vec![Input::WorkloadApplied(Box::new(bad))]);
+        match s.decide(&wid("bad")) {
+            Some(Effect::Publish(e)) => {
+                assert_eq!(e.event.reason, "InvalidAnnotation");
+                assert!(
+                    e.event.note.contains("hashroll.dev/reload"),
+                    "{}",
+                    e.event.note
+                );
+            }
+            other => panic!("expected a Warning Event, got {other:?}"),
+        }
+        assert!(s.decide(&wid("bad")).is_none(), "said once");
+        assert_eq!(s.metrics.invalid_workloads.get(), 1);
+    }
+
+    #[test]
+    fn a_dry_run_announces_each_roll_once_and_writes_nothing() {
+        let mut s = state_with(&SourceKind::ALL, true);
+        synced_state(&mut s);
+        assert!(
+            s.decide(&wid("web")).is_none(),
+            "first sight: nothing to announce"
+        );
+        apply(
+            &mut s,
+            vec![source(SourceKind::Secret, "db", &[("password", "b")])],
+        );
+        match s.decide(&wid("web")) {
+            Some(Effect::Publish(e)) => assert_eq!(e.event.reason, "WouldReload"),
+            other => panic!("expected WouldReload, got {other:?}"),
+        }
+        assert!(s.decide(&wid("web")).is_none(), "announced once");
+    }
+}

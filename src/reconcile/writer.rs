@@ -1,0 +1,202 @@
+//! The writer: a bounded pool of API writes (the patch that records or rolls, then its Event; Events of
+//! their own). At most `concurrency` run at once, however many are due (6,000 at first sight); the rest
+//! wait in a queue as what they are made of, and are built into request bodies only when sent.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use kube::Client;
+use tokio::task::JoinSet;
+
+use crate::error::Error;
+use crate::k8s::events::{EventPublisher, WorkloadEvent};
+use crate::k8s::patch::{self, Write};
+use crate::model::hashing::Stamp;
+use crate::model::policy::PolicySettings;
+use crate::model::workload::{RecordedSources, WorkloadSummary};
+use crate::reconcile::scheduler::{Wid, shrink};
+use crate::telemetry::metrics::Metrics;
+
+/// A write to one workload: record its state, or record and roll it.
+#[derive(Debug)]
+pub struct WriteRequest {
+    pub id: Wid,
+    pub write: Write,
+    pub stamp: Stamp,
+    pub sources: RecordedSources,
+    /// Published once the patch succeeded (a roll's `Reloaded`).
+    pub event: Option<WorkloadEvent>,
+    /// The workload's uid, for the Event's reference.
+    pub uid: Option<String>,
+}
+
+/// An Event on its own (a malformed annotation, a dry run's `WouldReload`).
+#[derive(Debug)]
+pub struct EventRequest {
+    pub id: Wid,
+    pub uid: Option<String>,
+    pub event: WorkloadEvent,
+}
+
+enum Job {
+    Write(WriteRequest),
+    Event(EventRequest),
+}
+
+/// The outcome of one write: the workload as stored afterwards, or why it failed.
+pub struct Written {
+    pub id: Wid,
+    pub result: Result<Option<WorkloadSummary>, Error>,
+}
+
+/// Runs writes against the API server, a bounded number at a time.
+pub struct Writer {
+    client: Client,
+    events: EventPublisher,
+    metrics: Metrics,
+    policy: PolicySettings,
+    concurrency: usize,
+    queued: VecDeque<Job>,
+    /// Each task returns its write's outcome (None for an Event on its own).
+    tasks: JoinSet<Option<Written>>,
+}
+
+impl Writer {
+    pub fn new(
+        client: Client,
+        events: EventPublisher,
+        metrics: Metrics,
+        policy: PolicySettings,
+        concurrency: usize,
+    ) -> Writer {
+        Writer {
+            client,
+            events,
+            metrics,
+            policy,
+            concurrency: concurrency.max(1),
+            queued: VecDeque::new(),
+            tasks: JoinSet::new(),
+        }
+    }
+
+    pub fn write(&mut self, w: WriteRequest) {
+        self.queued.push_back(Job::Write(w));
+        self.pump();
+    }
+
+    pub fn publish(&mut self, e: EventRequest) {
+        self.queued.push_back(Job::Event(e));
+        self.pump();
+    }
+
+    /// Nothing queued or running.
+    pub fn is_idle(&self) -> bool {
+        self.queued.is_empty() && self.tasks.is_empty()
+    }
+
+    /// The next finished write; pending while none is running. Cancel-safe.
+    pub async fn next_written(&mut self) -> Written {
+        loop {
+            if self.tasks.is_empty() {
+                std::future::pending::<()>().await;
+            }
+            let finished = self.tasks.join_next().await;
+            self.pump();
+            if let Some(Ok(Some(written))) = finished {
+                return written;
+            }
+            // An Event task, or a task that panicked (its workload is retried at the next change).
+        }
+    }
+
+    /// Stops taking work and waits (at most `limit`) for what runs now; what is only queued is dropped,
+    /// and found again by the next start's level-triggered pass.
+    pub async fn drain(mut self, limit: Duration) {
+        self.queued.clear();
+        tracing::info!(
+            in_flight = self.tasks.len(),
+            "stopping: finishing patches in flight"
+        );
+        let all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(limit, all).await.is_err() {
+            tracing::warn!("patches still in flight after {limit:?}; exiting anyway");
+        }
+    }
+
+    /// After a burst, give the queue's capacity back.
+    pub fn shrink(&mut self) {
+        shrink(&mut self.queued);
+    }
+
+    fn pump(&mut self) {
+        while self.tasks.len() < self.concurrency {
+            let Some(job) = self.queued.pop_front() else {
+                return;
+            };
+            let (client, events, metrics, policy) = (
+                self.client.clone(),
+                self.events.clone(),
+                self.metrics.clone(),
+                self.policy,
+            );
+            self.tasks.spawn(async move {
+                match job {
+                    Job::Write(w) => Some(send(&client, &events, &metrics, policy, w).await),
+                    Job::Event(e) => {
+                        publish(&events, &metrics, &e.id, e.uid.as_deref(), &e.event).await;
+                        None
+                    }
+                }
+            });
+        }
+    }
+}
+
+async fn send(
+    client: &Client,
+    events: &EventPublisher,
+    metrics: &Metrics,
+    policy: PolicySettings,
+    w: WriteRequest,
+) -> Written {
+    let WriteRequest {
+        id,
+        write,
+        stamp,
+        sources,
+        event,
+        uid,
+    } = w;
+    // `now` only matters for Argo Rollouts' restartAt: the time the patch is sent.
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let body = patch::patch_body(id.kind, write, &stamp, &sources, &now);
+    let result = match patch::send(client, &id, &body).await {
+        Ok(obj) => {
+            let counter = match write {
+                Write::Record => &metrics.records,
+                Write::RollTemplate | Write::RestartAt => &metrics.rolls,
+            };
+            counter.with_label_values(&[id.kind.as_str()]).inc();
+            if let Some(ev) = &event {
+                publish(events, metrics, &id, uid.as_deref(), ev).await;
+            }
+            Ok(obj.summary(id.kind, policy))
+        }
+        Err(e) => Err(Error::api("patching", &*id, e)),
+    };
+    Written { id, result }
+}
+
+async fn publish(
+    events: &EventPublisher,
+    metrics: &Metrics,
+    id: &Wid,
+    uid: Option<&str>,
+    ev: &WorkloadEvent,
+) {
+    if let Err(e) = events.publish(id, uid, ev).await {
+        metrics.event_errors.with_label_values(&[ev.reason]).inc();
+        tracing::warn!(workload = %id, error = %e, "could not publish Event");
+    }
+}
