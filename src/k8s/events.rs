@@ -66,7 +66,7 @@ impl EventPublisher {
         }
         let event = Event {
             metadata: ObjectMeta {
-                name: Some(format!("{}.{:x}", id.name, now.as_nanosecond())),
+                name: Some(event_name(&id.name, now.as_nanosecond())),
                 namespace: Some(id.namespace.clone()),
                 ..ObjectMeta::default()
             },
@@ -97,5 +97,42 @@ impl EventPublisher {
             .create(&PostParams::default(), &event)
             .await
             .map(|_| ())
+    }
+}
+
+/// The longest object name Kubernetes accepts (a DNS-1123 subdomain).
+const MAX_NAME: usize = 253;
+
+/// `<workload>.<time in hex>`, as kubectl's Events are named, cut so that it stays a valid name for any
+/// valid workload name: the workload part is shortened to fit, and never ends in `-` or `.`.
+fn event_name(workload: &str, nanos: i128) -> String {
+    let suffix = format!(".{:x}", nanos.max(0));
+    let room = MAX_NAME - suffix.len();
+    // Workload names are ASCII (DNS-1123), so any byte index is a character boundary.
+    let mut base = &workload[..workload.len().min(room)];
+    base = base.trim_end_matches(['-', '.']);
+    format!("{base}{suffix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::names::is_dns1123_subdomain;
+
+    #[test]
+    fn event_names_are_valid_for_every_valid_workload_name() {
+        let now = 0x1877_5b4a_93c2_5a00_i128;
+        assert_eq!(event_name("web", now), "web.18775b4a93c25a00");
+        let longest = format!("{}.{}", "a".repeat(126), "b".repeat(126));
+        assert_eq!(longest.len(), 253);
+        // Cut where a `-` or `.` would end the kept part.
+        let dotted = format!("{}.{}", "a".repeat(235), "b".repeat(17));
+        let dashed = format!("{}-{}", "a".repeat(235), "b".repeat(17));
+        for w in [longest.as_str(), dotted.as_str(), dashed.as_str(), "a"] {
+            let name = event_name(w, now);
+            assert!(name.len() <= 253, "{} chars", name.len());
+            assert!(is_dns1123_subdomain(&name), "{name}");
+            assert!(name.starts_with(&w[..w.len().min(200)]));
+        }
     }
 }
