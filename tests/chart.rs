@@ -169,6 +169,20 @@ async fn per_namespace_chart_rbac_is_enough() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_wide_chart_rbac_with_a_namespace_selector_is_enough() {
+    rolls_with_chart_permissions(r#"{"namespaceSelector": "team=a"}"#, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_namespace_chart_rbac_with_a_namespace_selector_is_enough() {
+    rolls_with_chart_permissions(
+        r#"{"watchNamespaces": ["app"], "namespaceSelector": "team=a"}"#,
+        true,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chart_rbac_without_leader_election_is_enough() {
     rolls_with_chart_permissions(r#"{"leaderElection": {"enabled": false}}"#, false).await;
 }
@@ -193,4 +207,32 @@ fn leader_election_sets_two_replicas_and_a_lease_role() {
         return;
     };
     assert!(three.contains("replicas: 3"), "{three}");
+}
+
+#[test]
+fn a_namespace_selector_in_per_namespace_mode_grants_reading_namespaces_cluster_wide() {
+    let Some(selector) = render(r#"{"watchNamespaces": ["app"], "namespaceSelector": "team=a"}"#)
+    else {
+        return;
+    };
+    let cluster_role = selector
+        .split("\n---")
+        .find(|d| d.contains("\nkind: ClusterRole\n"))
+        .unwrap_or_else(|| panic!("a ClusterRole:\n{selector}"));
+    assert!(
+        cluster_role.contains("resources: [namespaces]")
+            && cluster_role.contains("verbs: [list, watch]"),
+        "{cluster_role}"
+    );
+    assert!(
+        selector.contains("\nkind: ClusterRoleBinding\n"),
+        "{selector}"
+    );
+    let Some(plain) = render(r#"{"watchNamespaces": ["app"]}"#) else {
+        return;
+    };
+    assert!(
+        !plain.contains("kind: ClusterRole"),
+        "per-namespace mode without a selector needs nothing cluster-wide:\n{plain}"
+    );
 }
