@@ -236,6 +236,55 @@ async fn one_secret_used_by_fifty_workloads_rolls_each_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_with_a_253_character_name_rolls_and_gets_its_reloaded_event() {
+    let env = Env::start().await;
+    env.namespace(NS).await;
+    env.secret(NS, "db", &[("password", "p1")]).await;
+    // The longest name Kubernetes allows for a Deployment: a DNS-1123 subdomain of 253 characters.
+    let name = [
+        "a".repeat(63),
+        "b".repeat(63),
+        "c".repeat(63),
+        "d".repeat(61),
+    ]
+    .join(".");
+    assert_eq!(name.len(), 253);
+    // Written by hand: the harness labels pods with the workload's name, and a label value is at most
+    // 63 characters on a real API server.
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NS, "annotations": {"hashroll.dev/reload": "true"}},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "long"}},
+            "template": {"metadata": {"labels": {"app": "long"}}, "spec": env_from_secret("db")},
+        },
+    });
+    env.dynamic("deployments", NS)
+        .create(
+            &kube::api::PostParams::default(),
+            &serde_json::from_value(deployment).unwrap(),
+        )
+        .await
+        .expect("a 253-character Deployment name is valid");
+    let hr = env.hashroll(&[]).await;
+    env.wait_recorded("deployments", NS, &name).await;
+
+    env.secret(NS, "db", &[("password", "p2")]).await;
+    env.wait_rolls("deployments", NS, &name, 1).await;
+    env.assert_rolled_annotations("deployments", NS, &name)
+        .await;
+    let events = env.wait_event(NS, &name, "Reloaded").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0].2.contains("Secret db"), "{events:?}");
+    assert_eq!(
+        hr.metric("hashroll_event_errors_total", &[]).await,
+        None,
+        "every Event was accepted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statefulsets_daemonsets_and_cronjobs_roll_their_own_templates() {
     let env = Env::start().await;
     env.namespace(NS).await;
