@@ -5,8 +5,8 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{Env, Until, env_from_secret};
-use k8s_openapi::api::core::v1::Namespace;
+use common::{Env, Until, env_from_secret, pod};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube_testserver::ServerOptions;
 use serde_json::json;
@@ -104,6 +104,99 @@ async fn resource_label_selector_hides_unlabelled_sources() {
     // hashroll cannot see the unlabelled Secret: its change rolls nothing. (Not whether uses-plain is
     // recorded: an unseen Secret is not a missing one, see the tests below.)
     env.assert_rolls("deployments", ns, "uses-plain", 0);
+}
+
+/// Secret `hidden` exists but `flags` keep it from hashroll; Deployment `web` uses it and ConfigMap `cfg`.
+/// hashroll cannot see the Secret, so it cannot tell it is missing either: `web` is recorded at first sight
+/// and rolls once when the ConfigMap changes (and never for the Secret, whose changes it cannot see).
+async fn a_secret_hashroll_cannot_see_is_not_missing(
+    env: &Env,
+    ns: &str,
+    flags: &[&str],
+    watches_secrets: bool,
+) {
+    let labels = [("tracked", "yes")];
+    env.configmap_full(ns, "cfg", &[("k", "1")], &[], &labels)
+        .await;
+    let spec = pod(json!({"envFrom": [
+        {"secretRef": {"name": "hidden"}}, {"configMapRef": {"name": "cfg"}}]}));
+    env.deployment(ns, "web", spec).await;
+    let hr = env.hashroll(flags).await;
+    env.wait_recorded("deployments", ns, "web").await;
+    assert_eq!(
+        hr.metric("hashroll_held_workloads", &[]).await,
+        Some(0.0),
+        "nothing is held"
+    );
+
+    env.configmap_full(ns, "cfg", &[("k", "2")], &[], &labels)
+        .await;
+    env.wait_rolls("deployments", ns, "web", 1).await;
+    let barrier = async {
+        if watches_secrets {
+            env.barrier(ns).await
+        } else {
+            env.barrier_configmaps(ns).await
+        }
+    };
+    barrier.await;
+    env.assert_rolls("deployments", ns, "web", 1);
+    env.assert_rolled_annotations("deployments", ns, "web")
+        .await;
+    let events = env.wait_event(ns, "web", "Reloaded").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0].2.contains("ConfigMap cfg"), "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_of_a_kind_not_watched_is_not_missing() {
+    let env = Env::start().await;
+    let ns = "cm-only";
+    env.namespace(ns).await;
+    env.secret(ns, "hidden", &[("password", "p1")]).await;
+    a_secret_hashroll_cannot_see_is_not_missing(&env, ns, &["--watch", "configmaps"], false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_outside_the_resource_label_selector_is_not_missing() {
+    let env = Env::start().await;
+    let ns = "unlabelled";
+    env.namespace(ns).await;
+    env.secret(ns, "hidden", &[("password", "p1")]).await;
+    a_secret_hashroll_cannot_see_is_not_missing(
+        &env,
+        ns,
+        &["--resource-label-selector", "tracked=yes"],
+        true,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_of_an_excluded_type_is_not_missing() {
+    let env = Env::start().await;
+    let ns = "excluded";
+    env.namespace(ns).await;
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "example.com/x",
+        "metadata": {"name": "hidden", "namespace": ns},
+        "stringData": {"password": "p1"},
+    });
+    kube::Api::<Secret>::namespaced(env.client.clone(), ns)
+        .patch(
+            "hidden",
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .expect("apply the typed Secret");
+    a_secret_hashroll_cannot_see_is_not_missing(
+        &env,
+        ns,
+        &["--exclude-secret-types", "example.com/x"],
+        true,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
