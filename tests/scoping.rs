@@ -4,6 +4,7 @@
 mod common;
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use common::{Env, Until, env_from_secret, pod};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -341,4 +342,59 @@ async fn a_forbidden_namespace_does_not_stop_the_others() {
     }
     let (status, _) = hr.stop().await;
     assert!(status.success(), "hashroll kept running and stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_answers_503_naming_a_watch_that_fails_before_its_first_list() {
+    let env = Env::start_with(ServerOptions {
+        rbac: true,
+        ..ServerOptions::default()
+    })
+    .await;
+    web_in(&env, &["a"]).await;
+    kube::Api::<Namespace>::all(env.client.clone())
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"team": "a"}}})),
+        )
+        .await
+        .unwrap();
+    // Roles in `a` only: the cluster-wide Namespace list that --namespace-selector needs is forbidden.
+    let kubeconfig = namespaced_rbac(&env, "a").await;
+    let flags = ["--namespaces", "a", "--namespace-selector", "team=a"];
+    let hr = env
+        .hashroll_until(&kubeconfig, &flags, Until::Listening)
+        .await;
+
+    // Every other watch has listed (hashroll watches after its list), and the Namespace watch has failed.
+    let ctl = env.server.control();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let listed = NAMESPACED
+            .iter()
+            .all(|r| ctl.request_count("watch", r) >= 1);
+        let failed = hr
+            .metric("hashroll_watch_errors_total", &[("resource", "namespaces")])
+            .await;
+        if listed && failed.is_some_and(|n| n >= 1.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hashroll never got as far as watching (listed: {listed}, namespace watch errors: {failed:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // While the Namespace watch keeps failing, hashroll is not ready, and says which watch holds it back.
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        let (status, body) = hr.readyz().await;
+        assert!(
+            status == 503 && body.contains("namespaces"),
+            "/readyz answered {status} {body:?} while the namespaces watch cannot list (403)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.assert_untouched("deployments", "a", "web").await;
 }
