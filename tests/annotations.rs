@@ -394,10 +394,16 @@ async fn a_malformed_annotation_warns_once_and_leaves_others_working() {
     env.barrier(NS).await;
     env.assert_untouched("deployments", NS, "bad-bool").await;
     env.assert_untouched("deployments", NS, "bad-regex").await;
+    assert_eq!(
+        hr.metric("hashroll_invalid_workloads", &[]).await,
+        Some(2.0),
+        "both are counted as skipped"
+    );
     for (name, annotation) in [
         ("bad-bool", "hashroll.dev/reload"),
         ("bad-regex", "secret.reloader.stakater.com/reload"),
     ] {
+        // README: one log line naming the workload and the annotation; only the log can show it.
         let lines =
             hr.log_lines_with(&["malformed annotation", &format!("{NS}/{name}"), annotation]);
         assert_eq!(lines.len(), 1, "{name}: one log line: {lines:?}");

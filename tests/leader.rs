@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, PostParams};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use common::{Env, Hashroll, env_from_secret};
+use common::{Env, Hashroll, Until, env_from_secret};
 
 const NS: &str = "lead";
 
@@ -31,20 +30,10 @@ const SLOW: [&str; 4] = [
     "--leader-election-retry-period=0.5s",
 ];
 
+/// Starts a replica that finds the Lease held: it answers `/readyz` 200 `standby`.
 async fn standby(env: &Env, flags: &[&str]) -> Hashroll {
-    env.hashroll_until(&env.kubeconfig, flags, "waiting to become leader")
+    env.hashroll_until(&env.kubeconfig, flags, Until::Standby)
         .await
-}
-
-/// The `identity` field of the first log line containing `needle`.
-fn identity_in(hr: &Hashroll, needle: &str) -> String {
-    hr.log_lines_with(&[needle])
-        .iter()
-        .find_map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).ok()?;
-            v["identity"].as_str().map(str::to_string)
-        })
-        .unwrap_or_else(|| panic!("no {needle:?} line with an identity:\n{}", hr.logs()))
 }
 
 async fn lease(env: &Env) -> Lease {
@@ -52,6 +41,45 @@ async fn lease(env: &Env) -> Lease {
         .get("hashroll")
         .await
         .expect("the Lease hashroll/hashroll exists")
+}
+
+/// The Lease's `holderIdentity` now.
+async fn holder(env: &Env) -> Option<String> {
+    lease(env).await.spec.and_then(|s| s.holder_identity)
+}
+
+/// The `hashroll_leader` gauge of one replica.
+async fn leader_gauge(hr: &Hashroll) -> f64 {
+    hr.metric("hashroll_leader", &[])
+        .await
+        .expect("hashroll_leader in /metrics")
+}
+
+/// Waits until the replica's `hashroll_leader` gauge says it leads (fails after `timeout`).
+async fn wait_leading(hr: &Hashroll, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while leader_gauge(hr).await != 1.0 {
+        assert!(Instant::now() < deadline, "never became leader");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The server's count of list requests on everything hashroll watches.
+fn lists(env: &Env) -> u64 {
+    const WATCHED: [&str; 8] = [
+        "secrets",
+        "configmaps",
+        "deployments",
+        "statefulsets",
+        "daemonsets",
+        "cronjobs",
+        "rollouts",
+        "namespaces",
+    ];
+    WATCHED
+        .iter()
+        .map(|r| env.server.control().request_count("list", r))
+        .sum()
 }
 
 async fn setup(env: &Env) {
@@ -64,9 +92,14 @@ async fn setup(env: &Env) {
 async fn only_the_leader_rolls_and_a_standby_takes_over_after_the_leader_is_killed() {
     let env = Env::start().await;
     setup(&env).await;
+    // Ready (200 `ready`, not `standby`) means it leads and every watch has listed.
     let a = env.hashroll(&FAST).await;
-    let a_id = identity_in(&a, "became leader");
+    assert_eq!(leader_gauge(&a).await, 1.0);
+    let a_id = holder(&env).await.expect("the leader holds the Lease");
+    let lists_before_b = lists(&env);
     let b = standby(&env, &FAST).await;
+    assert_eq!(leader_gauge(&b).await, 0.0);
+    // README: a standby logs `waiting to become leader` once, naming the holder; only the log says so.
     let waiting = b.log_lines_with(&["waiting to become leader"]);
     assert!(waiting[0].contains(&a_id), "names the holder: {waiting:?}");
     env.wait_recorded("deployments", NS, "web").await;
@@ -77,12 +110,13 @@ async fn only_the_leader_rolls_and_a_standby_takes_over_after_the_leader_is_kill
     // Longer than the lease duration: the leader's renewals keep the standby out.
     tokio::time::sleep(Duration::from_secs(3)).await;
     env.assert_rolls("deployments", NS, "web", 1);
-    assert!(
-        b.log_lines_with(&["hashroll started"]).is_empty()
-            && b.log_lines_with(&["became leader"]).is_empty(),
-        "the standby neither leads nor watches:\n{}",
-        b.logs()
-    );
+    // The standby neither leads nor watches: it holds no Lease, lists nothing, knows no object.
+    assert_eq!(holder(&env).await.as_deref(), Some(a_id.as_str()));
+    assert_eq!(b.readyz().await, (200, "standby".to_string()));
+    assert_eq!(leader_gauge(&b).await, 0.0);
+    assert_eq!(lists(&env), lists_before_b, "the standby lists nothing");
+    assert_eq!(b.metric("hashroll_sources", &[]).await, Some(0.0));
+    assert_eq!(b.metric("hashroll_workloads", &[]).await, Some(0.0));
     assert_eq!(
         b.log_lines_with(&["waiting to become leader"]).len(),
         1,
@@ -92,8 +126,7 @@ async fn only_the_leader_rolls_and_a_standby_takes_over_after_the_leader_is_kill
     a.kill().await;
     let killed = Instant::now();
     env.secret(NS, "db", &[("password", "p3")]).await;
-    b.wait_for_log("became leader", Duration::from_secs(10))
-        .await;
+    wait_leading(&b, Duration::from_secs(10)).await;
     let took = killed.elapsed();
     assert!(
         took >= Duration::from_secs(1),
@@ -103,6 +136,8 @@ async fn only_the_leader_rolls_and_a_standby_takes_over_after_the_leader_is_kill
         took < Duration::from_secs(5),
         "took over after {took:?}: expected about one lease duration (2s)"
     );
+    let b_id = holder(&env).await.expect("the new leader holds the Lease");
+    assert_ne!(b_id, a_id, "the standby holds the Lease now");
     env.wait_rolls("deployments", NS, "web", 2).await;
     env.barrier(NS).await;
     env.assert_rolls("deployments", NS, "web", 2);
@@ -114,43 +149,35 @@ async fn only_the_leader_rolls_and_a_standby_takes_over_after_the_leader_is_kill
 async fn sigterm_releases_the_lease_and_the_standby_takes_over_at_once() {
     let env = Env::start().await;
     setup(&env).await;
-    let admin = "--admin-addr=127.0.0.1:0";
-    let a = env.hashroll(&[SLOW.as_slice(), &[admin]].concat()).await;
-    let b = env
-        .hashroll_until(
-            &env.kubeconfig,
-            &[SLOW.as_slice(), &[admin]].concat(),
-            "waiting to become leader",
-        )
-        .await;
-    let b_id = identity_in(&b, "waiting to become leader");
+    let a = env.hashroll(&SLOW).await;
+    let a_id = holder(&env).await.expect("the leader holds the Lease");
+    let b = standby(&env, &SLOW).await;
     env.wait_recorded("deployments", NS, "web").await;
 
     // The standby is healthy and ready (it can take over), and says it is not leading.
-    let (a_addr, b_addr) = (admin_addr(&a), admin_addr(&b));
-    assert_eq!(get(&b_addr, "/readyz").await, (200, "standby".to_string()));
-    assert_eq!(get(&b_addr, "/healthz").await.0, 200);
-    assert_eq!(get(&a_addr, "/readyz").await, (200, "ready".to_string()));
-    assert_eq!(leader_metric(&a_addr).await, 1);
-    assert_eq!(leader_metric(&b_addr).await, 0);
+    assert_eq!(b.readyz().await, (200, "standby".to_string()));
+    assert_eq!(b.get("/healthz").await.0, 200);
+    assert_eq!(a.readyz().await, (200, "ready".to_string()));
+    assert_eq!(leader_gauge(&a).await, 1.0);
+    assert_eq!(leader_gauge(&b).await, 0.0);
 
     let (status, _) = a.stop().await;
     assert!(status.success(), "a leader exits 0 on SIGTERM: {status}");
     let stopped = Instant::now();
-    b.wait_for_log("became leader", Duration::from_secs(15))
-        .await;
+    wait_leading(&b, Duration::from_secs(15)).await;
     let took = stopped.elapsed();
     assert!(
         took < Duration::from_secs(3),
         "took over {took:?} after SIGTERM; the lease duration is 10s, so it was not released"
     );
     let spec = lease(&env).await.spec.unwrap();
-    assert_eq!(spec.holder_identity.as_deref(), Some(b_id.as_str()));
+    let b_id = spec
+        .holder_identity
+        .expect("the new leader holds the Lease");
+    assert_ne!(b_id, a_id, "the standby holds the Lease now");
     assert_eq!(spec.lease_transitions, Some(1));
-    assert_eq!(leader_metric(&b_addr).await, 1);
 
-    b.wait_for_log("ready: every watch has listed", Duration::from_secs(10))
-        .await;
+    b.wait_until(Until::Ready).await;
     env.secret(NS, "db", &[("password", "p2")]).await;
     env.wait_rolls("deployments", NS, "web", 1).await;
     env.barrier(NS).await;
@@ -181,6 +208,7 @@ async fn a_leader_that_loses_the_lease_stops_and_exits_non_zero() {
     }
     let status = a.wait_exit(Duration::from_secs(5)).await;
     assert!(!status.success(), "exits non-zero: {status}");
+    // README: it logs `lost leadership`; beyond the exit status, only the log says why it stopped.
     assert_eq!(
         a.log_lines_with(&["lost leadership; stopping at once", "intruder"])
             .len(),
@@ -213,40 +241,4 @@ async fn inconsistent_timings_exit_2_naming_the_flags() {
             && stderr.contains("--leader-election-renew-deadline"),
         "{stderr}"
     );
-}
-
-fn admin_addr(hr: &Hashroll) -> String {
-    hr.log_lines_with(&["admin server listening"])
-        .iter()
-        .find_map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).ok()?;
-            v["addr"].as_str().map(str::to_string)
-        })
-        .unwrap_or_else(|| panic!("no admin address in the log:\n{}", hr.logs()))
-}
-
-/// GET `path` from the admin server: (status, body).
-async fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut conn = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect to the admin server");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    conn.write_all(request.as_bytes()).await.expect("send");
-    let mut response = String::new();
-    conn.read_to_string(&mut response).await.expect("read");
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status code");
-    (status, body.to_string())
-}
-
-async fn leader_metric(addr: &str) -> i64 {
-    let (status, body) = get(addr, "/metrics").await;
-    assert_eq!(status, 200);
-    body.lines()
-        .find_map(|l| l.strip_prefix("hashroll_leader ")?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no hashroll_leader in /metrics:\n{body}"))
 }

@@ -13,12 +13,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{Env, Hashroll, env_from_secret, optional_env_from_secret};
+use common::{Env, env_from_secret, optional_env_from_secret};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ApiResource, DynamicObject, WatchParams};
 use kube_testserver::{Fault, RequestMatch};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const NS: &str = "relist";
 
@@ -92,44 +91,6 @@ async fn relist(env: &Env, resource: &str) {
     .await;
 }
 
-/// Starts hashroll with its admin server on a free local port; returns it with that address.
-async fn hashroll_with_metrics(env: &Env) -> (Hashroll, String) {
-    let hr = env.hashroll(&["--admin-addr=127.0.0.1:0"]).await;
-    let addr = hr
-        .log_lines_with(&["admin server listening"])
-        .iter()
-        .find_map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).ok()?;
-            v["addr"].as_str().map(str::to_string)
-        })
-        .unwrap_or_else(|| panic!("no admin address in the log:\n{}", hr.logs()));
-    (hr, addr)
-}
-
-/// hashroll's `/metrics` text.
-async fn metrics(addr: &str) -> String {
-    let mut conn = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect to the admin server");
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    conn.write_all(request.as_bytes())
-        .await
-        .expect("send the request");
-    let mut response = String::new();
-    conn.read_to_string(&mut response)
-        .await
-        .expect("read the response");
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "GET /metrics: {head}");
-    body.to_string()
-}
-
-/// The value of an unlabelled metric.
-fn metric(text: &str, name: &str) -> Option<i64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
 /// The per-source digests hashroll recorded on a Deployment in [`NS`].
 async fn recorded_sources(env: &Env, name: &str) -> BTreeMap<String, String> {
     let a = env.annotations("deployments", NS, name).await;
@@ -182,12 +143,15 @@ async fn deployment_deleted_while_the_deployment_watch_was_down_is_forgotten_aft
     env.secret(NS, "db", &[("password", "p1")]).await;
     env.deployment(NS, "old", env_from_secret("only-old")).await;
     env.deployment(NS, "web", env_from_secret("db")).await;
-    let (hr, admin) = hashroll_with_metrics(&env).await;
+    let hr = env.hashroll(&[]).await;
     env.wait_recorded("deployments", NS, "old").await;
     env.wait_recorded("deployments", NS, "web").await;
     env.barrier(NS).await;
-    let tracked = metric(&metrics(&admin).await, "hashroll_workloads").expect("workloads gauge");
-    assert_eq!(tracked, 3, "old, web and the barrier's Deployment");
+    let tracked = hr
+        .metric("hashroll_workloads", &[])
+        .await
+        .expect("workloads gauge");
+    assert_eq!(tracked, 3.0, "old, web and the barrier's Deployment");
 
     take_watch_down(&env, "deployments").await;
     env.dynamic("deployments", NS)
@@ -196,44 +160,30 @@ async fn deployment_deleted_while_the_deployment_watch_was_down_is_forgotten_aft
         .expect("delete deployment");
     relist(&env, "deployments").await;
 
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let now = metric(&metrics(&admin).await, "hashroll_workloads");
-        if now == Some(tracked - 1) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "hashroll_workloads stays {now:?} after the relist, expected {}",
-            tracked - 1
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    hr.wait_metric("hashroll_workloads", &[], tracked - 1.0)
+        .await;
 
     // The Secret only the deleted Deployment used changes: hashroll has nothing left to roll for it.
-    let seen = hr.logs().len();
+    // Acting on `old` would mean a patch (a roll, or a record): count every patch from here on.
+    let patches = env.server.control().request_count("patch", "deployments");
     env.secret(NS, "only-old", &[("password", "p2")]).await;
     env.secret(NS, "db", &[("password", "p2")]).await;
     env.wait_rolls("deployments", NS, "web", 1).await;
     env.barrier(NS).await;
-    let after = hr.logs()[seen..].to_string();
-    let about_old: Vec<&str> = after
-        .lines()
-        .filter(|l| l.contains("relist/old\""))
-        .collect();
-    assert!(
-        about_old.is_empty(),
-        "hashroll still acts on the deleted Deployment: {about_old:#?}"
+    assert_eq!(
+        env.server.control().request_count("patch", "deployments") - patches,
+        3,
+        "one patch for web and two for the barrier; none for the deleted Deployment"
     );
-    let text = metrics(&admin).await;
-    let not_found: Vec<&str> = text
-        .lines()
-        .filter(|l| l.starts_with("hashroll_patch_errors_total{") && l.contains("code=\"404\""))
-        .collect();
-    assert!(
-        not_found.is_empty(),
-        "no patch hit a missing workload: {not_found:?}"
+    assert_eq!(
+        hr.metric("hashroll_patch_errors_total", &[("code", "404")])
+            .await,
+        None,
+        "no patch hit a missing workload"
     );
-    assert_eq!(metric(&text, "hashroll_workloads"), Some(tracked - 1));
+    assert_eq!(
+        hr.metric("hashroll_workloads", &[]).await,
+        Some(tracked - 1.0)
+    );
     env.assert_rolls("deployments", NS, "web", 1);
 }

@@ -3,8 +3,11 @@
 
 mod common;
 
-use common::{Env, env_from_secret};
-use k8s_openapi::api::core::v1::Namespace;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::{Env, Until, env_from_secret, pod};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube_testserver::ServerOptions;
 use serde_json::json;
@@ -89,7 +92,7 @@ async fn resource_label_selector_hides_unlabelled_sources() {
         .await;
     env.deployment(ns, "uses-plain", env_from_secret("plain"))
         .await;
-    let hr = env
+    let _hr = env
         .hashroll(&["--resource-label-selector", "tracked=yes"])
         .await;
     env.wait_recorded("deployments", ns, "uses-tracked").await;
@@ -99,13 +102,102 @@ async fn resource_label_selector_hides_unlabelled_sources() {
         .await;
     env.wait_rolls("deployments", ns, "uses-tracked", 1).await;
     env.barrier(ns).await;
-    // hashroll cannot see the unlabelled Secret: it waits for it rather than rolling.
-    env.assert_untouched("deployments", ns, "uses-plain").await;
+    // hashroll cannot see the unlabelled Secret: its change rolls nothing. (Not whether uses-plain is
+    // recorded: an unseen Secret is not a missing one, see the tests below.)
+    env.assert_rolls("deployments", ns, "uses-plain", 0);
+}
+
+/// Secret `hidden` exists but `flags` keep it from hashroll; Deployment `web` uses it and ConfigMap `cfg`.
+/// hashroll cannot see the Secret, so it cannot tell it is missing either: `web` is recorded at first sight
+/// and rolls once when the ConfigMap changes (and never for the Secret, whose changes it cannot see).
+async fn a_secret_hashroll_cannot_see_is_not_missing(
+    env: &Env,
+    ns: &str,
+    flags: &[&str],
+    watches_secrets: bool,
+) {
+    let labels = [("tracked", "yes")];
+    env.configmap_full(ns, "cfg", &[("k", "1")], &[], &labels)
+        .await;
+    let spec = pod(json!({"envFrom": [
+        {"secretRef": {"name": "hidden"}}, {"configMapRef": {"name": "cfg"}}]}));
+    env.deployment(ns, "web", spec).await;
+    let hr = env.hashroll(flags).await;
+    env.wait_recorded("deployments", ns, "web").await;
     assert_eq!(
-        hr.log_lines_with(&["required source is missing", "labels/uses-plain"])
-            .len(),
-        1
+        hr.metric("hashroll_held_workloads", &[]).await,
+        Some(0.0),
+        "nothing is held"
     );
+
+    env.configmap_full(ns, "cfg", &[("k", "2")], &[], &labels)
+        .await;
+    env.wait_rolls("deployments", ns, "web", 1).await;
+    let barrier = async {
+        if watches_secrets {
+            env.barrier(ns).await
+        } else {
+            env.barrier_configmaps(ns).await
+        }
+    };
+    barrier.await;
+    env.assert_rolls("deployments", ns, "web", 1);
+    env.assert_rolled_annotations("deployments", ns, "web")
+        .await;
+    let events = env.wait_event(ns, "web", "Reloaded").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0].2.contains("ConfigMap cfg"), "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_of_a_kind_not_watched_is_not_missing() {
+    let env = Env::start().await;
+    let ns = "cm-only";
+    env.namespace(ns).await;
+    env.secret(ns, "hidden", &[("password", "p1")]).await;
+    a_secret_hashroll_cannot_see_is_not_missing(&env, ns, &["--watch", "configmaps"], false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_outside_the_resource_label_selector_is_not_missing() {
+    let env = Env::start().await;
+    let ns = "unlabelled";
+    env.namespace(ns).await;
+    env.secret(ns, "hidden", &[("password", "p1")]).await;
+    a_secret_hashroll_cannot_see_is_not_missing(
+        &env,
+        ns,
+        &["--resource-label-selector", "tracked=yes"],
+        true,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_of_an_excluded_type_is_not_missing() {
+    let env = Env::start().await;
+    let ns = "excluded";
+    env.namespace(ns).await;
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "example.com/x",
+        "metadata": {"name": "hidden", "namespace": ns},
+        "stringData": {"password": "p1"},
+    });
+    kube::Api::<Secret>::namespaced(env.client.clone(), ns)
+        .patch(
+            "hidden",
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .expect("apply the typed Secret");
+    a_secret_hashroll_cannot_see_is_not_missing(
+        &env,
+        ns,
+        &["--exclude-secret-types", "example.com/x"],
+        true,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,7 +205,8 @@ async fn dry_run_reports_and_patches_nothing() {
     let env = Env::start().await;
     web_in(&env, &["dry"]).await;
     let hr = env.hashroll(&["--dry-run"]).await;
-    // Nothing is recorded in a dry run; the first sight is remembered in memory only.
+    // Nothing is recorded in a dry run; the first sight is remembered in memory only, and only the log
+    // shows it happened (it must, before the change, or the change would be taken as the first sight).
     hr.wait_for_log(
         "recording state without rolling",
         std::time::Duration::from_secs(15),
@@ -124,6 +217,7 @@ async fn dry_run_reports_and_patches_nothing() {
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].0, "Normal");
     assert!(events[0].2.contains("Secret db"), "{events:?}");
+    // README: a dry run logs what would roll; the log line is that behaviour.
     let lines = hr.log_lines_with(&["rolling workload", "dry/web", r#""dry_run":true"#]);
     assert_eq!(lines.len(), 1, "{lines:?}");
     env.assert_untouched("deployments", "dry", "web").await;
@@ -140,6 +234,82 @@ async fn dry_run_reports_and_patches_nothing() {
     );
 }
 
+/// Creates, as admin, a Role with `rules` in `ns` and binds it to hashroll's ServiceAccount.
+async fn grant(env: &Env, ns: &str, rules: serde_json::Value) {
+    let create = |kind: &str, plural: &str, doc: serde_json::Value| {
+        let ar = kube::core::ApiResource {
+            group: "rbac.authorization.k8s.io".into(),
+            version: "v1".into(),
+            api_version: "rbac.authorization.k8s.io/v1".into(),
+            kind: kind.into(),
+            plural: plural.into(),
+        };
+        let api: kube::Api<kube::core::DynamicObject> =
+            kube::Api::namespaced_with(env.client.clone(), ns, &ar);
+        async move {
+            api.create(
+                &PostParams::default(),
+                &serde_json::from_value(doc).unwrap(),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    create(
+        "Role",
+        "roles",
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "hashroll", "namespace": ns}, "rules": rules}),
+    )
+    .await;
+    create(
+        "RoleBinding",
+        "rolebindings",
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "hashroll", "namespace": ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "hashroll"},
+            "subjects": [{"kind": "ServiceAccount", "name": "hashroll", "namespace": "hashroll"}]}),
+    )
+    .await;
+}
+
+/// hashroll's ServiceAccount may act in `ns` only (plus its key in `hashroll`); returns its kubeconfig.
+async fn namespaced_rbac(env: &Env, ns: &str) -> PathBuf {
+    grant(
+        env,
+        ns,
+        json!([
+            {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "daemonsets"],
+             "verbs": ["get", "list", "watch", "patch"]},
+            {"apiGroups": ["batch"], "resources": ["cronjobs"], "verbs": ["get", "list", "watch", "patch"]},
+            {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]},
+        ]),
+    )
+    .await;
+    grant(
+        env,
+        "hashroll",
+        json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create"]}]),
+    )
+    .await;
+    let kubeconfig = env.dir.path().join("kubeconfig-sa");
+    env.server
+        .write_kubeconfig_for_token(&kubeconfig, "system:serviceaccount:hashroll:hashroll")
+        .unwrap();
+    kubeconfig
+}
+
+/// The resources hashroll watches in each namespace (the test server serves no Rollouts).
+const NAMESPACED: [&str; 6] = [
+    "secrets",
+    "configmaps",
+    "deployments",
+    "statefulsets",
+    "daemonsets",
+    "cronjobs",
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forbidden_namespace_does_not_stop_the_others() {
     let env = Env::start_with(ServerOptions {
@@ -148,66 +318,11 @@ async fn a_forbidden_namespace_does_not_stop_the_others() {
     })
     .await;
     web_in(&env, &["a", "b"]).await;
-    let rbac = |doc: serde_json::Value| async {
-        let kind = doc["kind"].as_str().unwrap().to_string();
-        let ns = doc["metadata"]["namespace"].as_str().unwrap().to_string();
-        let plural = if kind == "Role" {
-            "roles"
-        } else {
-            "rolebindings"
-        };
-        let ar = kube::core::ApiResource {
-            group: "rbac.authorization.k8s.io".into(),
-            version: "v1".into(),
-            api_version: "rbac.authorization.k8s.io/v1".into(),
-            kind,
-            plural: plural.into(),
-        };
-        let api: kube::Api<kube::core::DynamicObject> =
-            kube::Api::namespaced_with(env.client.clone(), &ns, &ar);
-        api.create(
-            &PostParams::default(),
-            &serde_json::from_value(doc).unwrap(),
-        )
-        .await
-        .unwrap();
-    };
-    let subject = json!([{"kind": "ServiceAccount", "name": "hashroll", "namespace": "hashroll"}]);
-    let role_and_binding = |ns: &str, rules: serde_json::Value| {
-        (
-            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-                "metadata": {"name": "hashroll", "namespace": ns}, "rules": rules}),
-            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                "metadata": {"name": "hashroll", "namespace": ns},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "hashroll"},
-                "subjects": subject.clone()}),
-        )
-    };
-    let (role, binding) = role_and_binding(
-        "a",
-        json!([
-            {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get", "list", "watch"]},
-            {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "daemonsets"],
-             "verbs": ["get", "list", "watch", "patch"]},
-            {"apiGroups": ["batch"], "resources": ["cronjobs"], "verbs": ["get", "list", "watch", "patch"]},
-            {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]},
-        ]),
-    );
-    rbac(role).await;
-    rbac(binding).await;
-    let (role, binding) = role_and_binding(
-        "hashroll",
-        json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create"]}]),
-    );
-    rbac(role).await;
-    rbac(binding).await;
-
-    let kubeconfig = env.dir.path().join("kubeconfig-sa");
-    env.server
-        .write_kubeconfig_for_token(&kubeconfig, "system:serviceaccount:hashroll:hashroll")
-        .unwrap();
+    let kubeconfig = namespaced_rbac(&env, "a").await;
+    // Not waiting for readiness: whether a watch that cannot list keeps hashroll unready is another
+    // test's subject (readyz_answers_503_naming_a_watch_that_fails_before_its_first_list).
     let hr = env
-        .hashroll_with_kubeconfig(&kubeconfig, &["--namespaces", "a,b"])
+        .hashroll_until(&kubeconfig, &["--namespaces", "a,b"], Until::Listening)
         .await;
     env.wait_recorded("deployments", "a", "web").await;
     change_db(&env, &["a", "b"]).await;
@@ -215,14 +330,71 @@ async fn a_forbidden_namespace_does_not_stop_the_others() {
     env.wait_event("a", "web", "Reloaded").await;
     env.barrier("a").await;
     env.assert_untouched("deployments", "b", "web").await;
-    let forbidden = hr.log_lines_with(&["watch failed", r#""namespace":"b""#]);
-    assert!(!forbidden.is_empty(), "b's watch failure is logged");
-    assert!(
-        forbidden
-            .iter()
-            .any(|l| l.contains("403") || l.contains("forbidden")),
-        "{forbidden:?}"
-    );
+    // b's watches are forbidden and counted as failing, while a's work (a's rolled above).
+    for resource in NAMESPACED {
+        let failed = hr
+            .metric("hashroll_watch_errors_total", &[("resource", resource)])
+            .await;
+        assert!(
+            failed.is_some_and(|n| n >= 1.0),
+            "b's {resource} watch failure is counted: {failed:?}"
+        );
+    }
     let (status, _) = hr.stop().await;
     assert!(status.success(), "hashroll kept running and stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_answers_503_naming_a_watch_that_fails_before_its_first_list() {
+    let env = Env::start_with(ServerOptions {
+        rbac: true,
+        ..ServerOptions::default()
+    })
+    .await;
+    web_in(&env, &["a"]).await;
+    kube::Api::<Namespace>::all(env.client.clone())
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"team": "a"}}})),
+        )
+        .await
+        .unwrap();
+    // Roles in `a` only: the cluster-wide Namespace list that --namespace-selector needs is forbidden.
+    let kubeconfig = namespaced_rbac(&env, "a").await;
+    let flags = ["--namespaces", "a", "--namespace-selector", "team=a"];
+    let hr = env
+        .hashroll_until(&kubeconfig, &flags, Until::Listening)
+        .await;
+
+    // Every other watch has listed (hashroll watches after its list), and the Namespace watch has failed.
+    let ctl = env.server.control();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let listed = NAMESPACED
+            .iter()
+            .all(|r| ctl.request_count("watch", r) >= 1);
+        let failed = hr
+            .metric("hashroll_watch_errors_total", &[("resource", "namespaces")])
+            .await;
+        if listed && failed.is_some_and(|n| n >= 1.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hashroll never got as far as watching (listed: {listed}, namespace watch errors: {failed:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // While the Namespace watch keeps failing, hashroll is not ready, and says which watch holds it back.
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        let (status, body) = hr.readyz().await;
+        assert!(
+            status == 503 && body.contains("namespaces"),
+            "/readyz answered {status} {body:?} while the namespaces watch cannot list (403)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.assert_untouched("deployments", "a", "web").await;
 }

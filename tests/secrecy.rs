@@ -111,6 +111,7 @@ async fn the_secret_value_appears_nowhere() {
     let stored = serde_json::to_string(&stored).unwrap();
     assert!(std::panic::catch_unwind(|| assert_clean("the Secret", &stored)).is_err());
 
+    // The log is one of the outputs that must never carry a value: reading it is the point here.
     let logs = hr.logs();
     assert!(
         logs.contains("rolling workload"),

@@ -53,8 +53,9 @@ impl Env {
         env
     }
 
-    /// Starts hashroll with the test defaults (debounce 0, no admin server) plus `extra` flags, which may
-    /// replace a default (`--debounce=..`, `--log-level=..`, `--admin-addr=..`).
+    /// Starts hashroll with the test defaults (debounce 0, one patch at a time, its admin server on a free
+    /// local port the harness chose) plus `extra` flags, which may replace a default (`--debounce=..`,
+    /// `--log-level=..`, `--patch-concurrency=..`), and waits until `/readyz` answers 200 `ready`.
     pub async fn hashroll(&self, extra: &[&str]) -> Hashroll {
         self.hashroll_with_kubeconfig(&self.kubeconfig, extra).await
     }
@@ -64,18 +65,43 @@ impl Env {
         kubeconfig: &std::path::Path,
         extra: &[&str],
     ) -> Hashroll {
-        self.hashroll_until(kubeconfig, extra, "ready: every watch has listed")
-            .await
+        self.hashroll_until(kubeconfig, extra, Until::Ready).await
     }
 
-    /// Starts hashroll like [`Env::hashroll`] but waits for `needle` in its log instead of readiness
-    /// (e.g. a standby's "waiting to become leader").
+    /// Starts hashroll like [`Env::hashroll`] but waits for `until` instead of readiness (e.g. a standby).
     pub async fn hashroll_until(
         &self,
         kubeconfig: &std::path::Path,
         extra: &[&str],
-        needle: &str,
+        until: Until,
     ) -> Hashroll {
+        assert!(
+            !extra.iter().any(|a| a.starts_with("--admin-addr")),
+            "the harness chooses the admin address"
+        );
+        // The port is free when chosen, but another process may take it before hashroll binds it (rare):
+        // then start again on another port.
+        for _ in 0..5 {
+            if let Some(h) = self.spawn_hashroll(kubeconfig, extra).await {
+                h.wait_until(until).await;
+                return h;
+            }
+        }
+        panic!("hashroll never got an admin port of its own");
+    }
+
+    /// Spawns hashroll with its admin server on a port chosen here; returns it once that port is its own
+    /// listening socket, or None (the process killed) if the port turned out to be taken.
+    async fn spawn_hashroll(
+        &self,
+        kubeconfig: &std::path::Path,
+        extra: &[&str],
+    ) -> Option<Hashroll> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free local port")
+            .port();
+        let admin = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let n = self.barriers.fetch_add(1, Ordering::Relaxed);
         let log = self.dir.path().join(format!("hashroll-{n}.log"));
         let file = std::fs::File::create(&log).expect("log file");
@@ -86,15 +112,17 @@ impl Env {
             "hashroll".into(),
             "--log-format".into(),
             "json".into(),
+            format!("--admin-addr={admin}"),
         ];
-        if !extra.iter().any(|a| a.starts_with("--admin-addr")) {
-            args.push("--admin-addr=off".into());
-        }
         if !extra.iter().any(|a| a.starts_with("--log-level")) {
-            args.push("--log-level=debug,kube=info,hyper=info,tower=info".into());
+            args.push("--log-level=debug,kube=info,hyper=info,tower=info,rustls=info".into());
         }
         if !extra.iter().any(|a| a.starts_with("--debounce")) {
             args.push("--debounce=0".into());
+        }
+        // One patch at a time, in the order decided: what makes `barrier` exact.
+        if !extra.iter().any(|a| a.starts_with("--patch-concurrency")) {
+            args.push("--patch-concurrency=1".into());
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hashroll"))
@@ -105,9 +133,23 @@ impl Env {
             .kill_on_drop(true)
             .spawn()
             .expect("hashroll starts");
-        let h = Hashroll { child, log };
-        h.wait_for_log(needle, Duration::from_secs(20)).await;
-        h
+        let mut h = Hashroll { child, log, admin };
+        let pid = h.child.id().expect("running");
+        // hashroll binds its admin port before anything else.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = h.child.try_wait() {
+                panic!("hashroll exited at start ({status}); log:\n{}", h.logs());
+            }
+            match listener_owner(port) {
+                Some(inode) if owns_socket(pid, &inode) => return Some(h),
+                Some(_) => break,
+                None if Instant::now() > deadline => break,
+                None => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+        h.child.kill().await.expect("SIGKILL hashroll");
+        None
     }
 
     pub async fn namespace(&self, name: &str) {
@@ -347,7 +389,26 @@ impl Env {
     /// sentinel Deployment, and waits for each roll. Each source kind has its own watch stream, and each
     /// stream delivers in order, so both steps are needed. The sentinels carry the label `tracked=yes`
     /// so a `--resource-label-selector=tracked=yes` run still sees them.
+    ///
+    /// No grace period: with the harness's default `--patch-concurrency=1` hashroll sends one patch at a
+    /// time, in the order it decided them, and publishes a roll's Event before it sends the next patch.
+    /// So once the second sentinel roll is stored, every patch and Event decided before the second step
+    /// began is stored too: every decision caused by a source change made before the barrier, and every
+    /// decision caused by the response to a patch that landed before the first sentinel roll. (Not the
+    /// Events hashroll publishes without a patch: `InvalidAnnotation`, and `WouldReload` in a dry run; wait
+    /// for those.) A test that lets several patches run at once must allow for one decided earlier
+    /// landing after the sentinel's.
     pub async fn barrier(&self, ns: &str) {
+        self.barrier_through(ns, true).await
+    }
+
+    /// [`Env::barrier`] for a hashroll that does not watch Secrets (`--watch configmaps`): the sentinel
+    /// ConfigMap changes twice instead.
+    pub async fn barrier_configmaps(&self, ns: &str) {
+        self.barrier_through(ns, false).await
+    }
+
+    async fn barrier_through(&self, ns: &str, secrets: bool) {
         let name = "zz-barrier";
         let labels = [("tracked", "yes")];
         let n = self.barriers.fetch_add(1, Ordering::Relaxed).to_string();
@@ -358,23 +419,30 @@ impl Env {
             .unwrap()
             .is_none()
         {
-            self.secret_full(ns, name, &[("n", &n)], &[], &labels).await;
+            let spec = if secrets {
+                self.secret_full(ns, name, &[("n", &n)], &[], &labels).await;
+                pod(json!({"envFrom": [
+                    {"secretRef": {"name": name}}, {"configMapRef": {"name": name}}]}))
+            } else {
+                pod(json!({"envFrom": [{"configMapRef": {"name": name}}]}))
+            };
             self.configmap_full(ns, name, &[("n", &n)], &[], &labels)
                 .await;
-            let spec = pod(json!({"envFrom": [
-                {"secretRef": {"name": name}}, {"configMapRef": {"name": name}}]}));
             self.deployment(ns, name, spec).await;
             self.wait_recorded("deployments", ns, name).await;
         }
         let before = self.rolls("deployments", ns, name);
-        self.secret_full(ns, name, &[("n", &format!("{n}-s"))], &[], &labels)
-            .await;
+        if secrets {
+            self.secret_full(ns, name, &[("n", &format!("{n}-s"))], &[], &labels)
+                .await;
+        } else {
+            self.configmap_full(ns, name, &[("n", &format!("{n}-c0"))], &[], &labels)
+                .await;
+        }
         self.wait_rolls("deployments", ns, name, before + 1).await;
         self.configmap_full(ns, name, &[("n", &format!("{n}-c"))], &[], &labels)
             .await;
         self.wait_rolls("deployments", ns, name, before + 2).await;
-        // The barrier's own patch may overtake one issued just before it.
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     /// Asserts the workload has rolled exactly `n` times now (use after [`Env::barrier`]).
@@ -486,13 +554,93 @@ impl Env {
     }
 }
 
+/// What [`Env::hashroll_until`] waits for once hashroll's admin server listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// `/readyz` answers 200 `ready`: every watch has listed (and, with `--leader-elect`, it leads).
+    Ready,
+    /// `/readyz` answers 200 `standby`: waiting for the Lease.
+    Standby,
+    /// Nothing more: the admin server listens.
+    Listening,
+}
+
 /// A running hashroll process; SIGKILLed on drop.
 pub struct Hashroll {
     child: tokio::process::Child,
     pub log: PathBuf,
+    /// Its admin server (`/metrics`, `/healthz`, `/readyz`), on the port the harness chose.
+    pub admin: std::net::SocketAddr,
 }
 
 impl Hashroll {
+    /// GET `path` from the admin server: (status, body); None if it does not answer.
+    pub async fn try_get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(self.admin, path).await
+    }
+
+    /// GET `path` from the admin server: (status, body).
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        self.try_get(path)
+            .await
+            .unwrap_or_else(|| panic!("no answer from the admin server on {}", self.admin))
+    }
+
+    /// `/readyz`: (status, body).
+    pub async fn readyz(&self) -> (u16, String) {
+        self.get("/readyz").await
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let (status, body) = self.get("/metrics").await;
+        assert_eq!(status, 200, "GET /metrics: {body}");
+        body
+    }
+
+    /// The value of metric `name` in `/metrics`: the sum of its samples whose labels include every one
+    /// of `labels` (all its samples when `labels` is empty); None when no sample matches.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        metric_value(&self.metrics().await, name, labels)
+    }
+
+    /// Waits until [`Hashroll::metric`] is `want` (fails after 15 s).
+    pub async fn wait_metric(&self, name: &str, labels: &[(&str, &str)], want: f64) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let got = self.metric(name, labels).await;
+            if got == Some(want) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}{labels:?} is {got:?}, expected {want} (timed out)"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until the admin server says `until` (fails after 20 s).
+    pub async fn wait_until(&self, until: Until) {
+        let want = match until {
+            Until::Ready => "ready",
+            Until::Standby => "standby",
+            Until::Listening => return,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = self.try_get("/readyz").await;
+            if got.as_ref().is_some_and(|(s, b)| *s == 200 && b == want) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/readyz never answered 200 {want:?} (last: {got:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// Everything hashroll has logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -615,4 +763,69 @@ pub fn secret_key_ref(name: &str, key: &str) -> Value {
 /// A pod spec using the Secret through `envFrom` with `optional: true`.
 pub fn optional_env_from_secret(name: &str) -> Value {
     pod(json!({"envFrom": [{"secretRef": {"name": name, "optional": true}}]}))
+}
+
+/// GET `path` from `addr` over HTTP/1.1: (status, body); None if nothing answers.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    conn.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    conn.read_to_string(&mut response).await.ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// The sum of the samples of `name` in a Prometheus text exposition whose labels include every one of
+/// `labels`; None when no sample matches.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (metric, sample_labels) = match series.split_once('{') {
+            Some((m, rest)) => (m, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if metric != name {
+            continue;
+        }
+        let sample: Vec<(&str, &str)> = sample_labels
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k, v.trim_matches('"')))
+            .collect();
+        if labels.iter().all(|l| sample.contains(l)) {
+            let v: f64 = value.parse().expect("a sample value");
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
+}
+
+/// The inode of the socket listening on 127.0.0.1:`port` (or on every address), if any.
+fn listener_owner(port: u16) -> Option<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let (addr, p) = f.get(1)?.split_once(':')?;
+        let listening = f.get(3) == Some(&"0A");
+        let local = addr == "0100007F" || addr == "00000000";
+        (listening && local && u16::from_str_radix(p, 16).ok() == Some(port))
+            .then(|| f.get(9).map(|s| s.to_string()))
+            .flatten()
+    })
+}
+
+/// Whether process `pid` holds the socket `inode`.
+fn owns_socket(pid: u32, inode: &str) -> bool {
+    let want = format!("socket:[{inode}]");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == want))
 }
