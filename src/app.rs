@@ -157,7 +157,6 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
         state::Settings {
             dry_run: args.dry_run,
             namespaces: (&args).into(),
-            policy: (&args).into(),
             visibility: (&args).into(),
             scopes,
         },

@@ -333,33 +333,19 @@ fn parse_name(s: &str) -> Result<String, String> {
     }
 }
 
-/// Parses `0`, `250ms`, `2s`, `1m`, `1.5s`.
+/// Parses `0`, `250ms`, `2s`, `1m`, `1.5s` (jiff's friendly format), from 0 to one hour.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if s == "0" {
         return Ok(Duration::ZERO);
     }
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(|| format!("{s:?} has no unit: use ms, s or m (e.g. 2s)"))?;
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num
+    let d: jiff::SignedDuration = s
         .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 2s, 500ms)"))?;
-    let secs = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => {
-            return Err(format!(
-                "{s:?} has an unknown unit {unit:?}: use ms, s or m"
-            ));
-        }
-    };
-    if !secs.is_finite() || !(0.0..=3600.0).contains(&secs) {
-        return Err(format!("{s:?} is out of range (0 to 1h)"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+        .map_err(|_| format!("{s:?} is not a duration with a unit (e.g. 2s, 500ms, 1m)"))?;
+    Duration::try_from(d)
+        .ok()
+        .filter(|d| *d <= Duration::from_secs(3600))
+        .ok_or_else(|| format!("{s:?} is out of range (0 to 1h)"))
 }
 
 /// Checks the syntax of a label selector before it reaches the API server, so a typo fails at start-up.
@@ -541,7 +527,9 @@ mod tests {
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
         assert!(parse_duration("2").is_err());
-        assert!(parse_duration("2h").is_err());
+        assert!(parse_duration("2h").is_err(), "more than an hour");
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("2 fortnights").is_err());
     }
 
     #[test]

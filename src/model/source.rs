@@ -29,6 +29,7 @@ impl KeyDigests {
             .map(|(_, d)| d)
     }
 
+    #[cfg(test)]
     pub fn contains_key(&self, key: &str) -> bool {
         self.get(key).is_some()
     }
@@ -38,14 +39,17 @@ impl KeyDigests {
         Entries { rest: &self.0 }
     }
 
+    #[cfg(test)]
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.iter().map(|(k, _)| k)
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.iter().count()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -88,6 +88,7 @@ pub struct Visibility {
 
 impl Visibility {
     /// Every kind watched, unfiltered.
+    #[cfg(test)]
     pub fn everything() -> Visibility {
         Visibility {
             watched: SourceKind::ALL.into_iter().collect(),

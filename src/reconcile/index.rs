@@ -62,11 +62,6 @@ struct Registration {
 }
 
 impl ReverseIndex {
-    /// An empty index.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// Registers what `workload` uses now, replacing its previous entries. Duplicates are fine.
     ///
     /// Pattern trackers are registered in the workload's own namespace. A workload that uses nothing is
@@ -257,7 +252,7 @@ mod tests {
 
     #[test]
     fn exact_users_are_found_including_missing_sources() {
-        let mut ix = ReverseIndex::new();
+        let mut ix = ReverseIndex::default();
         let (a, b) = (deploy("ns", "a"), deploy("ns", "b"));
         ix.set(&a, [secret("ns", "db"), cm("ns", "app")], &[]);
         ix.set(
@@ -285,7 +280,7 @@ mod tests {
 
     #[test]
     fn set_replaces_and_drops_stale_sources() {
-        let mut ix = ReverseIndex::new();
+        let mut ix = ReverseIndex::default();
         let a = deploy("ns", "a");
         ix.set(&a, [secret("ns", "old"), secret("ns", "kept")], &[]);
         ix.set(&a, [secret("ns", "kept"), secret("ns", "new")], &[]);
@@ -304,7 +299,7 @@ mod tests {
 
     #[test]
     fn duplicates_are_registered_once() {
-        let mut ix = ReverseIndex::new();
+        let mut ix = ReverseIndex::default();
         let a = deploy("ns", "a");
         ix.set(
             &a,
@@ -320,7 +315,7 @@ mod tests {
 
     #[test]
     fn remove_leaves_no_stale_entries() {
-        let mut ix = ReverseIndex::new();
+        let mut ix = ReverseIndex::default();
         let (a, b) = (deploy("ns", "a"), deploy("ns", "b"));
         ix.set(
             &a,
@@ -346,7 +341,7 @@ mod tests {
 
     #[test]
     fn setting_nothing_forgets_the_workload() {
-        let mut ix = ReverseIndex::new();
+        let mut ix = ReverseIndex::default();
         let a = deploy("ns", "a");
         ix.set(&a, [secret("ns", "db")], &[SourceKind::Secret]);
         ix.set(&a, [], &[]);
@@ -358,7 +353,7 @@ mod tests {
 
     #[test]
     fn pattern_trackers_see_every_source_of_their_kind_in_their_namespace() {
-        let mut ix = ReverseIndex::new();
+        let mut ix = ReverseIndex::default();
         let p = deploy("ns", "pattern");
         let e = deploy("ns", "exact");
         let other = deploy("other", "pattern");
@@ -385,7 +380,7 @@ mod tests {
 
     #[test]
     fn affected_is_sorted_across_kinds_of_workload() {
-        let mut ix = ReverseIndex::new();
+        let mut ix = ReverseIndex::default();
         let ids = [
             WorkloadId::new(WorkloadKind::Rollout, "ns", "a"),
             WorkloadId::new(WorkloadKind::Deployment, "ns", "z"),
@@ -403,7 +398,7 @@ mod tests {
 
     #[test]
     fn many_workloads_share_one_source_entry() {
-        let mut ix = ReverseIndex::new();
+        let mut ix = ReverseIndex::default();
         for i in 0..1000 {
             ix.set(
                 &deploy("ns", &format!("w{i}")),

@@ -157,13 +157,9 @@ impl Scheduler {
     }
 
     /// Nothing is scheduled, in flight or waiting to be redone.
+    #[cfg(test)]
     pub fn is_idle(&self) -> bool {
         self.pending.is_empty() && self.in_flight.is_empty() && self.redo.is_empty()
-    }
-
-    /// Workloads with a decision pending (for tests and gauges).
-    pub fn pending(&self) -> usize {
-        self.pending.len()
     }
 
     /// After a burst (thousands of first sights), give the maps' capacity back.

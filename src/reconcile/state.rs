@@ -12,7 +12,7 @@ use crate::k8s::events::{EventType, WorkloadEvent};
 use crate::k8s::patch::Write;
 use crate::model::hashing::{InstallationKey, Stamp};
 use crate::model::kind::{SourceId, SourceKind, WorkloadId, WorkloadKind, source_label};
-use crate::model::policy::{PolicySettings, Tracked};
+use crate::model::policy::Tracked;
 use crate::model::source::SourceSummary;
 use crate::model::workload::{RecordedSources, Tracking, WorkloadSummary};
 use crate::reconcile::decision::{self, Action, Current, Visibility};
@@ -38,7 +38,6 @@ pub struct NamespaceFilter {
 pub struct Settings {
     pub dry_run: bool,
     pub namespaces: NamespaceFilter,
-    pub policy: PolicySettings,
     /// Which sources hashroll sees in full.
     pub visibility: Visibility,
     /// Every watch that was started; readiness and per-namespace gating are computed from these.
@@ -590,6 +589,7 @@ fn note_unwatched(noted: &mut HashMap<Wid, Vec<SourceId>>, id: &Wid, unwatched: 
 mod tests {
     use super::*;
     use crate::model::hashing::{Section, key_digest};
+    use crate::model::policy::PolicySettings;
     use k8s_openapi::api::core::v1::PodTemplateSpec;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use serde_json::json;
@@ -613,10 +613,6 @@ mod tests {
         let settings = Settings {
             dry_run,
             namespaces: NamespaceFilter::default(),
-            policy: PolicySettings {
-                auto_reload_all: false,
-                stakater_compat: true,
-            },
             visibility: Visibility {
                 watched: watched.iter().copied().collect(),
                 filtered: BTreeSet::new(),
