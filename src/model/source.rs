@@ -97,10 +97,18 @@ struct Entries<'a> {
     rest: &'a [u8],
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Entries read on this thread: tests count the work a change costs without timing it.
+    pub static ENTRIES_READ: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 impl<'a> Iterator for Entries<'a> {
     type Item = (&'a str, &'a KeyDigest);
 
     fn next(&mut self) -> Option<Self::Item> {
+        #[cfg(test)]
+        ENTRIES_READ.with(|n| n.set(n.get() + 1));
         let (len, rest) = self.rest.split_at_checked(LEN_BYTES)?;
         let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
         let (key, rest) = rest.split_at_checked(len)?;

@@ -893,6 +893,35 @@ mod tests {
     }
 
     #[test]
+    fn a_change_to_a_secret_with_thousands_of_keys_reads_each_key_a_bounded_number_of_times() {
+        use crate::model::source::ENTRIES_READ;
+        const KEYS: usize = 5_000;
+        let mut s = state();
+        synced_state(&mut s);
+        let wide = |v: &str| {
+            let kv: Vec<(String, String)> = (0..KEYS)
+                .map(|i| (format!("key-{i:05}"), format!("{v}-{i}")))
+                .collect();
+            let kv: Vec<(&str, &str)> = kv.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            source(SourceKind::Secret, "db", &kv)
+        };
+        apply(&mut s, vec![wide("a")]);
+        let changed = wide("b");
+        ENTRIES_READ.with(|n| n.set(0));
+        apply(&mut s, vec![changed]);
+        let read = ENTRIES_READ.with(|n| n.get());
+        // One walk over the old and the new keys; a lookup per key would read about KEYS² / 2 entries.
+        assert!(
+            read <= 2 * (KEYS + 1),
+            "{read} entries read for a change of {KEYS} keys"
+        );
+        assert_eq!(
+            s.changed_keys[&SourceId::new(SourceKind::Secret, NS, "db")].len(),
+            KEYS
+        );
+    }
+
+    #[test]
     fn a_dry_run_announces_each_roll_once_and_writes_nothing() {
         let mut s = state_with(&SourceKind::ALL, true);
         synced_state(&mut s);
