@@ -9,7 +9,7 @@ use hyper::Response;
 use serde_json::{Map, Value, json};
 
 use crate::api::{Body, Ctx, Filter, json_bytes, json_value};
-use crate::patch::{PatchError, PatchType};
+use crate::patch::PatchType;
 use crate::resources::ResourceDef;
 use crate::server::State;
 use crate::status::ApiError;
@@ -742,10 +742,6 @@ fn respond_written(ctx: &Ctx, stored: &Obj, code: u16) -> Response<Body> {
     }
 }
 
-fn patch_error(e: PatchError) -> ApiError {
-    ApiError::new(e.status_code(), e.reason(), e.to_string())
-}
-
 /// PATCH on an object or its status/scale subresource (all four patch types).
 pub(crate) fn patch(state: &Arc<State>, ctx: &Ctx) -> Result<Response<Body>, ApiError> {
     let def = &ctx.target.def;
@@ -778,7 +774,7 @@ pub(crate) fn patch(state: &Arc<State>, ctx: &Ctx) -> Result<Response<Body>, Api
         Err(e) if apply && sub.is_none() => {
             let _ = e;
             let obj = crate::patch::server_side_apply(None, &ctx.body, &fm, force, &now())
-                .map_err(patch_error)?;
+                .map_err(ApiError::from)?;
             check_url_name(&obj, url_name)?;
             let mut obj = obj;
             meta(&mut obj).insert("name".into(), json!(url_name));
@@ -804,13 +800,13 @@ pub(crate) fn patch(state: &Arc<State>, ctx: &Ctx) -> Result<Response<Body>, Api
         } else {
             crate::patch::apply_patch(pt, &view, &ctx.body)
         }
-        .map_err(patch_error)?;
+        .map_err(ApiError::from)?;
         apply_scale(def, &old.obj, &patched)?
     } else if apply {
         crate::patch::server_side_apply(Some(&old.obj), &ctx.body, &fm, force, &now())
-            .map_err(patch_error)?
+            .map_err(ApiError::from)?
     } else {
-        crate::patch::apply_patch(pt, &old.obj, &ctx.body).map_err(patch_error)?
+        crate::patch::apply_patch(pt, &old.obj, &ctx.body).map_err(ApiError::from)?
     };
     check_url_name(&new, url_name)?;
     let new = prepare_update(def, &old.obj, new, sub.filter(|s| *s == "status"))?;

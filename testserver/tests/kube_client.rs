@@ -305,6 +305,10 @@ async fn every_patch_type_applies_its_own_semantics() {
     );
     assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
     assert_eq!(
+        err.message,
+        "the server rejected our request due to an error in our request"
+    );
+    assert_eq!(
         deploys.get("web").await.unwrap().spec.unwrap().replicas,
         Some(7)
     );

@@ -1,10 +1,11 @@
-//! JSON merge patch (RFC 7386), `application/merge-patch+json`.
+//! JSON merge patch (RFC 7386), `application/merge-patch+json`, by the `json-patch` crate.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{PatchError, parse_json_body};
 
-/// Applies a merge patch body to a copy of `current`.
+/// Applies a merge patch body to a copy of `current`: objects merge recursively, `null` deletes,
+/// everything else (arrays included) replaces.
 pub(super) fn apply(current: &Value, body: &[u8]) -> Result<Value, PatchError> {
     let patch = parse_json_body(body, "merge patch")?;
     if !patch.is_object() {
@@ -13,30 +14,8 @@ pub(super) fn apply(current: &Value, body: &[u8]) -> Result<Value, PatchError> {
         ));
     }
     let mut doc = current.clone();
-    merge_patch(&mut doc, &patch);
+    json_patch::merge(&mut doc, &patch);
     Ok(doc)
-}
-
-/// Applies an RFC 7386 merge patch in place: objects merge recursively, `null` deletes,
-/// everything else (arrays included) replaces.
-pub fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(patch) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(Map::new());
-    }
-    let Value::Object(target) = target else {
-        unreachable!("target was just made an object")
-    };
-    for (key, value) in patch {
-        if value.is_null() {
-            target.remove(key);
-        } else {
-            merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
-        }
-    }
 }
 
 #[cfg(test)]

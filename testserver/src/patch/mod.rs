@@ -1,6 +1,7 @@
 //! Patch engines of the test API server, one module per patch type: JSON patch (RFC 6902,
-//! [`json`]), JSON merge patch (RFC 7386, [`merge`]), strategic merge patch ([`strategic`]) and
-//! server-side apply ([`apply`]) with its `metadata.managedFields` bookkeeping ([`managed`]).
+//! [`json`]) and JSON merge patch (RFC 7386, [`merge`]), both by the `json-patch` crate; strategic
+//! merge patch ([`strategic`]); server-side apply ([`apply`]) with its `metadata.managedFields`
+//! bookkeeping ([`managed`]).
 //!
 //! Everything here is pure. The HTTP layer hands in the stored object and the request body and
 //! gets back the object to store, or a [`PatchError`] that maps onto a Kubernetes `Status`.
@@ -10,6 +11,8 @@ use std::fmt;
 
 use serde_json::Value;
 
+use crate::status::ApiError;
+
 mod apply;
 mod json;
 mod managed;
@@ -18,7 +21,6 @@ mod strategic;
 
 pub use apply::{server_side_apply, server_side_apply_in};
 pub use managed::{Scope, record_update_manager, record_update_manager_in};
-pub use merge::merge_patch;
 
 /// The four PATCH flavours the Kubernetes API accepts, told apart by `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +67,10 @@ pub enum PatchError {
     BadRequest(String),
     /// The patch is well formed but cannot be applied to this object (HTTP 422, reason `Invalid`).
     Invalid(String),
+    /// A JSON patch operation does not apply (a failed `test`, a missing path, an unknown `op`):
+    /// HTTP 422 `Invalid`. The real server does not say why (its message is the generic
+    /// [`NOT_APPLICABLE_MESSAGE`]), so the reason given here is for debugging only.
+    NotApplicable(String),
     /// Server-side apply would take fields owned by another manager (HTTP 409, reason `Conflict`).
     Conflict {
         /// Full message, e.g. `Apply failed with 1 conflict: conflict with "x": .spec.replicas`.
@@ -96,7 +102,7 @@ impl PatchError {
     pub fn status_code(&self) -> u16 {
         match self {
             PatchError::BadRequest(_) => 400,
-            PatchError::Invalid(_) => 422,
+            PatchError::Invalid(_) | PatchError::NotApplicable(_) => 422,
             PatchError::Conflict { .. } => 409,
             PatchError::UnsupportedMediaType(_) => 415,
         }
@@ -106,7 +112,7 @@ impl PatchError {
     pub fn reason(&self) -> &'static str {
         match self {
             PatchError::BadRequest(_) => "BadRequest",
-            PatchError::Invalid(_) => "Invalid",
+            PatchError::Invalid(_) | PatchError::NotApplicable(_) => "Invalid",
             PatchError::Conflict { .. } => "Conflict",
             PatchError::UnsupportedMediaType(_) => "UnsupportedMediaType",
         }
@@ -120,7 +126,24 @@ impl fmt::Display for PatchError {
             | PatchError::Invalid(m)
             | PatchError::UnsupportedMediaType(m)
             | PatchError::Conflict { message: m } => f.write_str(m),
+            PatchError::NotApplicable(_) => f.write_str(NOT_APPLICABLE_MESSAGE),
         }
+    }
+}
+
+/// What kube-apiserver answers when a JSON patch fails to apply: it wraps the patch library's
+/// error in `NewGenericServerResponse(422, ...)`, which keeps this fixed text and drops the error.
+pub const NOT_APPLICABLE_MESSAGE: &str =
+    "the server rejected our request due to an error in our request";
+
+impl From<PatchError> for ApiError {
+    fn from(e: PatchError) -> ApiError {
+        let mut api = ApiError::new(e.status_code(), e.reason(), e.to_string());
+        if let PatchError::NotApplicable(_) = e {
+            // An empty `details`, as the real server sends: kubectl then prints the message.
+            api.details = Some(Value::Object(Default::default()));
+        }
+        api
     }
 }
 
