@@ -516,4 +516,55 @@ mod tests {
         assert_eq!(out["metadata"]["annotations"]["x"], "y");
         assert_eq!(out["metadata"]["labels"]["l"], "v");
     }
+
+    #[test]
+    fn ssa_on_status_changes_and_owns_status_only() {
+        let live = ssa(None, &applied_deployment(2), "kubectl", false).unwrap();
+        let mut config = applied_deployment(7);
+        config["status"] = json!({"readyReplicas": 2});
+        let body = config.to_string();
+        let out = server_side_apply_in(
+            Scope::Status,
+            Some(&live),
+            body.as_bytes(),
+            "ctrl",
+            false,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(out["status"], json!({"readyReplicas": 2}));
+        assert_eq!(out["spec"], live["spec"]);
+        let entry = &out["metadata"]["managedFields"][1];
+        assert_eq!(
+            (
+                &entry["manager"],
+                &entry["operation"],
+                &entry["subresource"]
+            ),
+            (&json!("ctrl"), &json!("Apply"), &json!("status"))
+        );
+        assert_eq!(
+            entry["fieldsV1"],
+            json!({"f:status": {"f:readyReplicas": {}}})
+        );
+        // The main-resource applier owns no status, so nothing conflicts; a status applier does.
+        config["status"] = json!({"readyReplicas": 1});
+        let body = config.to_string();
+        let err = server_side_apply_in(
+            Scope::Status,
+            Some(&out),
+            body.as_bytes(),
+            "other",
+            false,
+            NOW,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Apply failed with 1 conflict: conflict with \"ctrl\" with subresource \"status\": .status.readyReplicas"
+        );
+        let err = server_side_apply_in(Scope::Status, None, body.as_bytes(), "ctrl", false, NOW)
+            .unwrap_err();
+        assert!(matches!(err, PatchError::BadRequest(_)), "{err:?}");
+    }
 }
