@@ -3,7 +3,7 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-COPY tests/apiserver ./tests/apiserver
+COPY testserver ./testserver
 COPY examples ./examples
 COPY benches ./benches
 RUN cargo build --release --locked --bin hashroll \

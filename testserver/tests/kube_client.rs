@@ -305,6 +305,10 @@ async fn every_patch_type_applies_its_own_semantics() {
     );
     assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
     assert_eq!(
+        err.message,
+        "the server rejected our request due to an error in our request"
+    );
+    assert_eq!(
         deploys.get("web").await.unwrap().spec.unwrap().replicas,
         Some(7)
     );
@@ -866,6 +870,121 @@ async fn generation_moves_with_spec_only_and_no_op_writes_keep_the_resource_vers
         .await
         .unwrap();
     assert_eq!(d.status.unwrap().replicas, Some(3));
+    server.shutdown().await;
+}
+
+/// The managedFields entry of `manager`, as (operation, subresource, fieldsV1).
+fn managed_entry(d: &Deployment, manager: &str) -> (String, Option<String>, Value) {
+    let e = d
+        .metadata
+        .managed_fields
+        .as_ref()
+        .and_then(|l| l.iter().find(|e| e.manager.as_deref() == Some(manager)))
+        .unwrap_or_else(|| panic!("{manager} has a managedFields entry"));
+    (
+        e.operation.clone().unwrap_or_default(),
+        e.subresource.clone(),
+        e.fields_v1
+            .as_ref()
+            .map(|f| f.0.clone())
+            .unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn server_side_apply_on_status_applies_status_and_owns_it() {
+    let server = TestServer::start().await.unwrap();
+    let deploys: Api<Deployment> = Api::default_namespaced(server.client());
+    deploys
+        .create(&PostParams::default(), &from_json(deployment("web", 2)))
+        .await
+        .unwrap();
+
+    // A controller's status write is recorded as an Update of the status subresource.
+    let ctrl = PatchParams {
+        field_manager: Some("ctrl".into()),
+        ..Default::default()
+    };
+    let status = json!({ "status": { "observedGeneration": 1, "replicas": 2 } });
+    let d = deploys
+        .patch_status("web", &ctrl, &Patch::Merge(status))
+        .await
+        .unwrap();
+    let (op, sub, fields) = managed_entry(&d, "ctrl");
+    assert_eq!((op.as_str(), sub.as_deref()), ("Update", Some("status")));
+    assert_eq!(
+        fields,
+        json!({ "f:status": { "f:observedGeneration": {}, "f:replicas": {} } })
+    );
+
+    // Applying status someone else owns conflicts, naming the owner's subresource.
+    let mut applied = deployment("web", 9);
+    applied["status"] = json!({ "replicas": 5 });
+    let err = api_error(
+        deploys
+            .patch_status(
+                "web",
+                &PatchParams::apply("applier"),
+                &Patch::Apply(applied.clone()),
+            )
+            .await
+            .unwrap_err(),
+        "409 status apply conflict",
+    );
+    assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
+    assert_eq!(
+        err.message,
+        "Apply failed with 1 conflict: conflict with \"ctrl\" with subresource \"status\" using apps/v1: .status.replicas"
+    );
+
+    // Forced, it changes status only: spec in the body is ignored and generation stays.
+    let d = deploys
+        .patch_status(
+            "web",
+            &PatchParams::apply("applier").force(),
+            &Patch::Apply(applied.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.status.as_ref().unwrap().replicas, Some(5));
+    assert_eq!(d.status.as_ref().unwrap().observed_generation, Some(1));
+    assert_eq!(d.spec.as_ref().unwrap().replicas, Some(2));
+    assert_eq!(d.metadata.generation, Some(1));
+    let (op, sub, fields) = managed_entry(&d, "applier");
+    assert_eq!((op.as_str(), sub.as_deref()), ("Apply", Some("status")));
+    assert_eq!(fields, json!({ "f:status": { "f:replicas": {} } }));
+    let (_, _, fields) = managed_entry(&d, "ctrl");
+    assert_eq!(
+        fields,
+        json!({ "f:status": { "f:observedGeneration": {} } })
+    );
+    let stored = deploys.get("web").await.unwrap();
+    assert_eq!(stored.status.unwrap().replicas, Some(5));
+
+    // Applying the same again changes nothing, so nothing is written.
+    let again = deploys
+        .patch_status(
+            "web",
+            &PatchParams::apply("applier"),
+            &Patch::Apply(applied),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.resource_version(), d.resource_version());
+
+    // Status cannot be applied into existence.
+    let err = api_error(
+        deploys
+            .patch_status(
+                "nope",
+                &PatchParams::apply("applier"),
+                &Patch::Apply(deployment("nope", 1)),
+            )
+            .await
+            .unwrap_err(),
+        "404 for status apply on a missing object",
+    );
+    assert_eq!(err.code, 404);
     server.shutdown().await;
 }
 

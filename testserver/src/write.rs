@@ -9,7 +9,7 @@ use hyper::Response;
 use serde_json::{Map, Value, json};
 
 use crate::api::{Body, Ctx, Filter, json_bytes, json_value};
-use crate::patch::{PatchError, PatchType};
+use crate::patch::{PatchType, Scope};
 use crate::resources::ResourceDef;
 use crate::server::State;
 use crate::status::ApiError;
@@ -386,7 +386,13 @@ pub(crate) fn create_locked(
         labels["kubernetes.io/metadata.name"] = json!(name);
     }
     if !managed_already {
-        crate::patch::record_update_manager(None, &mut obj, field_manager, &now);
+        crate::patch::record_update_manager_in(
+            write_scope(def, None),
+            None,
+            &mut obj,
+            field_manager,
+            &now,
+        );
     }
     if dry_run {
         return Ok(Stored::new(obj, 0));
@@ -527,7 +533,18 @@ fn has_finalizers(obj: &Value) -> bool {
         .is_some_and(|a| !a.is_empty())
 }
 
+/// Which fields a write to `sub` changes and owns, for managedFields.
+fn write_scope(def: &ResourceDef, sub: Option<&str>) -> Scope {
+    match sub {
+        Some("status") => Scope::Status,
+        _ if def.has_status => Scope::Main,
+        _ => Scope::Whole,
+    }
+}
+
 /// Stores `new` as the successor of `old` (store locked). Returns the object as it now stands.
+/// `update_scope`: record the writer as an Update manager of what it changed in that scope;
+/// `None` when server-side apply has already recorded it.
 #[allow(clippy::too_many_arguments)]
 fn store_update(
     state: &Arc<State>,
@@ -538,11 +555,17 @@ fn store_update(
     mut new: Value,
     field_manager: &str,
     dry_run: bool,
-    managed_already: bool,
+    update_scope: Option<Scope>,
 ) -> Result<Obj, ApiError> {
     let name = name_of(&old.obj).to_string();
-    if !managed_already {
-        crate::patch::record_update_manager(Some(&old.obj), &mut new, field_manager, &now());
+    if let Some(scope) = update_scope {
+        crate::patch::record_update_manager_in(
+            scope,
+            Some(&old.obj),
+            &mut new,
+            field_manager,
+            &now(),
+        );
     }
     if same_content(&old.obj, &new) {
         return Ok(old.clone());
@@ -728,7 +751,7 @@ pub(crate) fn update(state: &Arc<State>, ctx: &Ctx) -> Result<Response<Body>, Ap
         new,
         &ctx.field_manager(),
         ctx.dry_run(),
-        false,
+        Some(write_scope(def, sub)),
     )?;
     drop(store);
     Ok(respond_written(ctx, &stored, 200))
@@ -740,10 +763,6 @@ fn respond_written(ctx: &Ctx, stored: &Obj, code: u16) -> Response<Body> {
     } else {
         json_bytes(code, stored.bytes.clone())
     }
-}
-
-fn patch_error(e: PatchError) -> ApiError {
-    ApiError::new(e.status_code(), e.reason(), e.to_string())
 }
 
 /// PATCH on an object or its status/scale subresource (all four patch types).
@@ -777,8 +796,15 @@ pub(crate) fn patch(state: &Arc<State>, ctx: &Ctx) -> Result<Response<Body>, Api
         Ok(o) => o,
         Err(e) if apply && sub.is_none() => {
             let _ = e;
-            let obj = crate::patch::server_side_apply(None, &ctx.body, &fm, force, &now())
-                .map_err(patch_error)?;
+            let obj = crate::patch::server_side_apply_in(
+                write_scope(def, None),
+                None,
+                &ctx.body,
+                &fm,
+                force,
+                &now(),
+            )
+            .map_err(ApiError::from)?;
             check_url_name(&obj, url_name)?;
             let mut obj = obj;
             meta(&mut obj).insert("name".into(), json!(url_name));
@@ -804,16 +830,28 @@ pub(crate) fn patch(state: &Arc<State>, ctx: &Ctx) -> Result<Response<Body>, Api
         } else {
             crate::patch::apply_patch(pt, &view, &ctx.body)
         }
-        .map_err(patch_error)?;
+        .map_err(ApiError::from)?;
         apply_scale(def, &old.obj, &patched)?
     } else if apply {
-        crate::patch::server_side_apply(Some(&old.obj), &ctx.body, &fm, force, &now())
-            .map_err(patch_error)?
+        let scope = write_scope(def, sub);
+        crate::patch::server_side_apply_in(scope, Some(&old.obj), &ctx.body, &fm, force, &now())
+            .map_err(ApiError::from)?
     } else {
-        crate::patch::apply_patch(pt, &old.obj, &ctx.body).map_err(patch_error)?
+        crate::patch::apply_patch(pt, &old.obj, &ctx.body).map_err(ApiError::from)?
     };
     check_url_name(&new, url_name)?;
-    let new = prepare_update(def, &old.obj, new, sub.filter(|s| *s == "status"))?;
+    // A status write keeps only the new status; an apply's managedFields must survive that.
+    let applied_fields =
+        (apply && sub == Some("status")).then(|| new.pointer("/metadata/managedFields").cloned());
+    let mut new = prepare_update(def, &old.obj, new, sub.filter(|s| *s == "status"))?;
+    if let Some(fields) = applied_fields {
+        match fields {
+            Some(f) => meta(&mut new).insert("managedFields".into(), f),
+            None => meta(&mut new).remove("managedFields"),
+        };
+    }
+    // Apply to the scale view is recorded as an Update of the object, as before.
+    let update_scope = (!apply || sub == Some("scale")).then(|| write_scope(def, sub));
     let stored = store_update(
         state,
         &mut store,
@@ -823,7 +861,7 @@ pub(crate) fn patch(state: &Arc<State>, ctx: &Ctx) -> Result<Response<Body>, Api
         new,
         &fm,
         ctx.dry_run(),
-        apply && sub.is_none(),
+        update_scope,
     )?;
     drop(store);
     Ok(respond_written(ctx, &stored, 200))
