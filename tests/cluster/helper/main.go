@@ -5,7 +5,8 @@
 //	helper pki DIR                          CA, serving and client certificates, service-account key pair
 //	helper kubeconfig DIR NAME SERVER OUT   kubeconfig for client certificate DIR/NAME.crt
 //	helper ports N                          N free loopback TCP ports, one a line
-//	helper wait-url URL SECONDS             until GET URL (TLS not verified) answers 200 "ok"
+//	helper wait-url URL SECONDS [PID]       until GET URL (TLS not verified) answers 200 "ok";
+//	                                        gives up at once when process PID has exited
 //	helper node DIR NAME...                 create Nodes for kwok to manage (as admin)
 //	helper wait-nodes DIR SECONDS NAME...   until those Nodes are Ready
 //	helper wait-sa DIR SECONDS NS NAME      until that ServiceAccount exists
@@ -52,7 +53,11 @@ func main() {
 		err = ports(atoi(args[0]))
 	case "wait-url":
 		need(args, 2)
-		err = waitURL(args[0], seconds(args[1]))
+		pid := 0
+		if len(args) > 2 {
+			pid = atoi(args[2])
+		}
+		err = waitURL(args[0], seconds(args[1]), pid)
 	case "node":
 		need(args, 2)
 		err = createNodes(args[0], args[1:])
@@ -110,49 +115,18 @@ func pki(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
 	now := time.Now().Add(-time.Hour)
-	caTmpl := &x509.Certificate{
-		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: "hashroll-test-cluster-ca"},
-		NotBefore:             now,
-		NotAfter:              now.Add(10 * 365 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	clientCA, err := newCA(dir, "ca", "hashroll-test-cluster-ca", now)
 	if err != nil {
 		return err
 	}
-	ca, err := x509.ParseCertificate(caDER)
+	// The front proxy (aggregation layer) has a CA of its own, as kubeadm sets it up: without
+	// --requestheader-client-ca-file every component logs an error for its missing CA bundle.
+	proxyCA, err := newCA(dir, "front-proxy-ca", "hashroll-test-front-proxy-ca", now)
 	if err != nil {
 		return err
 	}
-	if err := writeCert(dir, "ca", caDER, caKey); err != nil {
-		return err
-	}
-
-	issue := func(name string, tmpl *x509.Certificate) error {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return err
-		}
-		tmpl.SerialNumber = serial()
-		tmpl.NotBefore = now
-		tmpl.NotAfter = now.Add(10 * 365 * 24 * time.Hour)
-		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			return err
-		}
-		return writeCert(dir, name, der, key)
-	}
-
-	err = issue("apiserver", &x509.Certificate{
+	err = clientCA.issue(dir, "apiserver", now, &x509.Certificate{
 		Subject:     pkix.Name{CommonName: "kube-apiserver"},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		DNSNames: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
@@ -163,8 +137,15 @@ func pki(dir string) error {
 	if err != nil {
 		return err
 	}
+	err = proxyCA.issue(dir, "front-proxy-client", now, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "front-proxy-client"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	if err != nil {
+		return err
+	}
 	for _, c := range clients {
-		err = issue(c.name, &x509.Certificate{
+		err = clientCA.issue(dir, c.name, now, &x509.Certificate{
 			Subject:     pkix.Name{CommonName: c.cn, Organization: c.groups},
 			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 		})
@@ -186,6 +167,54 @@ func pki(dir string) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, "sa.pub"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o600)
+}
+
+type authority struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+// newCA makes a self-signed CA, written to DIR/NAME.crt and DIR/NAME.key.
+func newCA(dir, name, cn string, now time.Time) (*authority, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               pkix.Name{CommonName: cn},
+		NotBefore:             now,
+		NotAfter:              now.Add(10 * 365 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return &authority{cert, key}, writeCert(dir, name, der, key)
+}
+
+// issue signs a certificate from tmpl for a new key, written to DIR/NAME.crt and DIR/NAME.key.
+func (ca *authority) issue(dir, name string, now time.Time, tmpl *x509.Certificate) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	tmpl.SerialNumber = serial()
+	tmpl.NotBefore = now
+	tmpl.NotAfter = now.Add(10 * 365 * 24 * time.Hour)
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		return err
+	}
+	return writeCert(dir, name, der, key)
 }
 
 func serial() *big.Int {
@@ -293,11 +322,24 @@ func poll(timeout time.Duration, what string, try func() (bool, string)) error {
 	}
 }
 
-func waitURL(url string, timeout time.Duration) error {
+// exited tells whether process pid is gone (or a zombie).
+func exited(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	_, after, _ := strings.Cut(string(stat), ") ")
+	return strings.HasPrefix(after, "Z") || strings.HasPrefix(after, "X")
+}
+
+func waitURL(url string, timeout time.Duration, pid int) error {
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // the components' self-signed serving certs
 	}}
-	return poll(timeout, url, func() (bool, string) {
+	err := poll(timeout, url, func() (bool, string) {
+		if pid > 0 && exited(pid) {
+			return true, ""
+		}
 		resp, err := client.Get(url)
 		if err != nil {
 			return false, err.Error()
@@ -307,6 +349,10 @@ func waitURL(url string, timeout time.Duration) error {
 		return resp.StatusCode == 200 && strings.TrimSpace(string(body)) == "ok",
 			fmt.Sprintf("%d %s", resp.StatusCode, firstLine(body))
 	})
+	if err == nil && pid > 0 && exited(pid) {
+		return fmt.Errorf("%s: process %d exited", url, pid)
+	}
+	return err
 }
 
 func firstLine(b []byte) string {
