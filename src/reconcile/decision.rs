@@ -37,15 +37,19 @@ impl SourceLookup for BTreeMap<Arc<SourceId>, SourceSummary> {
     }
 }
 
+/// A required source, or a required key of it, that is missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    pub source: SourceId,
+    /// The key, when the source exists but lacks it.
+    pub key: Option<String>,
+}
+
 /// The state a workload should have now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Current {
-    /// A required source (or a required key of it) is missing: rolling now would start pods that cannot
-    /// run, so nothing is recorded or rolled until it is back.
-    Hold {
-        missing: SourceId,
-        key: Option<String>,
-    },
+    /// Rolling now would start pods that cannot run, so nothing is recorded or rolled until it is back.
+    Hold(Missing),
     /// Per-source digests (`secret/db` → digest) of everything tracked, and the sources named that hashroll
     /// does not watch (so cannot tell missing from present): those are not tracked.
     Ready {
@@ -58,10 +62,7 @@ pub enum Current {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Nothing,
-    Hold {
-        missing: SourceId,
-        key: Option<String>,
-    },
+    Hold(Missing),
     /// Record the state on the workload's metadata without rolling.
     Baseline {
         stamp: Stamp,
@@ -81,8 +82,8 @@ pub enum Action {
 pub struct Visibility {
     /// Kinds watched at all (`--watch`).
     pub watched: BTreeSet<SourceKind>,
-    /// Kinds watched through a filter (`--resource-label-selector`, `--exclude-secret-types`): an object
-    /// hashroll does not hold may exist all the same.
+    /// Kinds watched through a label filter (`--resource-label-selector`): an object hashroll does not hold
+    /// may exist all the same. (Secrets of excluded types are still known by name.)
     pub filtered: BTreeSet<SourceKind>,
 }
 
@@ -133,10 +134,10 @@ pub fn current(
                 out.insert(label, source_stamp(key, &UsedSource::Absent { id: &t.id }));
             }
             None => {
-                return Current::Hold {
-                    missing: t.id.clone(),
+                return Current::Hold(Missing {
+                    source: t.id.clone(),
                     key: None,
-                };
+                });
             }
             Some(s) if s.ignore || (t.require_stakater_match && !s.stakater_match) => {
                 // Changes of an ignored source never roll: keep what was recorded (or its state now, the
@@ -152,10 +153,10 @@ pub fn current(
                     out.insert(label, stamp);
                 }
                 Err(missing_key) => {
-                    return Current::Hold {
-                        missing: t.id.clone(),
+                    return Current::Hold(Missing {
+                        source: t.id.clone(),
                         key: Some(missing_key),
-                    };
+                    });
                 }
             },
         }
@@ -226,7 +227,7 @@ pub fn decide(
     key: &InstallationKey,
 ) -> Action {
     let sources = match current {
-        Current::Hold { missing, key } => return Action::Hold { missing, key },
+        Current::Hold(missing) => return Action::Hold(missing),
         Current::Ready { sources, .. } => sources,
     };
     let stamp = stamp_of_sources(key, &sources);
@@ -398,7 +399,7 @@ mod tests {
         let original = store(vec![secret("db", &[("p", "1")])]);
         let (_, stored) = step(&p, &refs, &original, &Stored::default());
         let (a, held) = step(&p, &refs, &store(vec![]), &stored);
-        assert!(matches!(a, Action::Hold { .. }), "{a:?}");
+        assert!(matches!(a, Action::Hold(_)), "{a:?}");
         assert_eq!(held, stored, "holding records nothing");
         assert_eq!(step(&p, &refs, &original, &held).0, Action::Nothing);
         let different = store(vec![secret("db", &[("p", "2")])]);
@@ -411,7 +412,7 @@ mod tests {
         let refs = [key_ref("db", "password", false)];
         let s = store(vec![secret("db", &[("username", "u")])]);
         match step(&p, &refs, &s, &Stored::default()).0 {
-            Action::Hold { key, .. } => assert_eq!(key.as_deref(), Some("password")),
+            Action::Hold(m) => assert_eq!(m.key.as_deref(), Some("password")),
             other => panic!("expected hold, got {other:?}"),
         }
     }

@@ -15,7 +15,7 @@ use crate::model::kind::{SourceId, SourceKind, WorkloadId, WorkloadKind, source_
 use crate::model::policy::Tracked;
 use crate::model::source::SourceSummary;
 use crate::model::workload::{RecordedSources, Tracking, WorkloadSummary};
-use crate::reconcile::decision::{self, Action, Current, Visibility};
+use crate::reconcile::decision::{self, Action, Current, Missing, Visibility};
 use crate::reconcile::index::ReverseIndex;
 use crate::reconcile::input::{Input, Listed, WatchScope, Watched};
 use crate::reconcile::scheduler::{Wid, shrink};
@@ -251,15 +251,15 @@ impl State {
                 self.held.remove(id);
                 None
             }
-            Action::Hold { missing, key } => {
-                if self.held.get(id) != Some(&missing) {
+            Action::Hold(Missing { source, key }) => {
+                if self.held.get(id) != Some(&source) {
                     match &key {
-                        Some(k) => tracing::info!(workload = %id, source = %missing, key = %k,
+                        Some(k) => tracing::info!(workload = %id, source = %source, key = %k,
                             "not rolling: a required key is missing; waiting for it"),
-                        None => tracing::info!(workload = %id, source = %missing,
+                        None => tracing::info!(workload = %id, source = %source,
                             "not rolling: a required source is missing; waiting for it"),
                     }
-                    self.held.insert(id.clone(), missing);
+                    self.held.insert(id.clone(), source);
                 }
                 None
             }
