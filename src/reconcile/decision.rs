@@ -54,6 +54,8 @@ pub enum Current {
     /// does not watch (so cannot tell missing from present): those are not tracked.
     Ready {
         sources: BTreeMap<String, String>,
+        /// The source behind each entry of `sources`.
+        ids: Vec<SourceId>,
         unwatched: Vec<SourceId>,
     },
 }
@@ -72,8 +74,8 @@ pub enum Action {
     Roll {
         stamp: Stamp,
         sources: BTreeMap<String, String>,
-        /// Labels (`secret/db`) of the sources whose content changed.
-        changed: Vec<String>,
+        /// The sources whose content changed, in label order.
+        changed: Vec<SourceId>,
     },
 }
 
@@ -114,6 +116,7 @@ pub fn current(
     key: &InstallationKey,
 ) -> Current {
     let mut out = BTreeMap::new();
+    let mut ids = Vec::new();
     let mut unwatched = Vec::new();
     let previous = |label: &str| {
         recorded
@@ -162,6 +165,7 @@ pub fn current(
         }
     }
 
+    let mut pattern_ids = Vec::new();
     for (kind, pattern) in &tracked.patterns {
         for s in sources.in_namespace(*kind, namespace) {
             if !pattern.matches(&s.id.name)
@@ -185,10 +189,22 @@ pub fn current(
                 _ => present_stamp(key, &t, s).unwrap_or_default(),
             };
             out.insert(label, stamp);
+            pattern_ids.push(t.id);
         }
     }
+    // Every exact source present in `out` (absent optional ones too), then the pattern matches.
+    ids.extend(
+        tracked
+            .exact
+            .iter()
+            .map(|t| &t.id)
+            .filter(|id| out.contains_key(&id.label()))
+            .cloned(),
+    );
+    ids.extend(pattern_ids);
     Current::Ready {
         sources: out,
+        ids,
         unwatched,
     }
 }
@@ -226,9 +242,9 @@ pub fn decide(
     template_changed: bool,
     key: &InstallationKey,
 ) -> Action {
-    let sources = match current {
+    let (sources, ids) = match current {
         Current::Hold(missing) => return Action::Hold(missing),
-        Current::Ready { sources, .. } => sources,
+        Current::Ready { sources, ids, .. } => (sources, ids),
     };
     let stamp = stamp_of_sources(key, &sources);
     if recorded.stamp.as_ref() == Some(&stamp) && recorded.sources.as_ref() == Some(&sources) {
@@ -239,11 +255,16 @@ pub fn decide(
         (Some(s), Some(map)) if s.is_current(key) => map,
         _ => return Action::Baseline { stamp, sources },
     };
-    let changed: Vec<String> = sources
-        .iter()
-        .filter(|(label, digest)| recorded.get(*label).is_some_and(|old| old != *digest))
-        .map(|(label, _)| label.clone())
+    let mut changed: Vec<SourceId> = ids
+        .into_iter()
+        .filter(|id| {
+            let label = id.label();
+            recorded
+                .get(&label)
+                .is_some_and(|old| sources.get(&label) != Some(old))
+        })
         .collect();
+    changed.sort_by_cached_key(SourceId::label);
     if changed.is_empty() || template_changed {
         Action::Baseline { stamp, sources }
     } else {
@@ -374,7 +395,9 @@ mod tests {
         let changed = store(vec![secret("db", &[("p", "2")])]);
         let (a, stored) = step(&p, &refs, &changed, &stored);
         match &a {
-            Action::Roll { changed, .. } => assert_eq!(changed, &vec!["secret/db".to_string()]),
+            Action::Roll { changed, .. } => {
+                assert_eq!(changed, &vec![SourceId::new(SourceKind::Secret, NS, "db")])
+            }
             other => panic!("expected a roll, got {other:?}"),
         }
         assert_eq!(step(&p, &refs, &changed, &stored).0, Action::Nothing);

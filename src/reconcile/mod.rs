@@ -9,6 +9,7 @@ pub mod input;
 mod memory;
 pub mod scheduler;
 pub mod state;
+pub mod wording;
 pub mod writer;
 
 use std::time::Duration;

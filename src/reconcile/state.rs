@@ -8,7 +8,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::k8s::events::{EventType, WorkloadEvent};
 use crate::k8s::patch::Write;
 use crate::model::hashing::{InstallationKey, Stamp};
 use crate::model::kind::{SourceId, SourceKind, WorkloadId, WorkloadKind, source_label};
@@ -19,6 +18,7 @@ use crate::reconcile::decision::{self, Action, Current, Missing, Visibility};
 use crate::reconcile::index::ReverseIndex;
 use crate::reconcile::input::{Input, Listed, WatchScope, Watched};
 use crate::reconcile::scheduler::{Wid, shrink};
+use crate::reconcile::wording;
 use crate::reconcile::writer::{EventRequest, WriteRequest};
 use crate::telemetry::metrics::Metrics;
 
@@ -213,12 +213,7 @@ impl State {
                 }
                 tracing::warn!(workload = %id, annotation = %e.annotation, error = %message,
                     "skipping workload: malformed annotation");
-                let event = WorkloadEvent {
-                    type_: EventType::Warning,
-                    reason: "InvalidAnnotation",
-                    action: "Validate",
-                    note: format!("hashroll skips this {}: {message}", id.kind),
-                };
+                let event = wording::invalid_annotation_event(id.kind, &message);
                 let uid = entry.summary.uid.clone();
                 self.warned.insert(id.clone(), message);
                 return Some(Effect::Publish(EventRequest {
@@ -273,7 +268,12 @@ impl State {
                 changed,
             } => {
                 self.held.remove(id);
-                let what = self.describe(&changed, &tracked);
+                let what = wording::describe(
+                    &changed,
+                    &tracked,
+                    |id| self.sources.contains_key(id),
+                    &self.changed_keys,
+                );
                 let write = if restart_at {
                     Write::RestartAt
                 } else {
@@ -479,44 +479,6 @@ impl State {
             .all(|s| self.synced.contains(s))
     }
 
-    /// "Secret db (keys: password), ConfigMap app" — names only, never values.
-    fn describe(&self, changed: &[String], tracked: &Tracked) -> String {
-        changed
-            .iter()
-            .map(|label| {
-                let Some(t) = tracked.exact.iter().find(|t| t.id.label() == *label) else {
-                    // Tracked through a name pattern: the whole object counts.
-                    return SourceKind::ALL
-                        .into_iter()
-                        .find_map(|kind| {
-                            let name = label.strip_prefix(kind.short())?.strip_prefix('/')?;
-                            Some(format!("{kind} {name}"))
-                        })
-                        .unwrap_or_else(|| label.clone());
-                };
-                let state = if self.sources.contains_key(&t.id) {
-                    ""
-                } else {
-                    " (deleted)"
-                };
-                let keys: Vec<&str> = self
-                    .changed_keys
-                    .get(&t.id)
-                    .into_iter()
-                    .flatten()
-                    .filter(|k| t.keys.contains(k))
-                    .map(String::as_str)
-                    .collect();
-                if keys.is_empty() || !state.is_empty() {
-                    format!("{} {}{state}", t.id.kind, t.id.name)
-                } else {
-                    format!("{} {} (keys: {})", t.id.kind, t.id.name, keys.join(", "))
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-
     fn write(
         &mut self,
         id: &Wid,
@@ -528,16 +490,9 @@ impl State {
         let dry_run = self.settings.dry_run;
         let entry = self.workloads.get_mut(id)?;
         let uid = entry.summary.uid.clone();
-        let event = rolled_for.as_ref().map(|what| WorkloadEvent {
-            type_: EventType::Normal,
-            reason: if dry_run { "WouldReload" } else { "Reloaded" },
-            action: "Reload",
-            note: format!(
-                "{} {} because {what} changed",
-                if dry_run { "Would roll" } else { "Rolled" },
-                id.kind
-            ),
-        });
+        let event = rolled_for
+            .as_ref()
+            .map(|what| wording::roll_event(id.kind, what, dry_run));
         match &rolled_for {
             Some(what) => {
                 tracing::info!(workload = %id, changed = %what, dry_run, "rolling workload")

@@ -1,0 +1,123 @@
+//! What hashroll's Events and log lines say about a decision: names of workloads, sources and keys, never
+//! a value or a digest.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::k8s::events::{EventType, WorkloadEvent};
+use crate::model::kind::{SourceId, WorkloadKind};
+use crate::model::policy::Tracked;
+
+/// "Secret db (keys: password), ConfigMap app": what changed, as a roll's Event names it. `exists` says
+/// whether a source is there now; `changed_keys` holds the keys each source's latest change touched.
+pub fn describe(
+    changed: &[SourceId],
+    tracked: &Tracked,
+    exists: impl Fn(&SourceId) -> bool,
+    changed_keys: &HashMap<SourceId, BTreeSet<String>>,
+) -> String {
+    changed
+        .iter()
+        .map(|id| {
+            if !exists(id) {
+                return format!("{} {} (deleted)", id.kind, id.name);
+            }
+            // Tracked through a name pattern, the whole object counts: no keys to name.
+            let Some(t) = tracked.exact.iter().find(|t| t.id == *id) else {
+                return format!("{} {}", id.kind, id.name);
+            };
+            let keys: Vec<&str> = changed_keys
+                .get(id)
+                .into_iter()
+                .flatten()
+                .filter(|k| t.keys.contains(k))
+                .map(String::as_str)
+                .collect();
+            if keys.is_empty() {
+                format!("{} {}", id.kind, id.name)
+            } else {
+                format!("{} {} (keys: {})", id.kind, id.name, keys.join(", "))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The Event of a roll (`Reloaded`), or of a roll a dry run would make (`WouldReload`).
+pub fn roll_event(kind: WorkloadKind, what: &str, dry_run: bool) -> WorkloadEvent {
+    WorkloadEvent {
+        type_: EventType::Normal,
+        reason: if dry_run { "WouldReload" } else { "Reloaded" },
+        action: "Reload",
+        note: format!(
+            "{} {kind} because {what} changed",
+            if dry_run { "Would roll" } else { "Rolled" },
+        ),
+    }
+}
+
+/// The Warning for a workload hashroll skips because of a malformed annotation.
+pub fn invalid_annotation_event(kind: WorkloadKind, message: &str) -> WorkloadEvent {
+    WorkloadEvent {
+        type_: EventType::Warning,
+        reason: "InvalidAnnotation",
+        action: "Validate",
+        note: format!("hashroll skips this {kind}: {message}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::kind::SourceKind;
+    use crate::model::policy::TrackedSource;
+    use crate::model::references::KeySelection;
+
+    #[test]
+    fn names_sources_and_the_changed_keys_the_workload_uses() {
+        let db = SourceId::new(SourceKind::Secret, "ns", "db");
+        let app = SourceId::new(SourceKind::ConfigMap, "ns", "app");
+        let gone = SourceId::new(SourceKind::Secret, "ns", "old");
+        let by_pattern = SourceId::new(SourceKind::Secret, "ns", "db-2");
+        let tracked = Tracked {
+            exact: [&db, &app, &gone]
+                .into_iter()
+                .map(|id| TrackedSource {
+                    id: id.clone(),
+                    keys: if *id == db {
+                        KeySelection::Keys(["password", "user"].into_iter().collect())
+                    } else {
+                        KeySelection::All
+                    },
+                    optional: false,
+                    require_stakater_match: false,
+                })
+                .collect(),
+            patterns: Vec::new(),
+        };
+        let changed_keys = HashMap::from([
+            (
+                db.clone(),
+                BTreeSet::from(["password".into(), "unused".into()]),
+            ),
+            (by_pattern.clone(), BTreeSet::from(["k".into()])),
+        ]);
+        let text = describe(
+            &[app.clone(), db.clone(), gone.clone(), by_pattern.clone()],
+            &tracked,
+            |id| *id != gone,
+            &changed_keys,
+        );
+        assert_eq!(
+            text,
+            "ConfigMap app, Secret db (keys: password), Secret old (deleted), Secret db-2"
+        );
+        assert_eq!(
+            roll_event(WorkloadKind::Deployment, &text, false).note,
+            format!("Rolled Deployment because {text} changed")
+        );
+        assert_eq!(
+            roll_event(WorkloadKind::CronJob, "x", true).reason,
+            "WouldReload"
+        );
+    }
+}
