@@ -18,7 +18,7 @@ use crate::reconcile::decision::{self, Action, Current, Missing, Visibility};
 use crate::reconcile::index::ReverseIndex;
 use crate::reconcile::input::{Input, Listed, WatchScope, Watched};
 use crate::reconcile::scheduler::{Wid, shrink};
-use crate::reconcile::wording;
+use crate::reconcile::wording::{describe, invalid_annotation_event, roll_event};
 use crate::reconcile::writer::{EventRequest, WriteRequest};
 use crate::telemetry::metrics::Metrics;
 
@@ -213,7 +213,7 @@ impl State {
                 }
                 tracing::warn!(workload = %id, annotation = %e.annotation, error = %message,
                     "skipping workload: malformed annotation");
-                let event = wording::invalid_annotation_event(id.kind, &message);
+                let event = invalid_annotation_event(id.kind, &message);
                 let uid = entry.summary.uid.clone();
                 self.warned.insert(id.clone(), message);
                 return Some(Effect::Publish(EventRequest {
@@ -268,7 +268,7 @@ impl State {
                 changed,
             } => {
                 self.held.remove(id);
-                let what = wording::describe(
+                let what = describe(
                     &changed,
                     &tracked,
                     |id| self.sources.contains_key(id),
@@ -492,7 +492,7 @@ impl State {
         let uid = entry.summary.uid.clone();
         let event = rolled_for
             .as_ref()
-            .map(|what| wording::roll_event(id.kind, what, dry_run));
+            .map(|what| roll_event(id.kind, what, dry_run));
         match &rolled_for {
             Some(what) => {
                 tracing::info!(workload = %id, changed = %what, dry_run, "rolling workload")
