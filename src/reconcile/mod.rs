@@ -62,7 +62,12 @@ pub async fn run(
                     next = inputs.try_recv().ok();
                 }
             }
-            id = scheduler.next_due() => effects.extend(state.decide(&id)),
+            id = scheduler.next_due() => {
+                effects.extend(state.decide(&id));
+                while let Some(id) = scheduler.next_ready() {
+                    effects.extend(state.decide(&id));
+                }
+            }
         }
         for effect in effects.drain(..) {
             match effect {
@@ -86,6 +91,7 @@ pub async fn run(
             scheduler.shrink();
             writer.shrink();
             state.shrink();
+            effects.shrink_to_fit();
             memory::release_free_memory();
         }
     }
