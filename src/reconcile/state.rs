@@ -827,6 +827,47 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_of_an_excluded_type_is_known_to_exist_but_not_tracked() {
+        let mut s = state();
+        s.settings.scopes.push(scope(Watched::ExcludedSecrets(0)));
+        let meta = ObjectMeta {
+            name: Some("db".into()),
+            namespace: Some(NS.into()),
+            ..ObjectMeta::default()
+        };
+        apply(
+            &mut s,
+            vec![
+                source(SourceKind::ConfigMap, "app", &[("level", "info")]),
+                Input::SourceApplied(SourceSummary::excluded(&meta, 0).unwrap()),
+                opted_in("web"),
+                synced(Watched::Source(SourceKind::Secret), &[]),
+                synced(Watched::Source(SourceKind::ConfigMap), &["app"]),
+            ],
+        );
+        assert!(
+            s.decide(&wid("web")).is_none(),
+            "not decided before the excluded Secrets have listed"
+        );
+        apply(&mut s, vec![synced(Watched::ExcludedSecrets(0), &["db"])]);
+        let Some(Effect::Write(w)) = s.decide(&wid("web")) else {
+            panic!("recorded, not held");
+        };
+        assert_eq!(
+            w.sources.to_map().keys().collect::<Vec<_>>(),
+            ["configmap/app"]
+        );
+        // The Secret watch's re-list does not forget what the excluded-type watch reported, nor the reverse.
+        apply(
+            &mut s,
+            vec![synced(Watched::Source(SourceKind::Secret), &[])],
+        );
+        assert_eq!(s.counts().0, 2);
+        apply(&mut s, vec![synced(Watched::ExcludedSecrets(0), &[])]);
+        assert_eq!(s.counts().0, 1);
+    }
+
+    #[test]
     fn a_malformed_annotation_is_reported_once() {
         let mut s = state();
         synced_state(&mut s);
