@@ -131,7 +131,7 @@ impl WorkloadSummary {
             .and_then(|t| t.metadata.as_ref())
             .and_then(|m| m.annotations.as_ref())
             .unwrap_or(&empty);
-        let tracking = match parse_policy(annotations, template_annotations, settings) {
+        let tracking = match parse_policy(annotations, template_annotations, kind, settings) {
             Err(e) => Tracking::Invalid(e),
             Ok(None) => Tracking::Off,
             Ok(Some(policy)) => Tracking::On {

@@ -280,6 +280,7 @@ pub fn decide(
 mod tests {
     use super::*;
     use crate::model::hashing::{Section, key_digest};
+    use crate::model::kind::WorkloadKind;
     use crate::model::policy::{PolicySettings, parse_policy};
     use crate::model::references::Reference;
     use crate::model::workload::Stored;
@@ -316,7 +317,7 @@ mod tests {
             auto_reload_all: false,
             stakater_compat: true,
         };
-        parse_policy(&a, &BTreeMap::new(), settings)
+        parse_policy(&a, &BTreeMap::new(), WorkloadKind::Deployment, settings)
             .unwrap()
             .unwrap()
     }

@@ -829,3 +829,34 @@ fn owns_socket(pid: u32, inode: &str) -> bool {
         .flatten()
         .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == want))
 }
+
+impl Env {
+    /// Creates a Deployment like [`Env::workload`], with `template_annotations` on its pod template's
+    /// metadata as well (created so, not patched: the pod template it starts with is its first).
+    pub async fn deployment_with_template_annotations(
+        &self,
+        ns: &str,
+        name: &str,
+        annotations: &[(&str, &str)],
+        template_annotations: &[(&str, &str)],
+        pod_spec: Value,
+    ) {
+        let obj = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": ns, "annotations": map(annotations)},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}, "annotations": map(template_annotations)},
+                    "spec": pod_spec,
+                },
+            },
+        });
+        let obj: DynamicObject = serde_json::from_value(obj).unwrap();
+        self.dynamic("deployments", ns)
+            .create(&PostParams::default(), &obj)
+            .await
+            .unwrap_or_else(|e| panic!("create deployment {ns}/{name}: {e}"));
+    }
+}
