@@ -1,5 +1,5 @@
 //! End to end: hashroll's own annotations, Stakater Reloader's annotations read as Reloader reads them
-//! (booleans, exact excludes, where they are looked up, Argo Rollouts' restart), and
+//! (booleans, exact excludes, where they are looked up, Argo Rollouts' restart, the pause period), and
 //! turning them off, opting out under `--auto-reload-all`, and malformed annotations.
 
 mod common;
@@ -646,4 +646,90 @@ async fn reloader_annotations_are_read_on_the_metadata_else_on_the_template() {
     // Opted out on the metadata: not even recorded.
     env.assert_untouched("deployments", NS, "auto-false-on-metadata")
         .await;
+}
+
+/// Asserts hashroll has never paused the Deployment (Reloader's way of batching, which can leave it
+/// paused for good).
+async fn assert_not_paused(env: &Env, name: &str) {
+    let d = env.get("deployments", NS, name).await;
+    assert_ne!(d.data["spec"]["paused"], json!(true), "{name} is paused");
+    let a = d.metadata.annotations.unwrap_or_default();
+    assert!(
+        !a.contains_key("deployment.reloader.stakater.com/paused-at"),
+        "{name}: {a:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_period_rolls_once_per_period_and_a_restart_loses_nothing() {
+    const PERIOD: std::time::Duration = std::time::Duration::from_secs(3);
+    let env = Env::start().await;
+    env.namespace(NS).await;
+    env.secret(NS, "db", &[("password", "p1")]).await;
+    env.workload(
+        "deployments",
+        NS,
+        "web",
+        &[
+            ("reloader.stakater.com/auto", "true"),
+            ("deployment.reloader.stakater.com/pause-period", "3s"),
+        ],
+        env_from_secret("db"),
+    )
+    .await;
+    let period = jiff::SignedDuration::try_from(PERIOD).unwrap();
+    let within_period =
+        |since: jiff::Timestamp| jiff::Timestamp::now().duration_since(since) < period;
+    let hr = env.hashroll(&[]).await;
+    env.wait_recorded("deployments", NS, "web").await;
+
+    // Never rolled: the first change rolls at once.
+    env.secret(NS, "db", &[("password", "p2")]).await;
+    env.wait_rolls("deployments", NS, "web", 1).await;
+    let first = env.rolled_at("deployments", NS, "web").await;
+    // Three changes within the period: held (the barrier proves they were seen) ...
+    for p in ["p3", "p4", "p5"] {
+        env.secret(NS, "db", &[("password", p)]).await;
+    }
+    env.barrier(NS).await;
+    assert!(
+        within_period(first),
+        "the test was too slow to make its changes within the period"
+    );
+    env.assert_rolls("deployments", NS, "web", 1);
+    assert_not_paused(&env, "web").await;
+    // ... then one roll at its end, carrying the latest content: nothing follows it.
+    env.wait_rolls("deployments", NS, "web", 2).await;
+    let second = env.rolled_at("deployments", NS, "web").await;
+    assert!(second.duration_since(first) >= period);
+    env.assert_rolled_annotations("deployments", NS, "web")
+        .await;
+    tokio::time::sleep(PERIOD + std::time::Duration::from_millis(500)).await;
+    env.barrier(NS).await;
+    env.assert_rolls("deployments", NS, "web", 2);
+    assert_not_paused(&env, "web").await;
+
+    // The period is over: the next change rolls at once. One more within the new period is held, and
+    // hashroll dies before the period ends and starts again: the held roll happens once, when the
+    // period ends, and nothing was left paused.
+    env.secret(NS, "db", &[("password", "p6")]).await;
+    env.wait_rolls("deployments", NS, "web", 3).await;
+    let third = env.rolled_at("deployments", NS, "web").await;
+    env.secret(NS, "db", &[("password", "p7")]).await;
+    env.barrier(NS).await;
+    env.assert_rolls("deployments", NS, "web", 3);
+    assert!(
+        within_period(third),
+        "the test was too slow to restart hashroll within the period"
+    );
+    hr.kill().await;
+    let _hr = env.hashroll(&[]).await;
+    env.wait_rolls("deployments", NS, "web", 4).await;
+    let fourth = env.rolled_at("deployments", NS, "web").await;
+    assert!(fourth.duration_since(third) >= period);
+    tokio::time::sleep(PERIOD + std::time::Duration::from_millis(500)).await;
+    env.barrier(NS).await;
+    env.assert_rolls("deployments", NS, "web", 4);
+    assert_not_paused(&env, "web").await;
+    assert_eq!(env.wait_event(NS, "web", "Reloaded").await.len(), 4);
 }

@@ -9,6 +9,9 @@ pub const STAMP_ANNOTATION: &str = "hashroll.dev/hash";
 pub const SOURCES_ANNOTATION: &str = "hashroll.dev/sources";
 /// Annotation on the pod template: changing it is what rolls the pods.
 pub const TEMPLATE_ANNOTATION: &str = "hashroll.dev/hash";
+/// Annotation on the workload's metadata: when hashroll last rolled it (RFC 3339), so a pause period
+/// outlives a restart or a failover.
+pub const ROLLED_AT_ANNOTATION: &str = "hashroll.dev/rolled-at";
 
 // ---- read on workloads ------------------------------------------------------------------------------
 
@@ -47,6 +50,8 @@ pub const STAKATER_SEARCH: &str = "reloader.stakater.com/search";
 pub const STAKATER_MATCH: &str = "reloader.stakater.com/match";
 /// Stakater: on an Argo Rollout's metadata, `"restart"` rolls it with `spec.restartAt`.
 pub const STAKATER_ROLLOUT_STRATEGY: &str = "reloader.stakater.com/rollout-strategy";
+/// Stakater: on a Deployment's metadata, a Go duration: at most one roll per period.
+pub const STAKATER_PAUSE_PERIOD: &str = "deployment.reloader.stakater.com/pause-period";
 
 // ---- read on Secrets and ConfigMaps ------------------------------------------------------------------
 

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use regex::Regex;
 
@@ -119,6 +120,9 @@ pub struct ReloadPolicy {
     /// Roll an Argo Rollout with `spec.restartAt` (`hashroll.dev/rollout-strategy` or Reloader's
     /// `reloader.stakater.com/rollout-strategy: restart`).
     pub rollout_restart: bool,
+    /// A Deployment's `deployment.reloader.stakater.com/pause-period`: after a roll, the next one waits
+    /// until this long after it.
+    pub pause_period: Option<Duration>,
 }
 
 /// A malformed annotation; the workload is left alone until it is fixed.
@@ -158,7 +162,7 @@ pub struct Tracked {
 /// hashroll's own annotations are read from both; on the same key, the workload's metadata wins.
 /// Reloader's are read where Reloader reads them: per source kind, its opt-in keys (`auto`, the kind's
 /// `auto` and `reload` list, `search`) from the metadata when it carries any of them, else all from the
-/// template; excludes and `rollout-strategy` from the metadata only.
+/// template; excludes, `rollout-strategy` and `pause-period` from the metadata only.
 ///
 /// `hashroll.dev/reload: "false"` opts out of everything before any other annotation is read. Every
 /// other annotation is checked even when the workload turns out not to be opted in, so a typo in an
@@ -215,6 +219,7 @@ pub fn parse_policy(
     // Without Reloader's annotations, every kind follows hashroll's own opt-in.
     let own = reload == Some(true) || (settings.auto_reload_all && reload.is_none());
     let mut modes = [own, own].map(|on| if on { RefMode::All } else { RefMode::Off });
+    let mut pause_period = None;
     if settings.stakater_compat {
         for (i, kind) in SourceKind::ALL.into_iter().enumerate() {
             let s = stakater_kind(workload, template, kind)?;
@@ -243,6 +248,12 @@ pub fn parse_policy(
                 workload.get(STAKATER_ROLLOUT_STRATEGY).map(String::as_str) == Some("restart"),
             );
         }
+        if kind == WorkloadKind::Deployment {
+            pause_period = workload
+                .get(STAKATER_PAUSE_PERIOD)
+                .map(|v| pause_period_value(v))
+                .transpose()?;
+        }
     }
     let refs = RefTracking {
         secrets: modes[0],
@@ -257,6 +268,7 @@ pub fn parse_policy(
         named,
         excluded,
         rollout_restart: rollout_restart.unwrap_or(false),
+        pause_period,
     }))
 }
 
@@ -476,6 +488,81 @@ fn search(value: Option<&str>) -> Result<bool, PolicyError> {
         Some("true") => Ok(true),
         other => go_bool(STAKATER_SEARCH, other).map(|_| false),
     }
+}
+
+/// Reloader's `pause-period`: a Go duration (`30s`, `5m`, `1h30m`, `1.5h`), greater than zero.
+fn pause_period_value(value: &str) -> Result<Duration, PolicyError> {
+    go_duration(value).filter(|d| !d.is_zero()).ok_or_else(|| {
+        err(
+            STAKATER_PAUSE_PERIOD,
+            value,
+            "expected a duration greater than zero, such as 30s, 5m, 1h30m or 1.5h",
+        )
+    })
+}
+
+/// Parses a duration as Go's `time.ParseDuration` does: an optional sign, then numbers with an
+/// optional fraction, each followed by a unit (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`); `0` alone is
+/// zero. None when malformed, negative or beyond Go's range (about 292 years).
+pub fn go_duration(s: &str) -> Option<Duration> {
+    let (negative, mut rest) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if rest == "0" {
+        return Some(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let digits = |t: &str| t.bytes().take_while(u8::is_ascii_digit).count();
+    let mut nanos: u128 = 0;
+    while !rest.is_empty() {
+        let (whole, after) = rest.split_at(digits(rest));
+        let (fraction, after) = match after.strip_prefix('.') {
+            Some(a) => a.split_at(digits(a)),
+            None => ("", after),
+        };
+        if whole.is_empty() && fraction.is_empty() {
+            return None;
+        }
+        let unit_end = after
+            .find(|c: char| c == '.' || c.is_ascii_digit())
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_end);
+        let scale: u128 = match unit {
+            "ns" => 1,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => return None,
+        };
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().ok()?
+        };
+        // Digits beyond the 18th are below a nanosecond even for hours.
+        let (mut num, mut den) = (0u128, 1u128);
+        for d in fraction.bytes().take(18) {
+            num = num * 10 + u128::from(d - b'0');
+            den *= 10;
+        }
+        nanos = nanos
+            .checked_add(whole.checked_mul(scale)?)?
+            .checked_add(num * scale / den)?;
+        if nanos > i64::MAX as u128 {
+            return None;
+        }
+        rest = after;
+    }
+    if negative && nanos > 0 {
+        return None;
+    }
+    Some(Duration::from_nanos(u64::try_from(nanos).ok()?))
 }
 
 /// The non-empty, trimmed entries of a comma list.
@@ -1180,5 +1267,60 @@ mod tests {
         ));
         let plain = [(RELOAD, "true"), (STAKATER_ROLLOUT_STRATEGY, "restart")];
         assert!(!restart(&plain, &[], PLAIN));
+    }
+
+    #[test]
+    fn pause_period_is_a_positive_go_duration_on_a_deployments_metadata() {
+        let auto = (STAKATER_AUTO, "true");
+        let period = |kind, w: &[(&str, &str)], t: &[(&str, &str)]| {
+            parse_policy(&map(w), &map(t), kind, COMPAT).map(|p| p.unwrap().pause_period)
+        };
+        let five = [auto, (STAKATER_PAUSE_PERIOD, "5m")];
+        assert_eq!(
+            period(DEPLOY, &five, &[]),
+            Ok(Some(Duration::from_secs(300)))
+        );
+        assert_eq!(
+            period(DEPLOY, &[auto], &five),
+            Ok(None),
+            "not read on the template"
+        );
+        let bad = [auto, (STAKATER_PAUSE_PERIOD, "5 minutes")];
+        assert_eq!(
+            period(WorkloadKind::StatefulSet, &bad, &[]),
+            Ok(None),
+            "Deployments only"
+        );
+        for v in ["5 minutes", "0", "-1m", "", "5"] {
+            let e = period(DEPLOY, &[auto, (STAKATER_PAUSE_PERIOD, v)], &[]).unwrap_err();
+            assert_eq!(e.annotation, STAKATER_PAUSE_PERIOD, "{v:?}");
+        }
+        let plain = [(RELOAD, "true"), (STAKATER_PAUSE_PERIOD, "5m")];
+        let p = parse_policy(&map(&plain), &BTreeMap::new(), DEPLOY, PLAIN);
+        assert_eq!(p.unwrap().unwrap().pause_period, None);
+    }
+
+    #[test]
+    fn go_durations() {
+        let ms = |v: &str| go_duration(v).map(|d| d.as_millis());
+        assert_eq!(ms("0"), Some(0));
+        assert_eq!(ms("300ms"), Some(300));
+        assert_eq!(ms("3s"), Some(3_000));
+        assert_eq!(ms("+5m"), Some(300_000));
+        assert_eq!(ms("1h30m"), Some(5_400_000));
+        assert_eq!(ms("1.5h"), Some(5_400_000));
+        assert_eq!(ms(".5s"), Some(500));
+        assert_eq!(ms("1.s"), Some(1_000));
+        assert_eq!(ms("2h45m30.5s"), Some(9_930_500));
+        assert_eq!(go_duration("1500us"), go_duration("1.5ms"));
+        assert_eq!(go_duration("2\u{b5}s"), Some(Duration::from_micros(2)));
+        assert_eq!(go_duration("2\u{3bc}s"), Some(Duration::from_micros(2)));
+        assert_eq!(go_duration("7ns"), Some(Duration::from_nanos(7)));
+        assert_eq!(ms("-0s"), Some(0));
+        for bad in [
+            "", "5", "s", ".s", "5 m", "5M", "1d", "-5m", "1h-5m", "3000000h",
+        ] {
+            assert_eq!(go_duration(bad), None, "{bad:?}");
+        }
     }
 }

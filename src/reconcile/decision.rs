@@ -8,6 +8,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
 
 use crate::model::hashing::{InstallationKey, Stamp, UsedSource, source_stamp, stamp_of_sources};
 use crate::model::kind::{SourceId, SourceKind, source_label};
@@ -276,6 +279,22 @@ pub fn decide(
     }
 }
 
+/// How long a roll must wait, if at all: a Deployment with a pause period (Reloader's
+/// `deployment.reloader.stakater.com/pause-period`) rolls at most once per period, so the changes made
+/// within one go out together, in one roll carrying the latest content, when it ends. Counted from the
+/// last roll recorded on the workload, so a restart or failover neither loses nor extends it; never
+/// longer than one period from `now`, whatever the recorded time says (a clock ahead, a hand edit).
+pub fn pause_remaining(
+    period: Option<Duration>,
+    last_roll: Option<Timestamp>,
+    now: Timestamp,
+) -> Option<Duration> {
+    let period = period?;
+    let since = now.duration_since(last_roll?);
+    let since = Duration::try_from(since).unwrap_or(Duration::ZERO);
+    period.checked_sub(since).filter(|left| !left.is_zero())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,6 +381,7 @@ mod tests {
             Action::Baseline { stamp, sources } | Action::Roll { stamp, sources, .. } => Stored {
                 stamp: Some(stamp.clone()),
                 sources: Some(sources.clone().into()),
+                rolled_at: None,
             },
             _ => stored.clone(),
         };
@@ -512,6 +532,7 @@ mod tests {
         let old = Stored {
             stamp: Some(stamp_of_sources(&other, &sources)),
             sources: Some(sources.into()),
+            rolled_at: None,
         };
         let changed = store(vec![secret("db", &[("p", "2")])]);
         let cur = current(
@@ -601,5 +622,25 @@ mod tests {
             .collect();
         assert_eq!(names, vec!["a", "b"]);
         assert!(s.in_namespace(SourceKind::ConfigMap, NS).is_empty());
+    }
+
+    #[test]
+    fn a_pause_period_holds_a_roll_until_one_period_after_the_last() {
+        let t = |secs: i64| Timestamp::from_second(1_700_000_000 + secs).unwrap();
+        let period = Some(Duration::from_secs(300));
+        // No period, or never rolled: roll now.
+        assert_eq!(pause_remaining(None, Some(t(0)), t(10)), None);
+        assert_eq!(pause_remaining(period, None, t(10)), None);
+        assert_eq!(
+            pause_remaining(period, Some(t(0)), t(10)),
+            Some(Duration::from_secs(290))
+        );
+        assert_eq!(pause_remaining(period, Some(t(0)), t(300)), None);
+        assert_eq!(pause_remaining(period, Some(t(0)), t(301)), None);
+        // A last roll in the future (a clock ahead) holds one period at most.
+        assert_eq!(
+            pause_remaining(period, Some(t(1_000)), t(0)),
+            Some(Duration::from_secs(300))
+        );
     }
 }

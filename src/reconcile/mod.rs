@@ -62,12 +62,13 @@ pub async fn run(
                     next = inputs.try_recv().ok();
                 }
             }
-            id = scheduler.next_due() => effects.extend(state.decide(&id)),
+            id = scheduler.next_due() => effects.extend(state.decide(&id, jiff::Timestamp::now())),
         }
         for effect in effects.drain(..) {
             match effect {
                 Effect::Debounce(id) => scheduler.debounce(id),
                 Effect::DecideNow(id) => scheduler.now(id),
+                Effect::DecideAfter(id, wait) => scheduler.after(id, wait),
                 Effect::Forget(id) => scheduler.forget(&id),
                 Effect::Write(w) => {
                     scheduler.started(w.id.clone());

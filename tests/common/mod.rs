@@ -859,4 +859,14 @@ impl Env {
             .await
             .unwrap_or_else(|e| panic!("create deployment {ns}/{name}: {e}"));
     }
+
+    /// When hashroll last rolled the workload, from its `hashroll.dev/rolled-at` annotation.
+    pub async fn rolled_at(&self, kind: &str, ns: &str, name: &str) -> jiff::Timestamp {
+        let a = self.annotations(kind, ns, name).await;
+        let at = a
+            .get("hashroll.dev/rolled-at")
+            .unwrap_or_else(|| panic!("{kind} {ns}/{name}: no hashroll.dev/rolled-at in {a:?}"));
+        at.parse()
+            .unwrap_or_else(|e| panic!("{kind} {ns}/{name}: rolled-at {at:?}: {e}"))
+    }
 }
