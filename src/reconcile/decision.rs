@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use crate::error::ErrorClass;
+
 use crate::model::hashing::{InstallationKey, Stamp, UsedSource, source_stamp, stamp_of_sources};
 use crate::model::kind::{SourceId, SourceKind, source_label};
 use crate::model::policy::{ReloadPolicy, Tracked, TrackedSource};
@@ -293,6 +295,17 @@ pub fn pause_remaining(
     let since = now.duration_since(last_roll?);
     let since = Duration::try_from(since).unwrap_or(Duration::ZERO);
     period.checked_sub(since).filter(|left| !left.is_zero())
+}
+
+/// Consecutive failed writes to one workload after which its roll is said to fail for good (about 15 s
+/// of retries with the scheduler's backoff).
+pub const FAILURES_FOR_GOOD: u32 = 5;
+
+/// Whether a roll that keeps failing has failed for good, and should be reported where users look:
+/// at once when the API refuses it (forbidden, or a request it rejects as such), else after
+/// [`FAILURES_FOR_GOOD`] failures in a row. hashroll keeps retrying either way.
+pub fn fails_for_good(class: ErrorClass, consecutive: u32) -> bool {
+    matches!(class, ErrorClass::Forbidden | ErrorClass::Fatal) || consecutive >= FAILURES_FOR_GOOD
 }
 
 #[cfg(test)]
@@ -642,5 +655,15 @@ mod tests {
             pause_remaining(period, Some(t(1_000)), t(0)),
             Some(Duration::from_secs(300))
         );
+    }
+
+    #[test]
+    fn a_refused_write_fails_for_good_at_once_a_failing_server_after_five_tries() {
+        assert!(fails_for_good(ErrorClass::Forbidden, 1));
+        assert!(fails_for_good(ErrorClass::Fatal, 1));
+        for class in [ErrorClass::Transient, ErrorClass::Conflict] {
+            assert!(!fails_for_good(class, FAILURES_FOR_GOOD - 1));
+            assert!(fails_for_good(class, FAILURES_FOR_GOOD));
+        }
     }
 }

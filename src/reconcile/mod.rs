@@ -100,10 +100,15 @@ fn on_written(
     metrics: &Metrics,
     effects: &mut Vec<Effect>,
 ) {
-    let Written { id, result } = written;
+    let Written {
+        id,
+        rolled_for,
+        result,
+    } = written;
     match result {
         Ok(summary) => {
             scheduler.succeeded(&id);
+            state.write_succeeded(&id);
             if let Some(s) = summary {
                 state.written(s, effects);
             }
@@ -120,6 +125,12 @@ fn on_written(
                 let retry_in = scheduler.failed(&id);
                 tracing::warn!(workload = %id, error = %e, class = %e.class, ?retry_in,
                     "patch failed; will retry");
+                effects.extend(state.write_failed(
+                    &id,
+                    e.class,
+                    &e.answer(),
+                    rolled_for.as_deref(),
+                ));
             }
         }
     }

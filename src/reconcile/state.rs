@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use crate::error::ErrorClass;
+
 use crate::k8s::patch::Write;
 use crate::model::hashing::{InstallationKey, Stamp};
 use crate::model::kind::{SourceId, SourceKind, WorkloadId, WorkloadKind, source_label};
@@ -21,7 +23,9 @@ use crate::reconcile::decision::{self, Action, Current, Missing, Visibility};
 use crate::reconcile::index::ReverseIndex;
 use crate::reconcile::input::{Input, Listed, WatchScope, Watched};
 use crate::reconcile::scheduler::{Wid, shrink};
-use crate::reconcile::wording::{describe, invalid_annotation_event, roll_event};
+use crate::reconcile::wording::{
+    describe, invalid_annotation_event, reload_failed_event, roll_event,
+};
 use crate::reconcile::writer::{EventRequest, WriteRequest};
 use crate::telemetry::metrics::Metrics;
 
@@ -106,8 +110,18 @@ pub struct State {
     unwatched: HashMap<Wid, Vec<SourceId>>,
     /// Workloads whose roll waits for its pause period (to log the wait once).
     paused: HashSet<Wid>,
+    /// Consecutive failed writes per workload, until one succeeds.
+    failures: HashMap<Wid, FailureStreak>,
     /// How many workloads carry a malformed annotation (a gauge; counted, not recounted per change).
     invalid: usize,
+}
+
+/// Failed writes to one workload since its last successful one.
+#[derive(Debug, Default)]
+struct FailureStreak {
+    count: u32,
+    /// `ReloadFailed` was published for this streak.
+    reported: bool,
 }
 
 impl State {
@@ -127,6 +141,7 @@ impl State {
             held: HashMap::new(),
             unwatched: HashMap::new(),
             paused: HashSet::new(),
+            failures: HashMap::new(),
             invalid: 0,
         }
     }
@@ -312,6 +327,44 @@ impl State {
         self.workload_applied(summary, out);
     }
 
+    /// A write succeeded: its workload's failure streak, if any, is over.
+    pub fn write_succeeded(&mut self, id: &Wid) {
+        if let Some(streak) = self.failures.remove(id) {
+            if streak.reported {
+                tracing::info!(workload = %id, failures = streak.count, "patch succeeded again");
+            }
+            self.refresh_failing();
+        }
+    }
+
+    /// A write failed with an error of `class` (the API's `answer`) and will be retried. When it was a roll
+    /// (`rolled_for` names what changed) and it has now failed for good, say so once per streak of
+    /// failures, with a Warning Event on the workload.
+    pub fn write_failed(
+        &mut self,
+        id: &Wid,
+        class: ErrorClass,
+        answer: &str,
+        rolled_for: Option<&str>,
+    ) -> Option<Effect> {
+        let streak = self.failures.entry(id.clone()).or_default();
+        streak.count += 1;
+        let what = rolled_for?;
+        if streak.reported || !decision::fails_for_good(class, streak.count) {
+            return None;
+        }
+        streak.reported = true;
+        let failures = streak.count;
+        self.refresh_failing();
+        tracing::warn!(workload = %id, failures, answer, changed = what,
+            "roll failed for good; still retrying");
+        Some(Effect::Publish(EventRequest {
+            id: id.clone(),
+            uid: self.workloads.get(id).and_then(|e| e.summary.uid.clone()),
+            event: reload_failed_event(id.kind, what, answer),
+        }))
+    }
+
     /// After a burst, give the maps' spare capacity back.
     pub fn shrink(&mut self) {
         shrink(&mut self.warned);
@@ -319,6 +372,7 @@ impl State {
         shrink(&mut self.unwatched);
         shrink(&mut self.changed_keys);
         shrink(&mut self.paused);
+        shrink(&mut self.failures);
     }
 
     fn source_deleted(&mut self, id: &SourceId, out: &mut Vec<Effect>) {
@@ -343,6 +397,9 @@ impl State {
         self.held.remove(id);
         self.unwatched.remove(id);
         self.paused.remove(id);
+        if self.failures.remove(id).is_some() {
+            self.refresh_failing();
+        }
         self.refresh_gauges();
     }
 
@@ -464,6 +521,11 @@ impl State {
             .set(id, tracked.exact.iter().map(|t| t.id.clone()), &kinds);
     }
 
+    fn refresh_failing(&self) {
+        let failing = self.failures.values().filter(|s| s.reported).count();
+        self.metrics.failing_workloads.set(failing as i64);
+    }
+
     fn refresh_gauges(&self) {
         self.metrics.workloads.set(self.workloads.len() as i64);
         self.metrics.invalid_workloads.set(self.invalid as i64);
@@ -546,6 +608,7 @@ impl State {
             sources,
             event,
             uid,
+            rolled_for,
         }))
     }
 }
@@ -1012,5 +1075,72 @@ mod tests {
             s.decide(&wid("web"), at(5)),
             Some(Effect::Write(_))
         ));
+    }
+
+    #[test]
+    fn a_roll_that_fails_for_good_is_reported_once_per_streak() {
+        use crate::error::ErrorClass::{Forbidden, Transient};
+        let mut s = state();
+        synced_state(&mut s);
+        let web = wid("web");
+        let what = Some("Secret db (keys: password)");
+        let reported = |e: Option<Effect>| match e {
+            Some(Effect::Publish(e)) => {
+                assert_eq!(e.event.reason, "ReloadFailed");
+                assert!(
+                    e.event.note.contains("Secret db (keys: password)"),
+                    "{}",
+                    e.event.note
+                );
+                assert!(e.event.note.contains("403 Forbidden"), "{}", e.event.note);
+                true
+            }
+            None => false,
+            other => panic!("expected an Event or nothing, got {other:?}"),
+        };
+        // A refused roll fails for good at once; said once however often it is retried.
+        assert!(reported(s.write_failed(
+            &web,
+            Forbidden,
+            "403 Forbidden",
+            what
+        )));
+        assert_eq!(s.metrics.failing_workloads.get(), 1);
+        assert!(!reported(s.write_failed(
+            &web,
+            Forbidden,
+            "403 Forbidden",
+            what
+        )));
+        s.write_succeeded(&web);
+        assert_eq!(s.metrics.failing_workloads.get(), 0);
+        // A failing server: after five failures in a row (a record's included), once.
+        assert!(!reported(s.write_failed(
+            &web,
+            Transient,
+            "500 InternalError",
+            None
+        )));
+        for _ in 0..3 {
+            assert!(!reported(s.write_failed(
+                &web,
+                Transient,
+                "500 InternalError",
+                what
+            )));
+        }
+        assert!(matches!(
+            s.write_failed(&web, Transient, "500 InternalError", what),
+            Some(Effect::Publish(e)) if e.event.note.contains("500 InternalError")
+        ));
+        // A record that fails is not a roll: never a ReloadFailed.
+        let mut s = state();
+        synced_state(&mut s);
+        assert!(!reported(s.write_failed(
+            &web,
+            Forbidden,
+            "403 Forbidden",
+            None
+        )));
     }
 }
