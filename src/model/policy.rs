@@ -11,6 +11,7 @@ use std::time::Duration;
 use regex::Regex;
 
 use crate::model::annotations::*;
+use crate::model::go_syntax::{go_duration, parse_bool};
 use crate::model::kind::{SourceId, SourceKind, WorkloadKind};
 use crate::model::names::is_dns1123_subdomain;
 use crate::model::references::{KeySelection, Reference};
@@ -471,13 +472,13 @@ fn boolean(annotation: &str, value: Option<&str>) -> Result<Option<bool>, Policy
 fn go_bool(annotation: &str, value: Option<&str>) -> Result<Option<bool>, PolicyError> {
     match value {
         None | Some("") => Ok(None),
-        Some("1" | "t" | "T" | "TRUE" | "true" | "True") => Ok(Some(true)),
-        Some("0" | "f" | "F" | "FALSE" | "false" | "False") => Ok(Some(false)),
-        Some(v) => Err(err(
-            annotation,
-            v,
-            "expected a boolean: true, false, True, False, TRUE, FALSE, t, f, T, F, 1 or 0",
-        )),
+        Some(v) => parse_bool(v).map(Some).ok_or_else(|| {
+            err(
+                annotation,
+                v,
+                "expected a boolean: true, false, True, False, TRUE, FALSE, t, f, T, F, 1 or 0",
+            )
+        }),
     }
 }
 
@@ -499,70 +500,6 @@ fn pause_period_value(value: &str) -> Result<Duration, PolicyError> {
             "expected a duration greater than zero, such as 30s, 5m, 1h30m or 1.5h",
         )
     })
-}
-
-/// Parses a duration as Go's `time.ParseDuration` does: an optional sign, then numbers with an
-/// optional fraction, each followed by a unit (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`); `0` alone is
-/// zero. None when malformed, negative or beyond Go's range (about 292 years).
-pub fn go_duration(s: &str) -> Option<Duration> {
-    let (negative, mut rest) = match s.as_bytes().first() {
-        Some(b'-') => (true, &s[1..]),
-        Some(b'+') => (false, &s[1..]),
-        _ => (false, s),
-    };
-    if rest == "0" {
-        return Some(Duration::ZERO);
-    }
-    if rest.is_empty() {
-        return None;
-    }
-    let digits = |t: &str| t.bytes().take_while(u8::is_ascii_digit).count();
-    let mut nanos: u128 = 0;
-    while !rest.is_empty() {
-        let (whole, after) = rest.split_at(digits(rest));
-        let (fraction, after) = match after.strip_prefix('.') {
-            Some(a) => a.split_at(digits(a)),
-            None => ("", after),
-        };
-        if whole.is_empty() && fraction.is_empty() {
-            return None;
-        }
-        let unit_end = after
-            .find(|c: char| c == '.' || c.is_ascii_digit())
-            .unwrap_or(after.len());
-        let (unit, after) = after.split_at(unit_end);
-        let scale: u128 = match unit {
-            "ns" => 1,
-            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            _ => return None,
-        };
-        let whole: u128 = if whole.is_empty() {
-            0
-        } else {
-            whole.parse().ok()?
-        };
-        // Digits beyond the 18th are below a nanosecond even for hours.
-        let (mut num, mut den) = (0u128, 1u128);
-        for d in fraction.bytes().take(18) {
-            num = num * 10 + u128::from(d - b'0');
-            den *= 10;
-        }
-        nanos = nanos
-            .checked_add(whole.checked_mul(scale)?)?
-            .checked_add(num * scale / den)?;
-        if nanos > i64::MAX as u128 {
-            return None;
-        }
-        rest = after;
-    }
-    if negative && nanos > 0 {
-        return None;
-    }
-    Some(Duration::from_nanos(u64::try_from(nanos).ok()?))
 }
 
 /// The non-empty, trimmed entries of a comma list.
@@ -1298,29 +1235,5 @@ mod tests {
         let plain = [(RELOAD, "true"), (STAKATER_PAUSE_PERIOD, "5m")];
         let p = parse_policy(&map(&plain), &BTreeMap::new(), DEPLOY, PLAIN);
         assert_eq!(p.unwrap().unwrap().pause_period, None);
-    }
-
-    #[test]
-    fn go_durations() {
-        let ms = |v: &str| go_duration(v).map(|d| d.as_millis());
-        assert_eq!(ms("0"), Some(0));
-        assert_eq!(ms("300ms"), Some(300));
-        assert_eq!(ms("3s"), Some(3_000));
-        assert_eq!(ms("+5m"), Some(300_000));
-        assert_eq!(ms("1h30m"), Some(5_400_000));
-        assert_eq!(ms("1.5h"), Some(5_400_000));
-        assert_eq!(ms(".5s"), Some(500));
-        assert_eq!(ms("1.s"), Some(1_000));
-        assert_eq!(ms("2h45m30.5s"), Some(9_930_500));
-        assert_eq!(go_duration("1500us"), go_duration("1.5ms"));
-        assert_eq!(go_duration("2\u{b5}s"), Some(Duration::from_micros(2)));
-        assert_eq!(go_duration("2\u{3bc}s"), Some(Duration::from_micros(2)));
-        assert_eq!(go_duration("7ns"), Some(Duration::from_nanos(7)));
-        assert_eq!(ms("-0s"), Some(0));
-        for bad in [
-            "", "5", "s", ".s", "5 m", "5M", "1d", "-5m", "1h-5m", "3000000h",
-        ] {
-            assert_eq!(go_duration(bad), None, "{bad:?}");
-        }
     }
 }
