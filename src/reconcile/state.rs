@@ -228,6 +228,7 @@ impl State {
             Tracking::Off => {
                 self.warned.remove(id);
                 self.held.remove(id);
+                self.nothing_to_write(id);
                 return None;
             }
             Tracking::Invalid(e) => {
@@ -270,6 +271,7 @@ impl State {
             Action::Nothing => {
                 self.held.remove(id);
                 self.paused.remove(id);
+                self.nothing_to_write(id);
                 None
             }
             Action::Hold(Missing { source, key }) => {
@@ -337,6 +339,14 @@ impl State {
         }
     }
 
+    /// Nothing is left to write (the sources went back to what is recorded, or the workload opted out):
+    /// a failure streak ends with it.
+    fn nothing_to_write(&mut self, id: &WorkloadId) {
+        if self.failures.remove(id).is_some() {
+            self.refresh_failing();
+        }
+    }
+
     /// A write failed with an error of `class` (the API's `answer`) and will be retried. When it was a roll
     /// (`rolled_for` names what changed) and it has now failed for good, say so once per streak of
     /// failures, with a Warning Event on the workload.
@@ -397,9 +407,7 @@ impl State {
         self.held.remove(id);
         self.unwatched.remove(id);
         self.paused.remove(id);
-        if self.failures.remove(id).is_some() {
-            self.refresh_failing();
-        }
+        self.nothing_to_write(id);
         self.refresh_gauges();
     }
 
@@ -1133,6 +1141,15 @@ mod tests {
             s.write_failed(&web, Transient, "500 InternalError", what),
             Some(Effect::Publish(e)) if e.event.note.contains("500 InternalError")
         ));
+        // Nothing left to roll (the source went back): the streak is over.
+        assert_eq!(s.metrics.failing_workloads.get(), 1);
+        let Some(Effect::Write(w)) = s.decide(&web, now()) else {
+            panic!("first sight records");
+        };
+        record(&mut s, &w);
+        assert!(s.decide(&web, now()).is_none());
+        assert_eq!(s.metrics.failing_workloads.get(), 0);
+
         // A record that fails is not a roll: never a ReloadFailed.
         let mut s = state();
         synced_state(&mut s);
