@@ -555,20 +555,7 @@ async fn reloader_rollout_strategy_restart_sets_restart_at_and_leaves_the_templa
     env.wait_event(NS, "restart", "Reloaded").await;
     env.barrier(NS).await;
     env.assert_rolls("rollouts", NS, "rollout", 1);
-    let restarted = env.get("rollouts", NS, "restart").await;
-    let restart_at = restarted.data["spec"]["restartAt"]
-        .as_str()
-        .unwrap_or_else(|| panic!("spec.restartAt set: {}", restarted.data["spec"]));
-    assert!(
-        restart_at.parse::<jiff::Timestamp>().is_ok(),
-        "restartAt is a timestamp: {restart_at:?}"
-    );
-    env.assert_rolls("rollouts", NS, "restart", 0);
-    assert!(
-        !env.template_annotations("rollouts", NS, "restart")
-            .contains_key("hashroll.dev/hash"),
-        "the template is left alone"
-    );
+    env.assert_restarted_at(NS, "restart").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -860,6 +860,27 @@ impl Env {
             .unwrap_or_else(|e| panic!("create deployment {ns}/{name}: {e}"));
     }
 
+    /// Asserts the Argo Rollout was rolled by `spec.restartAt` (a timestamp) and its template left alone;
+    /// returns the Rollout as stored.
+    pub async fn assert_restarted_at(&self, ns: &str, name: &str) -> DynamicObject {
+        let restarted = self.get("rollouts", ns, name).await;
+        let restart_at = restarted.data["spec"]["restartAt"]
+            .as_str()
+            .unwrap_or_else(|| panic!("spec.restartAt set: {}", restarted.data["spec"]));
+        assert!(
+            restart_at.parse::<jiff::Timestamp>().is_ok(),
+            "restartAt is a timestamp: {restart_at:?}"
+        );
+        self.assert_rolls("rollouts", ns, name, 0);
+        assert!(
+            !self
+                .template_annotations("rollouts", ns, name)
+                .contains_key("hashroll.dev/hash"),
+            "the template is left alone"
+        );
+        restarted
+    }
+
     /// When hashroll last rolled the workload, from its `hashroll.dev/rolled-at` annotation.
     pub async fn rolled_at(&self, kind: &str, ns: &str, name: &str) -> jiff::Timestamp {
         let a = self.annotations(kind, ns, name).await;
