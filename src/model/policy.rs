@@ -171,7 +171,7 @@ pub struct Tracked {
 pub fn parse_policy(
     workload: &BTreeMap<String, String>,
     template: &BTreeMap<String, String>,
-    kind: WorkloadKind,
+    workload_kind: WorkloadKind,
     settings: PolicySettings,
 ) -> Result<Option<ReloadPolicy>, PolicyError> {
     let get = |key: &str| {
@@ -243,13 +243,13 @@ pub fn parse_policy(
                 (false, false) => RefMode::Off,
             };
         }
-        if rollout_restart.is_none() && kind == WorkloadKind::Rollout {
+        if rollout_restart.is_none() && workload_kind == WorkloadKind::Rollout {
             // Reloader reads it on the Rollout's metadata; any value but `restart` rolls the template.
             rollout_restart = Some(
                 workload.get(STAKATER_ROLLOUT_STRATEGY).map(String::as_str) == Some("restart"),
             );
         }
-        if kind == WorkloadKind::Deployment {
+        if workload_kind == WorkloadKind::Deployment {
             pause_period = workload
                 .get(STAKATER_PAUSE_PERIOD)
                 .map(|v| pause_period_value(v))
