@@ -109,6 +109,17 @@ impl Error {
         self.class == ErrorClass::Transient
     }
 
+    /// What the API server answered, as an Event may say it: `403 Forbidden`. Never its message, which
+    /// can quote the object (an admission webhook's denial, say).
+    pub fn answer(&self) -> String {
+        match &self.cause {
+            Cause::Api(kube::Error::Api(s)) if s.reason.is_empty() => format!("HTTP {}", s.code),
+            Cause::Api(kube::Error::Api(s)) => format!("{} {}", s.code, s.reason),
+            Cause::Api(_) => "no answer (connection failed or timed out)".into(),
+            Cause::Invalid(_) => "a response hashroll could not use".into(),
+        }
+    }
+
     /// The HTTP status of an API error, or `transport` when none came back (a metric label).
     pub fn code_label(&self) -> String {
         match &self.cause {
@@ -150,6 +161,7 @@ mod tests {
         let e = Error::api("patching", "Deployment shop/web", status(500));
         assert!(e.to_string().starts_with("patching Deployment shop/web: "));
         assert_eq!(e.code_label(), "500");
+        assert_eq!(e.answer(), "500 Reason");
         assert!(e.is_transient());
         let bad = Error::invalid(
             "reading",

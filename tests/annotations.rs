@@ -1,5 +1,6 @@
-//! End to end: hashroll's own annotations, Stakater Reloader's annotations (and turning them off), opting
-//! out under `--auto-reload-all`, and malformed annotations.
+//! End to end: hashroll's own annotations, Stakater Reloader's annotations read as Reloader reads them
+//! (booleans, exact excludes, where they are looked up, Argo Rollouts' restart, the pause period), and
+//! turning them off, opting out under `--auto-reload-all`, and malformed annotations.
 
 mod common;
 
@@ -177,8 +178,12 @@ async fn stakater_reload_lists_with_regexes_and_excludes() {
         "excludes",
         &[
             ("reloader.stakater.com/auto", "true"),
-            ("secrets.exclude.reloader.stakater.com/reload", "skip-.*"),
-            ("configmaps.exclude.reloader.stakater.com/reload", "skip-.*"),
+            // Exact names, as in Reloader.
+            ("secrets.exclude.reloader.stakater.com/reload", "skip-1"),
+            (
+                "configmaps.exclude.reloader.stakater.com/reload",
+                "other, skip-1",
+            ),
         ],
         refs,
     )
@@ -417,4 +422,301 @@ async fn a_malformed_annotation_warns_once_and_leaves_others_working() {
             "{name}: one Warning"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloader_booleans_are_read_like_go_parse_bool() {
+    let env = Env::start().await;
+    env.namespace(NS).await;
+    env.secret(NS, "s", &[("k", "1")]).await;
+    env.configmap(NS, "c", &[("k", "1")]).await;
+    let truthy = ["1", "t", "T", "TRUE", "true", "True"];
+    let falsy = ["0", "f", "F", "FALSE", "false", "False"];
+    // (name prefix, annotation, rolls for a Secret change, rolls for a ConfigMap change)
+    let annotations = [
+        ("auto", "reloader.stakater.com/auto", 1, 1),
+        ("secret", "secret.reloader.stakater.com/auto", 1, 0),
+        ("configmap", "configmap.reloader.stakater.com/auto", 0, 1),
+    ];
+    let name = |prefix: &str, truth: &str, i: usize| format!("{prefix}-{truth}-{i}");
+    for (prefix, annotation, ..) in annotations {
+        for (truth, values) in [("yes", truthy), ("no", falsy)] {
+            for (i, v) in values.iter().enumerate() {
+                let w = name(prefix, truth, i);
+                env.workload("deployments", NS, &w, &[(annotation, v)], both("s", "c"))
+                    .await;
+            }
+        }
+    }
+    let _hr = env.hashroll(&[]).await;
+    for (prefix, ..) in annotations {
+        for i in 0..truthy.len() {
+            env.wait_recorded("deployments", NS, &name(prefix, "yes", i))
+                .await;
+        }
+    }
+
+    env.secret(NS, "s", &[("k", "2")]).await;
+    for (prefix, _, secrets, _) in annotations {
+        for i in 0..truthy.len() {
+            env.wait_rolls("deployments", NS, &name(prefix, "yes", i), secrets)
+                .await;
+        }
+    }
+    env.configmap(NS, "c", &[("k", "2")]).await;
+    for (prefix, _, secrets, configmaps) in annotations {
+        for i in 0..truthy.len() {
+            let w = name(prefix, "yes", i);
+            env.wait_rolls("deployments", NS, &w, secrets + configmaps)
+                .await;
+        }
+    }
+    env.barrier(NS).await;
+    for (prefix, _, secrets, configmaps) in annotations {
+        for i in 0..truthy.len() {
+            let w = name(prefix, "yes", i);
+            env.assert_rolls("deployments", NS, &w, secrets + configmaps);
+            // Read, not rejected: no Warning.
+            assert!(
+                env.events_for(NS, &w)
+                    .await
+                    .iter()
+                    .all(|e| e.0 != "Warning")
+            );
+        }
+        for i in 0..falsy.len() {
+            let w = name(prefix, "no", i);
+            env.assert_untouched("deployments", NS, &w).await;
+            assert!(env.events_for(NS, &w).await.is_empty(), "{w}: no Event");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloader_excludes_are_exact_names() {
+    let env = Env::start().await;
+    env.namespace(NS).await;
+    env.configmap(NS, "cfg.v1", &[("k", "1")]).await;
+    env.configmap(NS, "cfgxv1", &[("k", "1")]).await;
+    let spec = pod(json!({"envFrom": [
+        {"configMapRef": {"name": "cfg.v1"}}, {"configMapRef": {"name": "cfgxv1"}}]}));
+    env.workload(
+        "deployments",
+        NS,
+        "web",
+        &[
+            ("reloader.stakater.com/auto", "true"),
+            ("configmaps.exclude.reloader.stakater.com/reload", "cfg.v1"),
+        ],
+        spec,
+    )
+    .await;
+    let _hr = env.hashroll(&[]).await;
+    env.wait_recorded("deployments", NS, "web").await;
+
+    env.configmap(NS, "cfg.v1", &[("k", "2")]).await;
+    env.barrier(NS).await;
+    env.assert_rolls("deployments", NS, "web", 0);
+    // `cfg.v1` is a name, not an expression whose `.` would match the `x`.
+    env.configmap(NS, "cfgxv1", &[("k", "2")]).await;
+    env.wait_rolls("deployments", NS, "web", 1).await;
+    env.barrier(NS).await;
+    env.assert_rolls("deployments", NS, "web", 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloader_rollout_strategy_restart_sets_restart_at_and_leaves_the_template() {
+    let env = Env::start().await;
+    env.namespace(NS).await;
+    env.secret(NS, "db", &[("password", "p1")]).await;
+    let auto = ("reloader.stakater.com/auto", "true");
+    env.workload(
+        "rollouts",
+        NS,
+        "restart",
+        &[auto, ("reloader.stakater.com/rollout-strategy", "restart")],
+        env_from_secret("db"),
+    )
+    .await;
+    env.workload(
+        "rollouts",
+        NS,
+        "rollout",
+        &[auto, ("reloader.stakater.com/rollout-strategy", "rollout")],
+        env_from_secret("db"),
+    )
+    .await;
+    let _hr = env.hashroll(&[]).await;
+    env.wait_recorded("rollouts", NS, "restart").await;
+    env.wait_recorded("rollouts", NS, "rollout").await;
+
+    env.secret(NS, "db", &[("password", "p2")]).await;
+    env.wait_rolls("rollouts", NS, "rollout", 1).await;
+    env.wait_event(NS, "restart", "Reloaded").await;
+    env.barrier(NS).await;
+    env.assert_rolls("rollouts", NS, "rollout", 1);
+    env.assert_restarted_at(NS, "restart").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloader_annotations_are_read_on_the_metadata_else_on_the_template() {
+    let env = Env::start().await;
+    env.namespace(NS).await;
+    env.secret(NS, "s", &[("k", "1")]).await;
+    env.configmap(NS, "c", &[("k", "1")]).await;
+    env.configmap(NS, "named", &[("k", "1")]).await;
+    let uses =
+        || pod(json!({"envFrom": [{"secretRef": {"name": "s"}}, {"configMapRef": {"name": "c"}}]}));
+    struct Case {
+        name: &'static str,
+        metadata: &'static [(&'static str, &'static str)],
+        template: &'static [(&'static str, &'static str)],
+        /// Rolls for a change of Secret `s`, of ConfigMap `c`, of ConfigMap `named`.
+        rolls: [usize; 3],
+    }
+    const AUTO_ON_TEMPLATE: &[(&str, &str)] = &[("reloader.stakater.com/auto", "true")];
+    let cases = [
+        // An opt-in key on the metadata: the template's are not read.
+        Case {
+            name: "search-on-metadata",
+            metadata: &[("reloader.stakater.com/search", "true")],
+            template: AUTO_ON_TEMPLATE,
+            rolls: [0, 0, 0],
+        },
+        // No opt-in key on the metadata (an exclude is none): the template's count; excludes only
+        // on the metadata, so the template's exclude of `s` does not.
+        Case {
+            name: "auto-on-template",
+            metadata: &[("configmaps.exclude.reloader.stakater.com/reload", "c")],
+            template: &[
+                ("reloader.stakater.com/auto", "true"),
+                ("secrets.exclude.reloader.stakater.com/reload", "s"),
+            ],
+            rolls: [1, 0, 0],
+        },
+        Case {
+            name: "auto-false-on-metadata",
+            metadata: &[("reloader.stakater.com/auto", "false")],
+            template: AUTO_ON_TEMPLATE,
+            rolls: [0, 0, 0],
+        },
+        // Per source kind: a ConfigMap list on the metadata leaves Secrets to the template.
+        Case {
+            name: "per-kind",
+            metadata: &[("configmap.reloader.stakater.com/reload", "named")],
+            template: AUTO_ON_TEMPLATE,
+            rolls: [1, 0, 1],
+        },
+    ];
+    for c in &cases {
+        env.deployment_with_template_annotations(NS, c.name, c.metadata, c.template, uses())
+            .await;
+    }
+    let _hr = env.hashroll(&[]).await;
+    for name in ["search-on-metadata", "auto-on-template", "per-kind"] {
+        env.wait_recorded("deployments", NS, name).await;
+    }
+
+    let changes = [("s", true), ("c", false), ("named", false)];
+    for (i, (source, secret)) in changes.into_iter().enumerate() {
+        if secret {
+            env.secret(NS, source, &[("k", "2")]).await;
+        } else {
+            env.configmap(NS, source, &[("k", "2")]).await;
+        }
+        env.barrier(NS).await;
+        for c in &cases {
+            let n = c.rolls[..=i].iter().sum();
+            env.assert_rolls("deployments", NS, c.name, n);
+        }
+    }
+    // Opted out on the metadata: not even recorded.
+    env.assert_untouched("deployments", NS, "auto-false-on-metadata")
+        .await;
+}
+
+/// Asserts hashroll has never paused the Deployment (Reloader's way of batching, which can leave it
+/// paused for good).
+async fn assert_not_paused(env: &Env, name: &str) {
+    let d = env.get("deployments", NS, name).await;
+    assert_ne!(d.data["spec"]["paused"], json!(true), "{name} is paused");
+    let a = d.metadata.annotations.unwrap_or_default();
+    assert!(
+        !a.contains_key("deployment.reloader.stakater.com/paused-at"),
+        "{name}: {a:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_period_rolls_once_per_period_and_a_restart_loses_nothing() {
+    const PERIOD: std::time::Duration = std::time::Duration::from_secs(3);
+    let env = Env::start().await;
+    env.namespace(NS).await;
+    env.secret(NS, "db", &[("password", "p1")]).await;
+    env.workload(
+        "deployments",
+        NS,
+        "web",
+        &[
+            ("reloader.stakater.com/auto", "true"),
+            ("deployment.reloader.stakater.com/pause-period", "3s"),
+        ],
+        env_from_secret("db"),
+    )
+    .await;
+    let period = jiff::SignedDuration::try_from(PERIOD).unwrap();
+    let within_period =
+        |since: jiff::Timestamp| jiff::Timestamp::now().duration_since(since) < period;
+    let hr = env.hashroll(&[]).await;
+    env.wait_recorded("deployments", NS, "web").await;
+
+    // Never rolled: the first change rolls at once.
+    env.secret(NS, "db", &[("password", "p2")]).await;
+    env.wait_rolls("deployments", NS, "web", 1).await;
+    let first = env.rolled_at("deployments", NS, "web").await;
+    // Three changes within the period: held (the barrier proves they were seen) ...
+    for p in ["p3", "p4", "p5"] {
+        env.secret(NS, "db", &[("password", p)]).await;
+    }
+    env.barrier(NS).await;
+    assert!(
+        within_period(first),
+        "the test was too slow to make its changes within the period"
+    );
+    env.assert_rolls("deployments", NS, "web", 1);
+    assert_not_paused(&env, "web").await;
+    // ... then one roll at its end, carrying the latest content: nothing follows it.
+    env.wait_rolls("deployments", NS, "web", 2).await;
+    let second = env.rolled_at("deployments", NS, "web").await;
+    assert!(second.duration_since(first) >= period);
+    env.assert_rolled_annotations("deployments", NS, "web")
+        .await;
+    tokio::time::sleep(PERIOD + std::time::Duration::from_millis(500)).await;
+    env.barrier(NS).await;
+    env.assert_rolls("deployments", NS, "web", 2);
+    assert_not_paused(&env, "web").await;
+
+    // The period is over: the next change rolls at once. One more within the new period is held, and
+    // hashroll dies before the period ends and starts again: the held roll happens once, when the
+    // period ends, and nothing was left paused.
+    env.secret(NS, "db", &[("password", "p6")]).await;
+    env.wait_rolls("deployments", NS, "web", 3).await;
+    let third = env.rolled_at("deployments", NS, "web").await;
+    env.secret(NS, "db", &[("password", "p7")]).await;
+    env.barrier(NS).await;
+    env.assert_rolls("deployments", NS, "web", 3);
+    assert!(
+        within_period(third),
+        "the test was too slow to restart hashroll within the period"
+    );
+    hr.kill().await;
+    let _hr = env.hashroll(&[]).await;
+    env.wait_rolls("deployments", NS, "web", 4).await;
+    let fourth = env.rolled_at("deployments", NS, "web").await;
+    assert!(fourth.duration_since(third) >= period);
+    tokio::time::sleep(PERIOD + std::time::Duration::from_millis(500)).await;
+    env.barrier(NS).await;
+    env.assert_rolls("deployments", NS, "web", 4);
+    assert_not_paused(&env, "web").await;
+    assert_eq!(env.wait_event(NS, "web", "Reloaded").await.len(), 4);
 }

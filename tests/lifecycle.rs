@@ -366,20 +366,7 @@ async fn argo_rollouts_roll_by_template_or_by_restart_at() {
     env.assert_rolled_annotations("rollouts", NS, "by-template")
         .await;
 
-    let restarted = env.get("rollouts", NS, "by-restart").await;
-    let restart_at = restarted.data["spec"]["restartAt"]
-        .as_str()
-        .unwrap_or_else(|| panic!("spec.restartAt set: {}", restarted.data["spec"]));
-    assert!(
-        restart_at.parse::<jiff::Timestamp>().is_ok(),
-        "restartAt is a timestamp: {restart_at:?}"
-    );
-    env.assert_rolls("rollouts", NS, "by-restart", 0);
-    assert!(
-        !env.template_annotations("rollouts", NS, "by-restart")
-            .contains_key("hashroll.dev/hash"),
-        "the template is left alone"
-    );
+    let restarted = env.assert_restarted_at(NS, "by-restart").await;
     let after = restarted.metadata.annotations.unwrap_or_default();
     assert_ne!(
         after.get("hashroll.dev/hash"),

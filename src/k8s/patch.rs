@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 
 use crate::k8s::api_resource;
 use crate::k8s::wire::WorkloadWire;
-use crate::model::annotations::{SOURCES_ANNOTATION, STAMP_ANNOTATION, TEMPLATE_ANNOTATION};
+use crate::model::annotations::{
+    ROLLED_AT_ANNOTATION, SOURCES_ANNOTATION, STAMP_ANNOTATION, TEMPLATE_ANNOTATION,
+};
 use crate::model::hashing::Stamp;
 use crate::model::kind::{WorkloadId, WorkloadKind};
 use crate::model::workload::RecordedSources;
@@ -26,7 +28,8 @@ pub enum Write {
     RestartAt,
 }
 
-/// Builds the merge patch for `kind`. `now` is RFC 3339, used only by [`Write::RestartAt`].
+/// Builds the merge patch for `kind`. `now` is RFC 3339: a roll records it on the metadata
+/// (`hashroll.dev/rolled-at`), and [`Write::RestartAt`] sets it as `spec.restartAt`.
 pub fn patch_body(
     kind: WorkloadKind,
     write: Write,
@@ -40,6 +43,9 @@ pub fn patch_body(
             SOURCES_ANNOTATION: sources.as_json(),
         }}
     });
+    if write != Write::Record {
+        body["metadata"]["annotations"][ROLLED_AT_ANNOTATION] = json!(now);
+    }
     match write {
         Write::Record => {}
         Write::RestartAt => body["spec"] = json!({ "restartAt": now }),
@@ -96,6 +102,11 @@ mod tests {
             s.as_str()
         );
         assert_eq!(body["metadata"]["annotations"][SOURCES_ANNOTATION], "{}");
+        assert!(
+            body["metadata"]["annotations"]
+                .get(ROLLED_AT_ANNOTATION)
+                .is_none()
+        );
         assert!(body.get("spec").is_none());
     }
 
@@ -145,5 +156,9 @@ mod tests {
         );
         assert_eq!(body["spec"]["restartAt"], "2026-11-23T10:00:00Z");
         assert!(body["spec"].get("template").is_none());
+        assert_eq!(
+            body["metadata"]["annotations"][ROLLED_AT_ANNOTATION],
+            "2026-11-23T10:00:00Z"
+        );
     }
 }

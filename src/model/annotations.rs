@@ -9,6 +9,9 @@ pub const STAMP_ANNOTATION: &str = "hashroll.dev/hash";
 pub const SOURCES_ANNOTATION: &str = "hashroll.dev/sources";
 /// Annotation on the pod template: changing it is what rolls the pods.
 pub const TEMPLATE_ANNOTATION: &str = "hashroll.dev/hash";
+/// Annotation on the workload's metadata: when hashroll last rolled it (RFC 3339), so a pause period
+/// outlives a restart or a failover.
+pub const ROLLED_AT_ANNOTATION: &str = "hashroll.dev/rolled-at";
 
 // ---- read on workloads ------------------------------------------------------------------------------
 
@@ -25,30 +28,34 @@ pub const EXCLUDE_CONFIGMAPS: &str = "hashroll.dev/exclude-configmaps";
 /// `"annotation"` (default) or `"restart"` (Argo Rollouts: set `spec.restartAt` instead).
 pub const ROLLOUT_STRATEGY: &str = "hashroll.dev/rollout-strategy";
 
-/// Stakater: `"true"` tracks every reference; `"false"` opts out of `--auto-reload-all`.
+/// Stakater: true (as Go's `strconv.ParseBool` reads it) tracks every reference; false opts out of
+/// `--auto-reload-all`.
 pub const STAKATER_AUTO: &str = "reloader.stakater.com/auto";
-/// Stakater: `"true"` tracks Secret references only.
+/// Stakater: true tracks Secret references (any value withdraws `--auto-reload-all` for Secrets).
 pub const STAKATER_SECRET_AUTO: &str = "secret.reloader.stakater.com/auto";
-/// Stakater: `"true"` tracks ConfigMap references only.
+/// Stakater: true tracks ConfigMap references (any value withdraws `--auto-reload-all` for ConfigMaps).
 pub const STAKATER_CONFIGMAP_AUTO: &str = "configmap.reloader.stakater.com/auto";
 /// Stakater: comma list of anchored regular expressions naming Secrets to track.
 pub const STAKATER_SECRET_RELOAD: &str = "secret.reloader.stakater.com/reload";
 /// Stakater: comma list of anchored regular expressions naming ConfigMaps to track.
 pub const STAKATER_CONFIGMAP_RELOAD: &str = "configmap.reloader.stakater.com/reload";
-/// Stakater: comma list of anchored regular expressions naming Secrets never tracked.
+/// Stakater: comma list of Secret names (exact) never tracked; read on the workload's metadata only.
 pub const STAKATER_SECRET_EXCLUDE: &str = "secrets.exclude.reloader.stakater.com/reload";
-/// Stakater: comma list of anchored regular expressions naming ConfigMaps never tracked.
+/// Stakater: comma list of ConfigMap names (exact) never tracked; read on the workload's metadata only.
 pub const STAKATER_CONFIGMAP_EXCLUDE: &str = "configmaps.exclude.reloader.stakater.com/reload";
-/// Stakater: `"true"` tracks references, but only to sources annotated with [`STAKATER_MATCH`].
+/// Stakater: exactly `"true"` tracks references, but only to sources annotated with [`STAKATER_MATCH`].
 pub const STAKATER_SEARCH: &str = "reloader.stakater.com/search";
-/// Stakater: on a Secret or ConfigMap, `"true"` makes it eligible for [`STAKATER_SEARCH`] workloads.
+/// Stakater: on a Secret or ConfigMap, exactly `"true"` makes it eligible for [`STAKATER_SEARCH`]
+/// workloads.
 pub const STAKATER_MATCH: &str = "reloader.stakater.com/match";
+/// Stakater: on an Argo Rollout's metadata, `"restart"` rolls it with `spec.restartAt`.
+pub const STAKATER_ROLLOUT_STRATEGY: &str = "reloader.stakater.com/rollout-strategy";
+/// Stakater: on a Deployment's metadata, a Go duration: at most one roll per period.
+pub const STAKATER_PAUSE_PERIOD: &str = "deployment.reloader.stakater.com/pause-period";
 
 // ---- read on Secrets and ConfigMaps ------------------------------------------------------------------
 
 /// hashroll's annotation that excludes a source from ever rolling anything.
 pub const IGNORE_ANNOTATION: &str = "hashroll.dev/ignore";
-/// Annotations that exclude a source from ever rolling anything (Reloader's too, in compat mode).
-pub const IGNORE_ANNOTATIONS: [&str; 2] = [IGNORE_ANNOTATION, STAKATER_IGNORE];
-/// Stakater: on a Secret or ConfigMap, `"true"`: its changes never roll anything.
+/// Stakater: on a Secret or ConfigMap, exactly `"true"`: its changes never roll anything.
 pub const STAKATER_IGNORE: &str = "reloader.stakater.com/ignore";

@@ -2,6 +2,7 @@
 //! else depends on it, it depends on nothing else in the crate.
 
 pub mod annotations;
+pub mod go_syntax;
 pub mod hashing;
 pub mod kind;
 pub mod names;

@@ -6,11 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use regex::Regex;
 
 use crate::model::annotations::*;
-use crate::model::kind::{SourceId, SourceKind};
+use crate::model::go_syntax::{go_duration, parse_bool};
+use crate::model::kind::{SourceId, SourceKind, WorkloadKind};
 use crate::model::names::is_dns1123_subdomain;
 use crate::model::references::{KeySelection, Reference};
 
@@ -69,33 +71,41 @@ impl fmt::Display for NamePattern {
     }
 }
 
-/// Which of the pod spec's own references a workload tracks.
+/// How a workload tracks the pod spec's references of one source kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RefMode {
+    /// Not tracked.
+    #[default]
+    Off,
+    /// Every reference of this kind is tracked.
+    All,
+    /// Tracked only while the source carries `reloader.stakater.com/match: "true"` (Stakater `search`).
+    Matched,
+}
+
+/// Which of the pod spec's own references a workload tracks, per source kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RefTracking {
-    /// Secret references are tracked.
-    pub secrets: bool,
-    /// ConfigMap references are tracked.
-    pub configmaps: bool,
-    /// Tracked references only count when the source carries `reloader.stakater.com/match: "true"`
-    /// (Stakater `search`), except for the kind in `match_exempt`.
-    pub require_stakater_match: bool,
-    /// A kind switched on by its own Stakater auto annotation next to `search`: that kind is tracked
-    /// unconditionally while the other kind still needs the match annotation (Stakater does the same).
-    pub match_exempt: Option<SourceKind>,
+    pub secrets: RefMode,
+    pub configmaps: RefMode,
 }
 
 impl RefTracking {
-    /// Whether pod-spec references of `kind` are tracked at all.
-    pub fn tracks(&self, kind: SourceKind) -> bool {
+    fn mode(&self, kind: SourceKind) -> RefMode {
         match kind {
             SourceKind::Secret => self.secrets,
             SourceKind::ConfigMap => self.configmaps,
         }
     }
 
+    /// Whether pod-spec references of `kind` are tracked at all.
+    pub fn tracks(&self, kind: SourceKind) -> bool {
+        self.mode(kind) != RefMode::Off
+    }
+
     /// Whether a tracked reference of `kind` needs the source's Stakater match annotation.
     pub fn requires_match(&self, kind: SourceKind) -> bool {
-        self.require_stakater_match && self.match_exempt != Some(kind)
+        self.mode(kind) == RefMode::Matched
     }
 }
 
@@ -108,8 +118,12 @@ pub struct ReloadPolicy {
     pub named: Vec<(SourceKind, NamePattern)>,
     /// Sources never tracked, whatever else says so.
     pub excluded: Vec<(SourceKind, NamePattern)>,
-    /// `hashroll.dev/rollout-strategy: restart` (Argo Rollouts).
+    /// Roll an Argo Rollout with `spec.restartAt` (`hashroll.dev/rollout-strategy` or Reloader's
+    /// `reloader.stakater.com/rollout-strategy: restart`).
     pub rollout_restart: bool,
+    /// A Deployment's `deployment.reloader.stakater.com/pause-period`: after a roll, the next one waits
+    /// until this long after it.
+    pub pause_period: Option<Duration>,
 }
 
 /// A malformed annotation; the workload is left alone until it is fixed.
@@ -143,8 +157,13 @@ pub struct Tracked {
     pub patterns: Vec<(SourceKind, NamePattern)>,
 }
 
-/// None = the workload is not opted in. Annotations come from the workload's metadata and its pod
-/// template's metadata; on the same key, the workload's metadata wins.
+/// None = the workload is not opted in. `workload` and `template` are the annotations of the
+/// workload's metadata and of its pod template's metadata.
+///
+/// hashroll's own annotations are read from both; on the same key, the workload's metadata wins.
+/// Reloader's are read where Reloader reads them: per source kind, its opt-in keys (`auto`, the kind's
+/// `auto` and `reload` list, `search`) from the metadata when it carries any of them, else all from the
+/// template; excludes, `rollout-strategy` and `pause-period` from the metadata only.
 ///
 /// `hashroll.dev/reload: "false"` opts out of everything before any other annotation is read. Every
 /// other annotation is checked even when the workload turns out not to be opted in, so a typo in an
@@ -152,6 +171,7 @@ pub struct Tracked {
 pub fn parse_policy(
     workload: &BTreeMap<String, String>,
     template: &BTreeMap<String, String>,
+    workload_kind: WorkloadKind,
     settings: PolicySettings,
 ) -> Result<Option<ReloadPolicy>, PolicyError> {
     let get = |key: &str| {
@@ -182,11 +202,11 @@ pub fn parse_policy(
         }
     }
 
-    let rollout_restart = match get(ROLLOUT_STRATEGY) {
-        None => false,
+    let mut rollout_restart = match get(ROLLOUT_STRATEGY) {
+        None => None,
         Some(v) => match v.trim().to_ascii_lowercase().as_str() {
-            "restart" => true,
-            "annotation" => false,
+            "restart" => Some(true),
+            "annotation" => Some(false),
             _ => {
                 return Err(err(
                     ROLLOUT_STRATEGY,
@@ -197,74 +217,125 @@ pub fn parse_policy(
         },
     };
 
-    let mut stakater = Stakater::default();
+    // Without Reloader's annotations, every kind follows hashroll's own opt-in.
+    let own = reload == Some(true) || (settings.auto_reload_all && reload.is_none());
+    let mut modes = [own, own].map(|on| if on { RefMode::All } else { RefMode::Off });
+    let mut pause_period = None;
     if settings.stakater_compat {
-        stakater.auto = boolean(STAKATER_AUTO, get(STAKATER_AUTO))?;
-        stakater.secret_auto = boolean(STAKATER_SECRET_AUTO, get(STAKATER_SECRET_AUTO))?;
-        stakater.configmap_auto = boolean(STAKATER_CONFIGMAP_AUTO, get(STAKATER_CONFIGMAP_AUTO))?;
-        stakater.search = boolean(STAKATER_SEARCH, get(STAKATER_SEARCH))?;
-        for (annotation, kind, exclude) in [
-            (STAKATER_SECRET_RELOAD, SourceKind::Secret, false),
-            (STAKATER_CONFIGMAP_RELOAD, SourceKind::ConfigMap, false),
-            (STAKATER_SECRET_EXCLUDE, SourceKind::Secret, true),
-            (STAKATER_CONFIGMAP_EXCLUDE, SourceKind::ConfigMap, true),
-        ] {
-            let out = if exclude { &mut excluded } else { &mut named };
-            if let Some(value) = get(annotation) {
-                for pattern in name_patterns(annotation, value)? {
-                    push_unique(out, kind, pattern);
-                }
+        for (i, kind) in SourceKind::ALL.into_iter().enumerate() {
+            let s = stakater_kind(workload, template, kind)?;
+            for pattern in name_patterns(s.keys.reload, s.reload)? {
+                push_unique(&mut named, kind, pattern);
             }
+            for name in entries(s.exclude) {
+                push_unique(&mut excluded, kind, NamePattern::Exact(name.to_string()));
+            }
+            // Reloader: its own `auto` or the kind's `auto` switches the kind on; the installation-wide
+            // default applies only while both are unset or empty, so any value of either (`"false"`, or
+            // one Reloader cannot read) withdraws it. `search` counts only where `auto` does not.
+            let on = reload == Some(true)
+                || s.auto == Some(true)
+                || s.typed_auto == Some(true)
+                || (settings.auto_reload_all && reload.is_none() && s.unset_autos);
+            modes[i] = match (on, s.search) {
+                (true, _) => RefMode::All,
+                (false, true) => RefMode::Matched,
+                (false, false) => RefMode::Off,
+            };
+        }
+        if rollout_restart.is_none() && workload_kind == WorkloadKind::Rollout {
+            // Reloader reads it on the Rollout's metadata; any value but `restart` rolls the template.
+            rollout_restart = Some(
+                workload.get(STAKATER_ROLLOUT_STRATEGY).map(String::as_str) == Some("restart"),
+            );
+        }
+        if workload_kind == WorkloadKind::Deployment {
+            pause_period = workload
+                .get(STAKATER_PAUSE_PERIOD)
+                .map(|v| pause_period_value(v))
+                .transpose()?;
         }
     }
-
-    // Stakater's `auto: "false"` only withdraws the installation-wide default; explicit hashroll
-    // annotations and named lists still apply, as they do in Stakater.
-    let all = reload == Some(true)
-        || stakater.auto == Some(true)
-        || (settings.auto_reload_all && reload.is_none() && stakater.auto != Some(false));
-    let secret_auto = all || stakater.secret_auto == Some(true);
-    let configmap_auto = all || stakater.configmap_auto == Some(true);
-    let search = stakater.search == Some(true) && !(secret_auto && configmap_auto);
-
-    let refs = if search {
-        RefTracking {
-            secrets: true,
-            configmaps: true,
-            require_stakater_match: true,
-            match_exempt: match (secret_auto, configmap_auto) {
-                (true, _) => Some(SourceKind::Secret),
-                (_, true) => Some(SourceKind::ConfigMap),
-                _ => None,
-            },
-        }
-    } else {
-        RefTracking {
-            secrets: secret_auto,
-            configmaps: configmap_auto,
-            require_stakater_match: false,
-            match_exempt: None,
-        }
+    let refs = RefTracking {
+        secrets: modes[0],
+        configmaps: modes[1],
     };
 
-    if !refs.secrets && !refs.configmaps && named.is_empty() {
+    if !refs.tracks(SourceKind::Secret) && !refs.tracks(SourceKind::ConfigMap) && named.is_empty() {
         return Ok(None);
     }
     Ok(Some(ReloadPolicy {
         refs,
         named,
         excluded,
-        rollout_restart,
+        rollout_restart: rollout_restart.unwrap_or(false),
+        pause_period,
     }))
 }
 
-/// The Stakater annotations that are booleans, as read.
-#[derive(Default)]
-struct Stakater {
+/// The names of Reloader's annotations that concern one source kind.
+struct StakaterKeys {
+    reload: &'static str,
+    typed_auto: &'static str,
+    exclude: &'static str,
+}
+
+impl StakaterKeys {
+    fn of(kind: SourceKind) -> StakaterKeys {
+        match kind {
+            SourceKind::Secret => StakaterKeys {
+                reload: STAKATER_SECRET_RELOAD,
+                typed_auto: STAKATER_SECRET_AUTO,
+                exclude: STAKATER_SECRET_EXCLUDE,
+            },
+            SourceKind::ConfigMap => StakaterKeys {
+                reload: STAKATER_CONFIGMAP_RELOAD,
+                typed_auto: STAKATER_CONFIGMAP_AUTO,
+                exclude: STAKATER_CONFIGMAP_EXCLUDE,
+            },
+        }
+    }
+}
+
+/// Reloader's annotations for one source kind, read where Reloader reads them.
+struct StakaterKind<'a> {
+    keys: StakaterKeys,
     auto: Option<bool>,
-    secret_auto: Option<bool>,
-    configmap_auto: Option<bool>,
-    search: Option<bool>,
+    typed_auto: Option<bool>,
+    /// Neither `auto` nor the kind's `auto` has a value (absent or empty).
+    unset_autos: bool,
+    search: bool,
+    reload: &'a str,
+    exclude: &'a str,
+}
+
+fn stakater_kind<'a>(
+    workload: &'a BTreeMap<String, String>,
+    template: &'a BTreeMap<String, String>,
+    kind: SourceKind,
+) -> Result<StakaterKind<'a>, PolicyError> {
+    let keys = StakaterKeys::of(kind);
+    let opt_in = [keys.reload, STAKATER_AUTO, keys.typed_auto, STAKATER_SEARCH];
+    let from = if opt_in.iter().any(|k| workload.contains_key(*k)) {
+        workload
+    } else {
+        template
+    };
+    let get = |key: &str| from.get(key).map(String::as_str);
+    let (auto, typed_auto) = (get(STAKATER_AUTO), get(keys.typed_auto));
+    Ok(StakaterKind {
+        auto: go_bool(STAKATER_AUTO, auto)?,
+        typed_auto: go_bool(keys.typed_auto, typed_auto)?,
+        unset_autos: auto.unwrap_or_default().is_empty()
+            && typed_auto.unwrap_or_default().is_empty(),
+        search: search(get(STAKATER_SEARCH))?,
+        reload: get(keys.reload).unwrap_or_default(),
+        exclude: workload
+            .get(keys.exclude)
+            .map(String::as_str)
+            .unwrap_or_default(),
+        keys,
+    })
 }
 
 impl ReloadPolicy {
@@ -385,7 +456,7 @@ fn err(annotation: &str, value: &str, reason: impl Into<String>) -> PolicyError 
     }
 }
 
-/// Reads a boolean annotation: `true`/`false`, any case, surrounding blanks ignored.
+/// Reads one of hashroll's boolean annotations: `true`/`false`, any case, surrounding blanks ignored.
 fn boolean(annotation: &str, value: Option<&str>) -> Result<Option<bool>, PolicyError> {
     let Some(value) = value else { return Ok(None) };
     match value.trim().to_ascii_lowercase().as_str() {
@@ -393,6 +464,42 @@ fn boolean(annotation: &str, value: Option<&str>) -> Result<Option<bool>, Policy
         "false" => Ok(Some(false)),
         _ => Err(err(annotation, value, "expected \"true\" or \"false\"")),
     }
+}
+
+/// Reads one of Reloader's boolean annotations as Reloader does (Go's `strconv.ParseBool`): `1`, `t`,
+/// `T`, `TRUE`, `true`, `True` and `0`, `f`, `F`, `FALSE`, `false`, `False`. Empty is unset. Reloader
+/// takes anything else for `false`; hashroll reports it.
+fn go_bool(annotation: &str, value: Option<&str>) -> Result<Option<bool>, PolicyError> {
+    match value {
+        None | Some("") => Ok(None),
+        Some(v) => parse_bool(v).map(Some).ok_or_else(|| {
+            err(
+                annotation,
+                v,
+                "expected a boolean: true, false, True, False, TRUE, FALSE, t, f, T, F, 1 or 0",
+            )
+        }),
+    }
+}
+
+/// Reloader's `search`: only `"true"` switches it on. Other booleans (and empty) leave it off, as in
+/// Reloader; anything that is no boolean at all is reported.
+fn search(value: Option<&str>) -> Result<bool, PolicyError> {
+    match value {
+        Some("true") => Ok(true),
+        other => go_bool(STAKATER_SEARCH, other).map(|_| false),
+    }
+}
+
+/// Reloader's `pause-period`: a Go duration (`30s`, `5m`, `1h30m`, `1.5h`), greater than zero.
+fn pause_period_value(value: &str) -> Result<Duration, PolicyError> {
+    go_duration(value).filter(|d| !d.is_zero()).ok_or_else(|| {
+        err(
+            STAKATER_PAUSE_PERIOD,
+            value,
+            "expected a duration greater than zero, such as 30s, 5m, 1h30m or 1.5h",
+        )
+    })
 }
 
 /// The non-empty, trimmed entries of a comma list.
@@ -468,6 +575,7 @@ mod tests {
         auto_reload_all: false,
         stakater_compat: true,
     };
+    const DEPLOY: WorkloadKind = WorkloadKind::Deployment;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
@@ -480,7 +588,7 @@ mod tests {
         pairs: &[(&str, &str)],
         s: PolicySettings,
     ) -> Result<Option<ReloadPolicy>, PolicyError> {
-        parse_policy(&map(pairs), &BTreeMap::new(), s)
+        parse_policy(&map(pairs), &BTreeMap::new(), WorkloadKind::Deployment, s)
     }
 
     fn on(pairs: &[(&str, &str)], s: PolicySettings) -> ReloadPolicy {
@@ -489,11 +597,12 @@ mod tests {
             .expect("workload should be opted in")
     }
 
+    /// (Secret references tracked, ConfigMap references tracked, either needs the match annotation).
     fn refs_of(p: &ReloadPolicy) -> (bool, bool, bool) {
         (
-            p.refs.secrets,
-            p.refs.configmaps,
-            p.refs.require_stakater_match,
+            p.refs.tracks(Secret),
+            p.refs.tracks(ConfigMap),
+            p.refs.requires_match(Secret) || p.refs.requires_match(ConfigMap),
         )
     }
 
@@ -582,15 +691,17 @@ mod tests {
     fn workload_metadata_wins_over_template_metadata() {
         let workload = map(&[(RELOAD, "false")]);
         let template = map(&[(RELOAD, "true"), (SECRETS, "extra")]);
-        assert_eq!(parse_policy(&workload, &template, PLAIN), Ok(None));
+        assert_eq!(parse_policy(&workload, &template, DEPLOY, PLAIN), Ok(None));
 
         let workload = map(&[(RELOAD, "true")]);
         let template = map(&[(RELOAD, "false")]);
-        let p = parse_policy(&workload, &template, PLAIN).unwrap().unwrap();
+        let p = parse_policy(&workload, &template, DEPLOY, PLAIN)
+            .unwrap()
+            .unwrap();
         assert_eq!(refs_of(&p), (true, true, false));
 
         // Keys only on the template still count.
-        let p = parse_policy(&BTreeMap::new(), &map(&[(CONFIGMAPS, "c")]), PLAIN)
+        let p = parse_policy(&BTreeMap::new(), &map(&[(CONFIGMAPS, "c")]), DEPLOY, PLAIN)
             .unwrap()
             .unwrap();
         assert_eq!(p.named, vec![(ConfigMap, NamePattern::Exact("c".into()))]);
@@ -802,16 +913,15 @@ mod tests {
 
     #[test]
     fn invalid_regex_names_annotation_and_entry() {
-        for a in [
-            STAKATER_SECRET_RELOAD,
-            STAKATER_CONFIGMAP_RELOAD,
-            STAKATER_SECRET_EXCLUDE,
-            STAKATER_CONFIGMAP_EXCLUDE,
-        ] {
+        for a in [STAKATER_SECRET_RELOAD, STAKATER_CONFIGMAP_RELOAD] {
             let e = parse(&[(a, "ok,db-(x"), (RELOAD, "true")], COMPAT).unwrap_err();
             assert_eq!(e.annotation, a);
             assert!(e.reason.contains("db-(x"), "{e}");
             assert!(!e.reason.contains('\n'), "{e}");
+        }
+        // Reloader's excludes are names, not expressions: nothing to be malformed.
+        for a in [STAKATER_SECRET_EXCLUDE, STAKATER_CONFIGMAP_EXCLUDE] {
+            assert!(parse(&[(a, "ok,db-(x"), (RELOAD, "true")], COMPAT).is_ok());
         }
     }
 
@@ -823,7 +933,7 @@ mod tests {
                 (SECRETS, "named,gone"),
                 (EXCLUDE_SECRETS, "gone,db"),
                 (EXCLUDE_CONFIGMAPS, "c1"),
-                (STAKATER_CONFIGMAP_EXCLUDE, "tmp-.*"),
+                (STAKATER_CONFIGMAP_EXCLUDE, "tmp-1, cfg.v1"),
             ],
             COMPAT,
         );
@@ -844,8 +954,10 @@ mod tests {
             ]
         );
         assert!(t.patterns.is_empty());
-        assert!(p.is_excluded(ConfigMap, "tmp-9"));
-        assert!(!p.is_excluded(ConfigMap, "tmp"));
+        // Reloader's excludes are exact names: `cfg.v1` is not an expression matching `cfgxv1`.
+        assert!(p.is_excluded(ConfigMap, "cfg.v1"));
+        assert!(!p.is_excluded(ConfigMap, "cfgxv1"));
+        assert!(!p.is_excluded(ConfigMap, "tmp-9"));
         assert!(!p.is_excluded(Secret, "c1"), "excludes are per kind");
     }
 
@@ -933,5 +1045,195 @@ mod tests {
             vec![ts(Secret, "a", KeySelection::All, true, false)]
         );
         assert_eq!(t.patterns.len(), 1);
+    }
+
+    #[test]
+    fn reloader_booleans_read_like_go_parse_bool() {
+        for v in ["1", "t", "T", "TRUE", "true", "True"] {
+            for a in [STAKATER_AUTO, STAKATER_SECRET_AUTO, STAKATER_CONFIGMAP_AUTO] {
+                assert!(parse(&[(a, v)], COMPAT).unwrap().is_some(), "{a}: {v:?}");
+            }
+        }
+        for v in ["0", "f", "F", "FALSE", "false", "False"] {
+            for a in [STAKATER_AUTO, STAKATER_SECRET_AUTO, STAKATER_CONFIGMAP_AUTO] {
+                assert_eq!(parse(&[(a, v)], COMPAT), Ok(None), "{a}: {v:?}");
+            }
+        }
+        // Empty is unset, as in Reloader; what Go cannot read is reported.
+        assert_eq!(parse(&[(STAKATER_AUTO, "")], COMPAT), Ok(None));
+        for v in ["yes", " true", "TrUe", "2"] {
+            let e = parse(&[(STAKATER_AUTO, v)], COMPAT).unwrap_err();
+            assert_eq!(
+                (e.annotation.as_str(), e.value.as_str()),
+                (STAKATER_AUTO, v)
+            );
+        }
+        // hashroll's own stays strict.
+        assert!(parse(&[(RELOAD, "1")], COMPAT).is_err());
+    }
+
+    #[test]
+    fn search_counts_only_when_exactly_true() {
+        assert_eq!(
+            refs_of(&on(&[(STAKATER_SEARCH, "true")], COMPAT)),
+            (true, true, true)
+        );
+        for v in ["True", "TRUE", "1", "t", "false", ""] {
+            assert_eq!(parse(&[(STAKATER_SEARCH, v)], COMPAT), Ok(None), "{v:?}");
+        }
+        assert!(parse(&[(STAKATER_SEARCH, "on")], COMPAT).is_err());
+    }
+
+    #[test]
+    fn reloader_excludes_are_exact_names_read_from_the_metadata_only() {
+        let refs = [
+            reference(ConfigMap, "cfg.v1", &[], false),
+            reference(ConfigMap, "cfgxv1", &[], false),
+        ];
+        let p = on(
+            &[
+                (STAKATER_AUTO, "true"),
+                (STAKATER_CONFIGMAP_EXCLUDE, " cfg.v1 ,"),
+            ],
+            COMPAT,
+        );
+        let names: Vec<_> = p
+            .tracked(NS, &refs)
+            .exact
+            .into_iter()
+            .map(|t| t.id.name)
+            .collect();
+        assert_eq!(names, ["cfgxv1"]);
+
+        // On the pod template, Reloader never reads an exclude.
+        let workload = map(&[(STAKATER_AUTO, "true")]);
+        let template = map(&[(STAKATER_CONFIGMAP_EXCLUDE, "cfg.v1")]);
+        let p = parse_policy(&workload, &template, DEPLOY, COMPAT)
+            .unwrap()
+            .unwrap();
+        assert!(p.excluded.is_empty());
+    }
+
+    #[test]
+    fn reloader_opt_in_keys_come_from_the_metadata_else_all_from_the_template_per_kind() {
+        let both = |w: &[(&str, &str)], t: &[(&str, &str)]| {
+            parse_policy(&map(w), &map(t), DEPLOY, COMPAT).unwrap()
+        };
+        // The metadata carries an opt-in key: the template's are not read, not even `auto`.
+        let p = both(&[(STAKATER_SEARCH, "true")], &[(STAKATER_AUTO, "true")]).unwrap();
+        assert_eq!(refs_of(&p), (true, true, true));
+        assert_eq!(
+            both(&[(STAKATER_AUTO, "false")], &[(STAKATER_AUTO, "true")]),
+            None
+        );
+        // None on the metadata (an exclude is not an opt-in key): the template's count.
+        let p = both(
+            &[(STAKATER_SECRET_EXCLUDE, "x")],
+            &[(STAKATER_AUTO, "true"), (STAKATER_SECRET_RELOAD, "db")],
+        )
+        .unwrap();
+        assert_eq!(refs_of(&p), (true, true, false));
+        assert_eq!(p.named, vec![(Secret, NamePattern::Exact("db".into()))]);
+        assert_eq!(p.excluded, vec![(Secret, NamePattern::Exact("x".into()))]);
+        // Per kind: a ConfigMap list on the metadata leaves Secrets to the template.
+        let p = both(
+            &[(STAKATER_CONFIGMAP_RELOAD, "c")],
+            &[(STAKATER_AUTO, "true"), (STAKATER_CONFIGMAP_AUTO, "true")],
+        )
+        .unwrap();
+        assert_eq!(refs_of(&p), (true, false, false));
+        assert_eq!(p.named, vec![(ConfigMap, NamePattern::Exact("c".into()))]);
+        // A malformed value is only reported where it is read.
+        assert!(both(&[(STAKATER_AUTO, "true")], &[(STAKATER_AUTO, "yes")]).is_some());
+    }
+
+    #[test]
+    fn auto_reload_all_is_withdrawn_per_kind_by_any_value_of_its_auto_annotations() {
+        let all = PolicySettings {
+            auto_reload_all: true,
+            stakater_compat: true,
+        };
+        assert_eq!(
+            refs_of(&on(&[(STAKATER_SECRET_AUTO, "false")], all)),
+            (false, true, false)
+        );
+        assert_eq!(
+            refs_of(&on(&[(STAKATER_CONFIGMAP_AUTO, "0")], all)),
+            (true, false, false)
+        );
+        // Empty is unset: the default still applies.
+        assert_eq!(
+            refs_of(&on(&[(STAKATER_AUTO, "")], all)),
+            (true, true, false)
+        );
+        assert_eq!(parse(&[(STAKATER_AUTO, "F")], all), Ok(None));
+    }
+
+    #[test]
+    fn reloader_rollout_strategy_restart_is_read_on_the_metadata() {
+        let restart = |w: &[(&str, &str)], t: &[(&str, &str)], s| {
+            parse_policy(&map(w), &map(t), WorkloadKind::Rollout, s)
+                .unwrap()
+                .unwrap()
+                .rollout_restart
+        };
+        let auto = (STAKATER_AUTO, "true");
+        assert!(restart(
+            &[auto, (STAKATER_ROLLOUT_STRATEGY, "restart")],
+            &[],
+            COMPAT
+        ));
+        // Reloader rolls the template for any other value, and never reads the template's.
+        for v in ["rollout", "Restart", " restart", "bogus"] {
+            assert!(
+                !restart(&[auto, (STAKATER_ROLLOUT_STRATEGY, v)], &[], COMPAT),
+                "{v:?}"
+            );
+        }
+        assert!(!restart(
+            &[auto],
+            &[(STAKATER_ROLLOUT_STRATEGY, "restart")],
+            COMPAT
+        ));
+        // hashroll's own annotation, when present, decides.
+        let own = (ROLLOUT_STRATEGY, "annotation");
+        assert!(!restart(
+            &[auto, own, (STAKATER_ROLLOUT_STRATEGY, "restart")],
+            &[],
+            COMPAT
+        ));
+        let plain = [(RELOAD, "true"), (STAKATER_ROLLOUT_STRATEGY, "restart")];
+        assert!(!restart(&plain, &[], PLAIN));
+    }
+
+    #[test]
+    fn pause_period_is_a_positive_go_duration_on_a_deployments_metadata() {
+        let auto = (STAKATER_AUTO, "true");
+        let period = |kind, w: &[(&str, &str)], t: &[(&str, &str)]| {
+            parse_policy(&map(w), &map(t), kind, COMPAT).map(|p| p.unwrap().pause_period)
+        };
+        let five = [auto, (STAKATER_PAUSE_PERIOD, "5m")];
+        assert_eq!(
+            period(DEPLOY, &five, &[]),
+            Ok(Some(Duration::from_secs(300)))
+        );
+        assert_eq!(
+            period(DEPLOY, &[auto], &five),
+            Ok(None),
+            "not read on the template"
+        );
+        let bad = [auto, (STAKATER_PAUSE_PERIOD, "5 minutes")];
+        assert_eq!(
+            period(WorkloadKind::StatefulSet, &bad, &[]),
+            Ok(None),
+            "Deployments only"
+        );
+        for v in ["5 minutes", "0", "-1m", "", "5"] {
+            let e = period(DEPLOY, &[auto, (STAKATER_PAUSE_PERIOD, v)], &[]).unwrap_err();
+            assert_eq!(e.annotation, STAKATER_PAUSE_PERIOD, "{v:?}");
+        }
+        let plain = [(RELOAD, "true"), (STAKATER_PAUSE_PERIOD, "5m")];
+        let p = parse_policy(&map(&plain), &BTreeMap::new(), DEPLOY, PLAIN);
+        assert_eq!(p.unwrap().unwrap().pause_period, None);
     }
 }

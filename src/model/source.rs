@@ -8,7 +8,7 @@ use std::fmt;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::model::annotations::{IGNORE_ANNOTATION, IGNORE_ANNOTATIONS, STAKATER_MATCH};
+use crate::model::annotations::{IGNORE_ANNOTATION, STAKATER_IGNORE, STAKATER_MATCH};
 pub use crate::model::hashing::KeyDigest;
 use crate::model::kind::{SourceId, SourceKind};
 
@@ -165,9 +165,11 @@ pub struct SourceSummary {
     pub id: std::sync::Arc<SourceId>,
     /// One digest per key, `data` and `binaryData` (and a Secret's `stringData`) folded together.
     pub keys: KeyDigests,
-    /// `hashroll.dev/ignore: "true"` or `reloader.stakater.com/ignore: "true"`: changes never roll.
+    /// `hashroll.dev/ignore: "true"` (any case) or `reloader.stakater.com/ignore` exactly `"true"`:
+    /// changes never roll.
     pub ignore: bool,
-    /// `reloader.stakater.com/match: "true"`: eligible for workloads using `reloader.stakater.com/search`.
+    /// `reloader.stakater.com/match` exactly `"true"`: eligible for workloads using
+    /// `reloader.stakater.com/search`.
     pub stakater_match: bool,
     /// `Some(i)`: a Secret of the i-th type in `--exclude-secret-types`, known by name only. It exists, but
     /// its content is not watched, so it is not tracked (and never mistaken for missing).
@@ -185,22 +187,22 @@ impl SourceSummary {
     ) -> Option<SourceSummary> {
         let name = meta.name.as_deref().filter(|n| !n.is_empty())?;
         let namespace = meta.namespace.as_deref().filter(|n| !n.is_empty())?;
-        let is_true = |name: &str| {
+        let value = |name: &str| {
             meta.annotations
                 .as_ref()
                 .and_then(|a| a.get(name))
-                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+                .map(String::as_str)
         };
-        let ignore = if stakater_compat {
-            IGNORE_ANNOTATIONS.iter().any(|a| is_true(a))
-        } else {
-            is_true(IGNORE_ANNOTATION)
-        };
+        // Reloader reads its own exactly as `"true"`; hashroll's in any case.
+        let stakater_true = |name: &str| stakater_compat && value(name) == Some("true");
+        let ignore = value(IGNORE_ANNOTATION)
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+            || stakater_true(STAKATER_IGNORE);
         Some(SourceSummary {
             id: std::sync::Arc::new(SourceId::new(kind, namespace, name)),
             keys: keys.into(),
             ignore,
-            stakater_match: stakater_compat && is_true(STAKATER_MATCH),
+            stakater_match: stakater_true(STAKATER_MATCH),
             excluded_type: None,
         })
     }
@@ -404,13 +406,21 @@ mod tests {
             .unwrap()
         };
         assert!(secret(&[("hashroll.dev/ignore", "true")]).ignore);
-        assert!(secret(&[("reloader.stakater.com/ignore", " TRUE ")]).ignore);
+        assert!(secret(&[("hashroll.dev/ignore", " TRUE ")]).ignore);
+        assert!(secret(&[("reloader.stakater.com/ignore", "true")]).ignore);
+        // Reloader's own count only as exactly "true", as Reloader reads them.
+        assert!(!secret(&[("reloader.stakater.com/ignore", "True")]).ignore);
         assert!(!secret(&[("hashroll.dev/ignore", "false")]).ignore);
         assert!(!secret(&[("hashroll.dev/ignore", "yes")]).ignore);
         assert!(!secret(&[("example.com/ignore", "true")]).ignore);
-        let m = secret(&[("reloader.stakater.com/match", "True")]);
+        let m = secret(&[("reloader.stakater.com/match", "true")]);
         assert!(m.stakater_match && !m.ignore);
-        assert!(!secret(&[("reloader.stakater.com/match", "1")]).stakater_match);
+        for v in ["True", "1", " true"] {
+            assert!(
+                !secret(&[("reloader.stakater.com/match", v)]).stakater_match,
+                "{v:?}"
+            );
+        }
 
         let cm = SourceSummary::from_config_map(&ConfigMap {
             metadata: meta(&[

@@ -7,7 +7,9 @@ use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use sha2::{Digest, Sha256};
 
-use crate::model::annotations::{SOURCES_ANNOTATION, STAMP_ANNOTATION, TEMPLATE_ANNOTATION};
+use crate::model::annotations::{
+    ROLLED_AT_ANNOTATION, SOURCES_ANNOTATION, STAMP_ANNOTATION, TEMPLATE_ANNOTATION,
+};
 use crate::model::hashing::Stamp;
 use crate::model::kind::{WorkloadId, WorkloadKind};
 use crate::model::policy::{PolicyError, PolicySettings, ReloadPolicy, parse_policy};
@@ -34,6 +36,8 @@ pub struct Stored {
     pub stamp: Option<Stamp>,
     /// Per-source digests (`secret/db` → digest); None if absent or unreadable.
     pub sources: Option<RecordedSources>,
+    /// When hashroll last rolled the workload; None if never, or unreadable.
+    pub rolled_at: Option<jiff::Timestamp>,
 }
 
 impl Stored {
@@ -47,6 +51,9 @@ impl Stored {
                 .get(SOURCES_ANNOTATION)
                 .and_then(|s| serde_json::from_str::<BTreeMap<String, String>>(s).ok())
                 .map(RecordedSources::from),
+            rolled_at: annotations
+                .get(ROLLED_AT_ANNOTATION)
+                .and_then(|s| s.parse().ok()),
         }
     }
 }
@@ -131,7 +138,7 @@ impl WorkloadSummary {
             .and_then(|t| t.metadata.as_ref())
             .and_then(|m| m.annotations.as_ref())
             .unwrap_or(&empty);
-        let tracking = match parse_policy(annotations, template_annotations, settings) {
+        let tracking = match parse_policy(annotations, template_annotations, kind, settings) {
             Err(e) => Tracking::Invalid(e),
             Ok(None) => Tracking::Off,
             Ok(Some(policy)) => Tracking::On {

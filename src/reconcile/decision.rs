@@ -8,6 +8,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::error::ErrorClass;
 
 use crate::model::hashing::{InstallationKey, Stamp, UsedSource, source_stamp, stamp_of_sources};
 use crate::model::kind::{SourceId, SourceKind, source_label};
@@ -276,10 +281,38 @@ pub fn decide(
     }
 }
 
+/// How long a roll must wait, if at all: a Deployment with a pause period (Reloader's
+/// `deployment.reloader.stakater.com/pause-period`) rolls at most once per period, so the changes made
+/// within one go out together, in one roll carrying the latest content, when it ends. Counted from the
+/// last roll recorded on the workload, so a restart or failover neither loses nor extends it; never
+/// longer than one period from `now`, whatever the recorded time says (a clock ahead, a hand edit).
+pub fn pause_remaining(
+    period: Option<Duration>,
+    last_roll: Option<Timestamp>,
+    now: Timestamp,
+) -> Option<Duration> {
+    let period = period?;
+    let since = now.duration_since(last_roll?);
+    let since = Duration::try_from(since).unwrap_or(Duration::ZERO);
+    period.checked_sub(since).filter(|left| !left.is_zero())
+}
+
+/// Consecutive failed writes to one workload after which its roll is said to fail for good (about 15 s
+/// of retries with the scheduler's backoff).
+pub const FAILURES_FOR_GOOD: u32 = 5;
+
+/// Whether a roll that keeps failing has failed for good, and should be reported where users look:
+/// at once when the API refuses it (forbidden, or a request it rejects as such), else after
+/// [`FAILURES_FOR_GOOD`] failures in a row. hashroll keeps retrying either way.
+pub fn fails_for_good(class: ErrorClass, consecutive: u32) -> bool {
+    matches!(class, ErrorClass::Forbidden | ErrorClass::Fatal) || consecutive >= FAILURES_FOR_GOOD
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::hashing::{Section, key_digest};
+    use crate::model::kind::WorkloadKind;
     use crate::model::policy::{PolicySettings, parse_policy};
     use crate::model::references::Reference;
     use crate::model::workload::Stored;
@@ -316,7 +349,7 @@ mod tests {
             auto_reload_all: false,
             stakater_compat: true,
         };
-        parse_policy(&a, &BTreeMap::new(), settings)
+        parse_policy(&a, &BTreeMap::new(), WorkloadKind::Deployment, settings)
             .unwrap()
             .unwrap()
     }
@@ -361,6 +394,7 @@ mod tests {
             Action::Baseline { stamp, sources } | Action::Roll { stamp, sources, .. } => Stored {
                 stamp: Some(stamp.clone()),
                 sources: Some(sources.clone().into()),
+                rolled_at: None,
             },
             _ => stored.clone(),
         };
@@ -511,6 +545,7 @@ mod tests {
         let old = Stored {
             stamp: Some(stamp_of_sources(&other, &sources)),
             sources: Some(sources.into()),
+            rolled_at: None,
         };
         let changed = store(vec![secret("db", &[("p", "2")])]);
         let cur = current(
@@ -600,5 +635,35 @@ mod tests {
             .collect();
         assert_eq!(names, vec!["a", "b"]);
         assert!(s.in_namespace(SourceKind::ConfigMap, NS).is_empty());
+    }
+
+    #[test]
+    fn a_pause_period_holds_a_roll_until_one_period_after_the_last() {
+        let t = |secs: i64| Timestamp::from_second(1_700_000_000 + secs).unwrap();
+        let period = Some(Duration::from_secs(300));
+        // No period, or never rolled: roll now.
+        assert_eq!(pause_remaining(None, Some(t(0)), t(10)), None);
+        assert_eq!(pause_remaining(period, None, t(10)), None);
+        assert_eq!(
+            pause_remaining(period, Some(t(0)), t(10)),
+            Some(Duration::from_secs(290))
+        );
+        assert_eq!(pause_remaining(period, Some(t(0)), t(300)), None);
+        assert_eq!(pause_remaining(period, Some(t(0)), t(301)), None);
+        // A last roll in the future (a clock ahead) holds one period at most.
+        assert_eq!(
+            pause_remaining(period, Some(t(1_000)), t(0)),
+            Some(Duration::from_secs(300))
+        );
+    }
+
+    #[test]
+    fn a_refused_write_fails_for_good_at_once_a_failing_server_after_five_tries() {
+        assert!(fails_for_good(ErrorClass::Forbidden, 1));
+        assert!(fails_for_good(ErrorClass::Fatal, 1));
+        for class in [ErrorClass::Transient, ErrorClass::Conflict] {
+            assert!(!fails_for_good(class, FAILURES_FOR_GOOD - 1));
+            assert!(fails_for_good(class, FAILURES_FOR_GOOD));
+        }
     }
 }

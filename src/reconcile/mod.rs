@@ -63,9 +63,10 @@ pub async fn run(
                 }
             }
             id = scheduler.next_due() => {
-                effects.extend(state.decide(&id));
+                let now = jiff::Timestamp::now();
+                effects.extend(state.decide(&id, now));
                 while let Some(id) = scheduler.next_ready() {
-                    effects.extend(state.decide(&id));
+                    effects.extend(state.decide(&id, now));
                 }
             }
         }
@@ -73,6 +74,7 @@ pub async fn run(
             match effect {
                 Effect::Debounce(id) => scheduler.debounce(id),
                 Effect::DecideNow(id) => scheduler.now(id),
+                Effect::DecideAfter(id, wait) => scheduler.after(id, wait),
                 Effect::Forget(id) => scheduler.forget(&id),
                 Effect::Write(w) => {
                     scheduler.started(w.id.clone());
@@ -105,10 +107,15 @@ fn on_written(
     metrics: &Metrics,
     effects: &mut Vec<Effect>,
 ) {
-    let Written { id, result } = written;
+    let Written {
+        id,
+        rolled_for,
+        result,
+    } = written;
     match result {
         Ok(summary) => {
             scheduler.succeeded(&id);
+            state.write_succeeded(&id);
             if let Some(s) = summary {
                 state.written(s, effects);
             }
@@ -125,6 +132,12 @@ fn on_written(
                 let retry_in = scheduler.failed(&id);
                 tracing::warn!(workload = %id, error = %e, class = %e.class, ?retry_in,
                     "patch failed; will retry");
+                effects.extend(state.write_failed(
+                    &id,
+                    e.class,
+                    &e.answer(),
+                    rolled_for.as_deref(),
+                ));
             }
         }
     }

@@ -90,6 +90,16 @@ impl Scheduler {
         }
     }
 
+    /// A roll waits (a pause period): decide again after `wait`, or earlier if a decision is due
+    /// sooner (it finds the roll still waiting, and asks again).
+    pub fn after(&mut self, id: Wid, wait: Duration) {
+        let due = Instant::now() + wait;
+        match self.pending.get(&id) {
+            Some(p) if p.due <= due => {}
+            _ => self.set(id, due, due),
+        }
+    }
+
     /// The workload is gone: forget everything about it.
     pub fn forget(&mut self, id: &WorkloadId) {
         if let Some(Pending { key: Some(key), .. }) = self.pending.remove(id) {
@@ -409,6 +419,28 @@ mod tests {
         s.succeeded(&id);
         s.started(id.clone());
         assert_eq!(s.failed(&id), Duration::from_millis(500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_roll_is_decided_after_its_wait_or_sooner_when_something_else_is_due() {
+        let mut s = Scheduler::new(W);
+        let start = Instant::now();
+        s.after(wid("web"), Duration::from_secs(30));
+        assert_eq!(
+            next(&mut s, start).await,
+            ("web".into(), Duration::from_secs(30))
+        );
+        // A change meanwhile is decided as usual (and finds the roll still waiting, if it is).
+        let start = Instant::now();
+        s.after(wid("web"), Duration::from_secs(30));
+        s.debounce(wid("web"));
+        assert_eq!(next(&mut s, start).await, ("web".into(), W));
+        // A wait never postpones a decision due sooner.
+        let start = Instant::now();
+        s.debounce(wid("web"));
+        s.after(wid("web"), Duration::from_secs(30));
+        assert_eq!(next(&mut s, start).await, ("web".into(), W));
+        assert!(s.is_idle());
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,6 +7,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::error::ErrorClass;
 
 use crate::k8s::patch::Write;
 use crate::model::hashing::{InstallationKey, Stamp};
@@ -18,7 +23,9 @@ use crate::reconcile::decision::{self, Action, Current, Missing, Visibility};
 use crate::reconcile::index::ReverseIndex;
 use crate::reconcile::input::{Input, Listed, WatchScope, Watched};
 use crate::reconcile::scheduler::{Wid, shrink};
-use crate::reconcile::wording::{describe, invalid_annotation_event, roll_event};
+use crate::reconcile::wording::{
+    describe, invalid_annotation_event, reload_failed_event, roll_event,
+};
 use crate::reconcile::writer::{EventRequest, WriteRequest};
 use crate::telemetry::metrics::Metrics;
 
@@ -51,6 +58,8 @@ pub enum Effect {
     Debounce(Wid),
     /// The workload itself changed, or a list covering it completed: decide now.
     DecideNow(Wid),
+    /// A roll waits for its pause period to end: decide again after this long.
+    DecideAfter(Wid, Duration),
     /// The workload is gone: drop whatever is scheduled for it.
     Forget(Wid),
     /// Record the workload's state, or record and roll it.
@@ -99,8 +108,20 @@ pub struct State {
     warned: HashMap<Wid, String>,
     held: HashMap<Wid, SourceId>,
     unwatched: HashMap<Wid, Vec<SourceId>>,
+    /// Workloads whose roll waits for its pause period (to log the wait once).
+    paused: HashSet<Wid>,
+    /// Consecutive failed writes per workload, until one succeeds.
+    failures: HashMap<Wid, FailureStreak>,
     /// How many workloads carry a malformed annotation (a gauge; counted, not recounted per change).
     invalid: usize,
+}
+
+/// Failed writes to one workload since its last successful one.
+#[derive(Debug, Default)]
+struct FailureStreak {
+    count: u32,
+    /// `ReloadFailed` was published for this streak.
+    reported: bool,
 }
 
 impl State {
@@ -119,6 +140,8 @@ impl State {
             warned: HashMap::new(),
             held: HashMap::new(),
             unwatched: HashMap::new(),
+            paused: HashSet::new(),
+            failures: HashMap::new(),
             invalid: 0,
         }
     }
@@ -194,8 +217,9 @@ impl State {
         (self.sources.len(), self.workloads.len())
     }
 
-    /// Decides about one due workload: nothing, or a write or Event to carry out.
-    pub fn decide(&mut self, id: &Wid) -> Option<Effect> {
+    /// Decides about one due workload: nothing, or a write or Event to carry out. `now` is the wall
+    /// clock, read by the loop (pause periods are counted from the roll time recorded on the workload).
+    pub fn decide(&mut self, id: &Wid, now: Timestamp) -> Option<Effect> {
         if !self.namespace_allowed(&id.namespace) || !self.synced_for(&id.namespace) {
             return None;
         }
@@ -204,6 +228,7 @@ impl State {
             Tracking::Off => {
                 self.warned.remove(id);
                 self.held.remove(id);
+                self.nothing_to_write(id);
                 return None;
             }
             Tracking::Invalid(e) => {
@@ -241,9 +266,12 @@ impl State {
         }
         let template_changed = std::mem::take(&mut entry.template_changed);
         let restart_at = id.kind == WorkloadKind::Rollout && policy.rollout_restart;
+        let (pause, last_roll) = (policy.pause_period, entry.summary.stored.rolled_at);
         let effect = match decision::decide(&recorded, current, template_changed, &self.key) {
             Action::Nothing => {
                 self.held.remove(id);
+                self.paused.remove(id);
+                self.nothing_to_write(id);
                 None
             }
             Action::Hold(Missing { source, key }) => {
@@ -260,7 +288,8 @@ impl State {
             }
             Action::Baseline { stamp, sources } => {
                 self.held.remove(id);
-                self.write(id, Write::Record, stamp, sources, None)
+                self.paused.remove(id);
+                self.write(id, Write::Record, stamp, sources, None, now)
             }
             Action::Roll {
                 stamp,
@@ -268,6 +297,15 @@ impl State {
                 changed,
             } => {
                 self.held.remove(id);
+                if let Some(wait) = decision::pause_remaining(pause, last_roll, now) {
+                    if self.paused.insert(id.clone()) {
+                        tracing::info!(workload = %id, wait = ?wait,
+                            "holding the roll until one pause period after the last one (deployment.reloader.stakater.com/pause-period)");
+                    }
+                    self.metrics.held_workloads.set(self.held.len() as i64);
+                    return Some(Effect::DecideAfter(id.clone(), wait));
+                }
+                self.paused.remove(id);
                 let what = describe(
                     &changed,
                     &tracked,
@@ -279,7 +317,7 @@ impl State {
                 } else {
                     Write::RollTemplate
                 };
-                self.write(id, write, stamp, sources, Some(what))
+                self.write(id, write, stamp, sources, Some(what), now)
             }
         };
         self.metrics.held_workloads.set(self.held.len() as i64);
@@ -291,12 +329,60 @@ impl State {
         self.workload_applied(summary, out);
     }
 
+    /// A write succeeded: its workload's failure streak, if any, is over.
+    pub fn write_succeeded(&mut self, id: &Wid) {
+        if let Some(streak) = self.failures.remove(id) {
+            if streak.reported {
+                tracing::info!(workload = %id, failures = streak.count, "patch succeeded again");
+            }
+            self.refresh_failing();
+        }
+    }
+
+    /// Nothing is left to write (the sources went back to what is recorded, or the workload opted out):
+    /// a failure streak ends with it.
+    fn nothing_to_write(&mut self, id: &WorkloadId) {
+        if self.failures.remove(id).is_some() {
+            self.refresh_failing();
+        }
+    }
+
+    /// A write failed with an error of `class` (the API's `answer`) and will be retried. When it was a roll
+    /// (`rolled_for` names what changed) and it has now failed for good, say so once per streak of
+    /// failures, with a Warning Event on the workload.
+    pub fn write_failed(
+        &mut self,
+        id: &Wid,
+        class: ErrorClass,
+        answer: &str,
+        rolled_for: Option<&str>,
+    ) -> Option<Effect> {
+        let streak = self.failures.entry(id.clone()).or_default();
+        streak.count += 1;
+        let what = rolled_for?;
+        if streak.reported || !decision::fails_for_good(class, streak.count) {
+            return None;
+        }
+        streak.reported = true;
+        let failures = streak.count;
+        self.refresh_failing();
+        tracing::warn!(workload = %id, failures, answer, changed = what,
+            "roll failed for good; still retrying");
+        Some(Effect::Publish(EventRequest {
+            id: id.clone(),
+            uid: self.workloads.get(id).and_then(|e| e.summary.uid.clone()),
+            event: reload_failed_event(id.kind, what, answer),
+        }))
+    }
+
     /// After a burst, give the maps' spare capacity back.
     pub fn shrink(&mut self) {
         shrink(&mut self.warned);
         shrink(&mut self.held);
         shrink(&mut self.unwatched);
         shrink(&mut self.changed_keys);
+        shrink(&mut self.paused);
+        shrink(&mut self.failures);
     }
 
     fn source_deleted(&mut self, id: &SourceId, out: &mut Vec<Effect>) {
@@ -320,6 +406,8 @@ impl State {
         self.warned.remove(id);
         self.held.remove(id);
         self.unwatched.remove(id);
+        self.paused.remove(id);
+        self.nothing_to_write(id);
         self.refresh_gauges();
     }
 
@@ -441,6 +529,11 @@ impl State {
             .set(id, tracked.exact.iter().map(|t| t.id.clone()), &kinds);
     }
 
+    fn refresh_failing(&self) {
+        let failing = self.failures.values().filter(|s| s.reported).count();
+        self.metrics.failing_workloads.set(failing as i64);
+    }
+
     fn refresh_gauges(&self) {
         self.metrics.workloads.set(self.workloads.len() as i64);
         self.metrics.invalid_workloads.set(self.invalid as i64);
@@ -486,6 +579,7 @@ impl State {
         stamp: Stamp,
         sources: BTreeMap<String, String>,
         rolled_for: Option<String>,
+        now: Timestamp,
     ) -> Option<Effect> {
         let dry_run = self.settings.dry_run;
         let entry = self.workloads.get_mut(id)?;
@@ -504,6 +598,9 @@ impl State {
             // Remember what would have been written, so the same change is reported once.
             entry.summary.stored.stamp = Some(stamp);
             entry.summary.stored.sources = Some(sources);
+            if rolled_for.is_some() {
+                entry.summary.stored.rolled_at = Some(now);
+            }
             return event.map(|event| {
                 Effect::Publish(EventRequest {
                     id: id.clone(),
@@ -519,6 +616,7 @@ impl State {
             sources,
             event,
             uid,
+            rolled_for,
         }))
     }
 }
@@ -653,6 +751,10 @@ mod tests {
         out
     }
 
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_700_000_000).unwrap()
+    }
+
     fn wid(name: &str) -> Wid {
         Arc::new(WorkloadId::new(WorkloadKind::Deployment, NS, name))
     }
@@ -718,9 +820,12 @@ mod tests {
         let mut s = state();
         let out = apply(&mut s, vec![opted_in("web")]);
         assert!(matches!(&out[..], [Effect::DecideNow(id)] if id.name == "web"));
-        assert!(s.decide(&wid("web")).is_none(), "sources not listed yet");
+        assert!(
+            s.decide(&wid("web"), now()).is_none(),
+            "sources not listed yet"
+        );
         synced_state(&mut s);
-        match s.decide(&wid("web")) {
+        match s.decide(&wid("web"), now()) {
             Some(Effect::Write(w)) => {
                 assert_eq!(w.write, Write::Record);
                 assert!(w.event.is_none());
@@ -733,11 +838,14 @@ mod tests {
     fn a_source_change_debounces_its_users_and_rolls_naming_the_changed_key() {
         let mut s = state();
         synced_state(&mut s);
-        let Some(Effect::Write(w)) = s.decide(&wid("web")) else {
+        let Some(Effect::Write(w)) = s.decide(&wid("web"), now()) else {
             panic!("first sight records");
         };
         record(&mut s, &w);
-        assert!(s.decide(&wid("web")).is_none(), "recorded: nothing to do");
+        assert!(
+            s.decide(&wid("web"), now()).is_none(),
+            "recorded: nothing to do"
+        );
         let out = apply(
             &mut s,
             vec![source(
@@ -747,7 +855,7 @@ mod tests {
             )],
         );
         assert!(matches!(&out[..], [Effect::Debounce(id)] if id.name == "web"));
-        match s.decide(&wid("web")) {
+        match s.decide(&wid("web"), now()) {
             Some(Effect::Write(w)) => {
                 assert_eq!(w.write, Write::RollTemplate);
                 let ev = w.event.expect("a roll has its Event");
@@ -773,7 +881,7 @@ mod tests {
             out.iter()
                 .any(|e| matches!(e, Effect::Forget(id) if id.name == "web"))
         );
-        assert!(s.decide(&wid("web")).is_none());
+        assert!(s.decide(&wid("web"), now()).is_none());
         assert_eq!(s.counts(), (2, 0));
         // A Secret deleted while the watch was down is forgotten too, and its users re-decided.
         let out = apply(
@@ -803,7 +911,7 @@ mod tests {
                 synced(Watched::Source(SourceKind::ConfigMap), &["app"]),
             ],
         );
-        assert!(s.decide(&wid("web")).is_none(), "held");
+        assert!(s.decide(&wid("web"), now()).is_none(), "held");
         assert_eq!(s.metrics.held_workloads.get(), 1);
 
         // Secrets not watched: `db` is simply not tracked, and the ConfigMap alone is recorded.
@@ -816,7 +924,7 @@ mod tests {
                 synced(Watched::Source(SourceKind::ConfigMap), &["app"]),
             ],
         );
-        let Some(Effect::Write(w)) = s.decide(&wid("web")) else {
+        let Some(Effect::Write(w)) = s.decide(&wid("web"), now()) else {
             panic!("recorded, not held");
         };
         assert_eq!(
@@ -846,11 +954,11 @@ mod tests {
             ],
         );
         assert!(
-            s.decide(&wid("web")).is_none(),
+            s.decide(&wid("web"), now()).is_none(),
             "not decided before the excluded Secrets have listed"
         );
         apply(&mut s, vec![synced(Watched::ExcludedSecrets(0), &["db"])]);
-        let Some(Effect::Write(w)) = s.decide(&wid("web")) else {
+        let Some(Effect::Write(w)) = s.decide(&wid("web"), now()) else {
             panic!("recorded, not held");
         };
         assert_eq!(
@@ -873,7 +981,7 @@ mod tests {
         synced_state(&mut s);
         let bad = deployment("bad", &[("hashroll.dev/reload", "yes please")], &[]);
         apply(&mut s, vec![Input::WorkloadApplied(Box::new(bad))]);
-        match s.decide(&wid("bad")) {
+        match s.decide(&wid("bad"), now()) {
             Some(Effect::Publish(e)) => {
                 assert_eq!(e.event.reason, "InvalidAnnotation");
                 assert!(
@@ -884,7 +992,7 @@ mod tests {
             }
             other => panic!("expected a Warning Event, got {other:?}"),
         }
-        assert!(s.decide(&wid("bad")).is_none(), "said once");
+        assert!(s.decide(&wid("bad"), now()).is_none(), "said once");
         assert_eq!(s.metrics.invalid_workloads.get(), 1);
     }
 
@@ -922,17 +1030,175 @@ mod tests {
         let mut s = state_with(&SourceKind::ALL, true);
         synced_state(&mut s);
         assert!(
-            s.decide(&wid("web")).is_none(),
+            s.decide(&wid("web"), now()).is_none(),
             "first sight: nothing to announce"
         );
         apply(
             &mut s,
             vec![source(SourceKind::Secret, "db", &[("password", "b")])],
         );
-        match s.decide(&wid("web")) {
+        match s.decide(&wid("web"), now()) {
             Some(Effect::Publish(e)) => assert_eq!(e.event.reason, "WouldReload"),
             other => panic!("expected WouldReload, got {other:?}"),
         }
-        assert!(s.decide(&wid("web")).is_none(), "announced once");
+        assert!(s.decide(&wid("web"), now()).is_none(), "announced once");
+    }
+
+    #[test]
+    fn a_pause_period_holds_later_rolls_until_a_period_after_the_last_one() {
+        let paused = [
+            ("reloader.stakater.com/auto", "true"),
+            ("deployment.reloader.stakater.com/pause-period", "3s"),
+        ];
+        let mut s = state();
+        synced_state(&mut s);
+        apply(
+            &mut s,
+            vec![Input::WorkloadApplied(Box::new(deployment(
+                "p",
+                &paused,
+                &[],
+            )))],
+        );
+        let at = |secs: i64| Timestamp::from_second(1_700_000_000 + secs).unwrap();
+        // As the API server stores a write hashroll made at `t`.
+        let store = |s: &mut State, w: &WriteRequest, t: Timestamp| {
+            let t = t.to_string();
+            let mut stored = vec![
+                ("hashroll.dev/hash", w.stamp.as_str()),
+                ("hashroll.dev/sources", w.sources.as_json()),
+            ];
+            if w.write != Write::Record {
+                stored.push(("hashroll.dev/rolled-at", t.as_str()));
+            }
+            s.written(deployment("p", &paused, &stored), &mut Vec::new());
+        };
+        let Some(Effect::Write(w)) = s.decide(&wid("p"), at(0)) else {
+            panic!("first sight records");
+        };
+        store(&mut s, &w, at(0));
+        // Never rolled: the first change rolls at once.
+        apply(
+            &mut s,
+            vec![source(SourceKind::Secret, "db", &[("password", "b")])],
+        );
+        let Some(Effect::Write(w)) = s.decide(&wid("p"), at(1)) else {
+            panic!("rolls at once");
+        };
+        assert_eq!(w.write, Write::RollTemplate);
+        store(&mut s, &w, at(1));
+        // The next changes within the period wait for its end, then roll once with the latest content.
+        apply(
+            &mut s,
+            vec![source(SourceKind::Secret, "db", &[("password", "c")])],
+        );
+        match s.decide(&wid("p"), at(2)) {
+            Some(Effect::DecideAfter(id, wait)) => {
+                assert_eq!((id.name.as_str(), wait), ("p", Duration::from_secs(2)))
+            }
+            other => panic!("expected to wait, got {other:?}"),
+        }
+        apply(
+            &mut s,
+            vec![source(SourceKind::Secret, "db", &[("password", "d")])],
+        );
+        assert!(matches!(
+            s.decide(&wid("p"), at(3)),
+            Some(Effect::DecideAfter(_, wait)) if wait == Duration::from_secs(1)
+        ));
+        let Some(Effect::Write(w)) = s.decide(&wid("p"), at(4)) else {
+            panic!("rolls when the period is over");
+        };
+        assert_eq!(w.write, Write::RollTemplate);
+        store(&mut s, &w, at(4));
+        assert!(
+            s.decide(&wid("p"), at(5)).is_none(),
+            "the latest content is rolled"
+        );
+        // A workload without a pause period is never held.
+        apply(
+            &mut s,
+            vec![source(SourceKind::Secret, "db", &[("password", "e")])],
+        );
+        assert!(matches!(
+            s.decide(&wid("web"), at(5)),
+            Some(Effect::Write(_))
+        ));
+    }
+
+    #[test]
+    fn a_roll_that_fails_for_good_is_reported_once_per_streak() {
+        use crate::error::ErrorClass::{Forbidden, Transient};
+        let mut s = state();
+        synced_state(&mut s);
+        let web = wid("web");
+        let what = Some("Secret db (keys: password)");
+        let reported = |e: Option<Effect>| match e {
+            Some(Effect::Publish(e)) => {
+                assert_eq!(e.event.reason, "ReloadFailed");
+                assert!(
+                    e.event.note.contains("Secret db (keys: password)"),
+                    "{}",
+                    e.event.note
+                );
+                assert!(e.event.note.contains("403 Forbidden"), "{}", e.event.note);
+                true
+            }
+            None => false,
+            other => panic!("expected an Event or nothing, got {other:?}"),
+        };
+        // A refused roll fails for good at once; said once however often it is retried.
+        assert!(reported(s.write_failed(
+            &web,
+            Forbidden,
+            "403 Forbidden",
+            what
+        )));
+        assert_eq!(s.metrics.failing_workloads.get(), 1);
+        assert!(!reported(s.write_failed(
+            &web,
+            Forbidden,
+            "403 Forbidden",
+            what
+        )));
+        s.write_succeeded(&web);
+        assert_eq!(s.metrics.failing_workloads.get(), 0);
+        // A failing server: after five failures in a row (a record's included), once.
+        assert!(!reported(s.write_failed(
+            &web,
+            Transient,
+            "500 InternalError",
+            None
+        )));
+        for _ in 0..3 {
+            assert!(!reported(s.write_failed(
+                &web,
+                Transient,
+                "500 InternalError",
+                what
+            )));
+        }
+        assert!(matches!(
+            s.write_failed(&web, Transient, "500 InternalError", what),
+            Some(Effect::Publish(e)) if e.event.note.contains("500 InternalError")
+        ));
+        // Nothing left to roll (the source went back): the streak is over.
+        assert_eq!(s.metrics.failing_workloads.get(), 1);
+        let Some(Effect::Write(w)) = s.decide(&web, now()) else {
+            panic!("first sight records");
+        };
+        record(&mut s, &w);
+        assert!(s.decide(&web, now()).is_none());
+        assert_eq!(s.metrics.failing_workloads.get(), 0);
+
+        // A record that fails is not a roll: never a ReloadFailed.
+        let mut s = state();
+        synced_state(&mut s);
+        assert!(!reported(s.write_failed(
+            &web,
+            Forbidden,
+            "403 Forbidden",
+            None
+        )));
     }
 }

@@ -55,6 +55,20 @@ pub fn roll_event(kind: WorkloadKind, what: &str, dry_run: bool) -> WorkloadEven
     }
 }
 
+/// The Warning for a roll that failed for good (`what` as [`describe`] says it, `answer` the API's
+/// status and reason): hashroll keeps retrying, but someone has to act.
+pub fn reload_failed_event(kind: WorkloadKind, what: &str, answer: &str) -> WorkloadEvent {
+    WorkloadEvent {
+        type_: EventType::Warning,
+        reason: "ReloadFailed",
+        action: "Reload",
+        note: format!(
+            "Could not roll {kind} after {what} changed: the API server answered {answer}; \
+             hashroll keeps retrying"
+        ),
+    }
+}
+
 /// The Warning for a workload hashroll skips because of a malformed annotation.
 pub fn invalid_annotation_event(kind: WorkloadKind, message: &str) -> WorkloadEvent {
     WorkloadEvent {
@@ -118,6 +132,18 @@ mod tests {
         assert_eq!(
             roll_event(WorkloadKind::CronJob, "x", true).reason,
             "WouldReload"
+        );
+        let failed = reload_failed_event(WorkloadKind::Deployment, &text, "403 Forbidden");
+        assert_eq!(
+            (failed.type_, failed.reason),
+            (EventType::Warning, "ReloadFailed")
+        );
+        assert_eq!(
+            failed.note,
+            format!(
+                "Could not roll Deployment after {text} changed: the API server answered 403 \
+                 Forbidden; hashroll keeps retrying"
+            )
         );
     }
 }

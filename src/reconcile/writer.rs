@@ -28,6 +28,8 @@ pub struct WriteRequest {
     pub event: Option<WorkloadEvent>,
     /// The workload's uid, for the Event's reference.
     pub uid: Option<String>,
+    /// For a roll, what changed (`Secret db (keys: password)`), for the Event if it fails for good.
+    pub rolled_for: Option<String>,
 }
 
 /// An Event on its own (a malformed annotation, a dry run's `WouldReload`).
@@ -46,6 +48,8 @@ enum Job {
 /// The outcome of one write: the workload as stored afterwards, or why it failed.
 pub struct Written {
     pub id: Wid,
+    /// The roll's [`WriteRequest::rolled_for`], when it failed.
+    pub rolled_for: Option<String>,
     pub result: Result<Option<WorkloadSummary>, Error>,
 }
 
@@ -167,25 +171,38 @@ async fn send(
         sources,
         event,
         uid,
+        rolled_for,
     } = w;
     // `now` only matters for Argo Rollouts' restartAt: the time the patch is sent.
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let body = patch::patch_body(id.kind, write, &stamp, &sources, &now);
-    let result = match patch::send(client, &id, &body).await {
+    let result = patch::send(client, &id, &body).await;
+    let kind = id.kind.as_str();
+    match write {
+        Write::Record if result.is_ok() => metrics.records.with_label_values(&[kind]).inc(),
+        Write::Record => {}
+        Write::RollTemplate | Write::RestartAt => {
+            let outcome = if result.is_ok() { "success" } else { "failure" };
+            metrics.rolls.with_label_values(&[kind, outcome]).inc();
+        }
+    }
+    match result {
         Ok(obj) => {
-            let counter = match write {
-                Write::Record => &metrics.records,
-                Write::RollTemplate | Write::RestartAt => &metrics.rolls,
-            };
-            counter.with_label_values(&[id.kind.as_str()]).inc();
             if let Some(ev) = &event {
                 publish(events, metrics, &id, uid.as_deref(), ev).await;
             }
-            Ok(obj.summary(id.kind, policy))
+            Written {
+                result: Ok(obj.summary(id.kind, policy)),
+                rolled_for: None,
+                id,
+            }
         }
-        Err(e) => Err(Error::api("patching", &*id, e)),
-    };
-    Written { id, result }
+        Err(e) => Written {
+            result: Err(Error::api("patching", &*id, e)),
+            rolled_for,
+            id,
+        },
+    }
 }
 
 async fn publish(

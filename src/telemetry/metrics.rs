@@ -6,7 +6,7 @@ use prometheus::{IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// Workloads rolled, by kind.
+    /// Roll patches, by kind and result (`success`, `failure`; each failed attempt counts).
     pub rolls: IntCounterVec,
     /// States recorded without rolling (first sight, re-baseline), by kind.
     pub records: IntCounterVec,
@@ -20,6 +20,8 @@ pub struct Metrics {
     pub invalid_workloads: IntGauge,
     /// Workloads waiting for a required Secret or ConfigMap.
     pub held_workloads: IntGauge,
+    /// Workloads whose roll has failed for good (a `ReloadFailed` Event) and not succeeded since.
+    pub failing_workloads: IntGauge,
     /// Secrets and ConfigMaps held (as digests).
     pub sources: IntGauge,
     /// Workloads held.
@@ -50,7 +52,11 @@ impl Metrics {
             g
         };
         Metrics {
-            rolls: counter("rolls_total", "Workloads rolled", &["kind"]),
+            rolls: counter(
+                "rolls_total",
+                "Roll patches sent, by result",
+                &["kind", "result"],
+            ),
             records: counter(
                 "records_total",
                 "States recorded without rolling",
@@ -77,6 +83,10 @@ impl Metrics {
                 "Workloads skipped for a malformed annotation",
             ),
             held_workloads: gauge("held_workloads", "Workloads waiting for a required source"),
+            failing_workloads: gauge(
+                "failing_workloads",
+                "Workloads whose roll failed for good and has not succeeded since",
+            ),
             sources: gauge("sources", "Secrets and ConfigMaps held as digests"),
             workloads: gauge("workloads", "Workloads held"),
             ready: gauge("ready", "1 once every watch has synced"),

@@ -829,3 +829,65 @@ fn owns_socket(pid: u32, inode: &str) -> bool {
         .flatten()
         .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == want))
 }
+
+impl Env {
+    /// Creates a Deployment like [`Env::workload`], with `template_annotations` on its pod template's
+    /// metadata as well (created so, not patched: the pod template it starts with is its first).
+    pub async fn deployment_with_template_annotations(
+        &self,
+        ns: &str,
+        name: &str,
+        annotations: &[(&str, &str)],
+        template_annotations: &[(&str, &str)],
+        pod_spec: Value,
+    ) {
+        let obj = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": ns, "annotations": map(annotations)},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}, "annotations": map(template_annotations)},
+                    "spec": pod_spec,
+                },
+            },
+        });
+        let obj: DynamicObject = serde_json::from_value(obj).unwrap();
+        self.dynamic("deployments", ns)
+            .create(&PostParams::default(), &obj)
+            .await
+            .unwrap_or_else(|e| panic!("create deployment {ns}/{name}: {e}"));
+    }
+
+    /// Asserts the Argo Rollout was rolled by `spec.restartAt` (a timestamp) and its template left alone;
+    /// returns the Rollout as stored.
+    pub async fn assert_restarted_at(&self, ns: &str, name: &str) -> DynamicObject {
+        let restarted = self.get("rollouts", ns, name).await;
+        let restart_at = restarted.data["spec"]["restartAt"]
+            .as_str()
+            .unwrap_or_else(|| panic!("spec.restartAt set: {}", restarted.data["spec"]));
+        assert!(
+            restart_at.parse::<jiff::Timestamp>().is_ok(),
+            "restartAt is a timestamp: {restart_at:?}"
+        );
+        self.assert_rolls("rollouts", ns, name, 0);
+        assert!(
+            !self
+                .template_annotations("rollouts", ns, name)
+                .contains_key("hashroll.dev/hash"),
+            "the template is left alone"
+        );
+        restarted
+    }
+
+    /// When hashroll last rolled the workload, from its `hashroll.dev/rolled-at` annotation.
+    pub async fn rolled_at(&self, kind: &str, ns: &str, name: &str) -> jiff::Timestamp {
+        let a = self.annotations(kind, ns, name).await;
+        let at = a
+            .get("hashroll.dev/rolled-at")
+            .unwrap_or_else(|| panic!("{kind} {ns}/{name}: no hashroll.dev/rolled-at in {a:?}"));
+        at.parse()
+            .unwrap_or_else(|e| panic!("{kind} {ns}/{name}: rolled-at {at:?}: {e}"))
+    }
+}
