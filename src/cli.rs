@@ -12,7 +12,7 @@ use crate::model::kind::{SourceKind, WorkloadKind};
 use crate::model::names::{is_dns1123_label, is_dns1123_subdomain};
 use crate::model::policy::PolicySettings;
 use crate::reconcile::decision::Visibility;
-use crate::reconcile::state::NamespaceFilter;
+use crate::reconcile::scopes::NamespaceFilter;
 
 /// hashroll rolls Deployments, StatefulSets, DaemonSets, CronJobs and Argo Rollouts when the Secrets and
 /// ConfigMaps they use change.

@@ -8,6 +8,7 @@ pub mod index;
 pub mod input;
 mod memory;
 pub mod scheduler;
+pub mod scopes;
 pub mod state;
 pub mod wording;
 pub mod writer;
@@ -20,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 use crate::error::ErrorClass;
 use crate::reconcile::input::Input;
 use crate::reconcile::scheduler::Scheduler;
-use crate::reconcile::state::{Effect, Readiness, State};
+use crate::reconcile::scopes::Readiness;
+use crate::reconcile::state::{Effect, State};
 use crate::reconcile::writer::{Writer, Written};
 use crate::telemetry::metrics::Metrics;
 

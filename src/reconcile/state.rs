@@ -23,22 +23,12 @@ use crate::reconcile::decision::{self, Action, Current, Missing, Visibility};
 use crate::reconcile::index::ReverseIndex;
 use crate::reconcile::input::{Input, Listed, WatchScope, Watched};
 use crate::reconcile::scheduler::{Wid, shrink};
+use crate::reconcile::scopes::{NamespaceFilter, Readiness, Scopes};
 use crate::reconcile::wording::{
     describe, invalid_annotation_event, reload_failed_event, roll_event,
 };
 use crate::reconcile::writer::{EventRequest, WriteRequest};
 use crate::telemetry::metrics::Metrics;
-
-/// Which namespaces hashroll acts in.
-#[derive(Debug, Clone, Default)]
-pub struct NamespaceFilter {
-    /// `--namespaces`: only these (None = all).
-    pub only: Option<HashSet<String>>,
-    /// `--ignore-namespaces`.
-    pub ignore: HashSet<String>,
-    /// `--namespace-selector` is set: act only in namespaces the namespace watch reports.
-    pub by_selector: bool,
-}
 
 /// What the state machine is told once, at start.
 #[derive(Debug, Clone)]
@@ -68,18 +58,6 @@ pub enum Effect {
     Publish(EventRequest),
 }
 
-/// Whether hashroll is ready: every watch has listed once.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Readiness {
-    /// Every watch has listed.
-    Ready,
-    /// Some watches have not listed yet, none has failed.
-    Syncing,
-    /// These watches failed before their first list (`resource in namespace: error`): hashroll cannot
-    /// act where they are needed until they list.
-    Failing(Vec<String>),
-}
-
 struct Entry {
     summary: WorkloadSummary,
     /// The workload's own pod template changed since the last decision (it rolls by itself).
@@ -96,10 +74,8 @@ pub struct State {
     workloads: HashMap<Wid, Entry>,
     index: ReverseIndex,
 
-    synced: HashSet<WatchScope>,
-    /// Watches that failed before their first list, with their latest error.
-    failing: HashMap<WatchScope, String>,
-    selected_namespaces: HashSet<String>,
+    /// Which watches have listed, and which namespaces hashroll acts in.
+    scopes: Scopes,
 
     /// Key names changed by each source's latest change, so a roll's Event can name them.
     changed_keys: HashMap<SourceId, BTreeSet<String>>,
@@ -127,15 +103,12 @@ struct FailureStreak {
 impl State {
     pub fn new(settings: Settings, key: InstallationKey, metrics: Metrics) -> State {
         State {
-            settings,
             key,
             metrics,
             sources: BTreeMap::new(),
             workloads: HashMap::new(),
             index: ReverseIndex::default(),
-            synced: HashSet::new(),
-            failing: HashMap::new(),
-            selected_namespaces: HashSet::new(),
+            scopes: Scopes::new(settings.scopes.clone(), settings.namespaces.clone()),
             changed_keys: HashMap::new(),
             warned: HashMap::new(),
             held: HashMap::new(),
@@ -143,6 +116,7 @@ impl State {
             paused: HashSet::new(),
             failures: HashMap::new(),
             invalid: 0,
+            settings,
         }
     }
 
@@ -154,62 +128,26 @@ impl State {
             Input::WorkloadApplied(w) => self.workload_applied(*w, out),
             Input::WorkloadDeleted(id) => self.workload_deleted(&id, out),
             Input::Namespace(name, present) => {
-                if present {
-                    if self.selected_namespaces.insert(name.clone()) {
-                        self.decide_all_in(|ns| ns == name, out);
-                    }
-                } else {
-                    self.selected_namespaces.remove(&name);
+                if self.scopes.namespace(&name, present) {
+                    self.decide_all_in(|ns| ns == name, out);
                 }
             }
             Input::Synced(scope, listed) => {
                 self.forget_unlisted(&scope, &listed, out);
-                self.failing.remove(&scope);
-                if self.synced.insert(scope.clone()) {
-                    tracing::info!(
-                        resource = scope.resource.resource_name(),
-                        namespace = scope.namespace.as_deref().unwrap_or("(all)"),
-                        "watch synced"
-                    );
-                }
+                self.scopes.synced(&scope);
                 // After any (re-)list, re-check everything it covers: level-triggered.
                 match scope.namespace.clone() {
                     Some(ns) => self.decide_all_in(|n| n == ns, out),
                     None => self.decide_all_in(|_| true, out),
                 }
             }
-            Input::WatchFailed(scope, error) => {
-                if !self.synced.contains(&scope) {
-                    self.failing.insert(scope, error);
-                }
-            }
+            Input::WatchFailed(scope, error) => self.scopes.failed(scope, error),
         }
     }
 
     /// Every watch has listed once (then, and only then, hashroll is ready); or which are failing.
     pub fn readiness(&self) -> Readiness {
-        let mut failing: Vec<String> = self
-            .settings
-            .scopes
-            .iter()
-            .filter(|s| !self.synced.contains(*s))
-            .filter_map(|s| {
-                let error = self.failing.get(s)?;
-                Some(format!(
-                    "{} in {}: {error}",
-                    s.resource.resource_name(),
-                    s.namespace.as_deref().unwrap_or("all namespaces")
-                ))
-            })
-            .collect();
-        if !failing.is_empty() {
-            failing.sort();
-            Readiness::Failing(failing)
-        } else if self.settings.scopes.iter().all(|s| self.synced.contains(s)) {
-            Readiness::Ready
-        } else {
-            Readiness::Syncing
-        }
+        self.scopes.readiness()
     }
 
     /// Sources and workloads held (for the log line that says hashroll is ready).
@@ -220,7 +158,7 @@ impl State {
     /// Decides about one due workload: nothing, or a write or Event to carry out. `now` is the wall
     /// clock, read by the loop (pause periods are counted from the roll time recorded on the workload).
     pub fn decide(&mut self, id: &Wid, now: Timestamp) -> Option<Effect> {
-        if !self.namespace_allowed(&id.namespace) || !self.synced_for(&id.namespace) {
+        if !self.scopes.may_decide(&id.namespace) {
             return None;
         }
         let entry = self.workloads.get_mut(id)?;
@@ -449,7 +387,7 @@ impl State {
                     self.workload_deleted(&id, out);
                 }
             }
-            Watched::Namespaces => self.selected_namespaces.retain(|n| !unlisted("", n)),
+            Watched::Namespaces => self.scopes.forget_unlisted_namespaces(listed),
         }
     }
 
@@ -547,29 +485,6 @@ impl State {
                 .cloned()
                 .map(Effect::DecideNow),
         );
-    }
-
-    fn namespace_allowed(&self, ns: &str) -> bool {
-        let f = &self.settings.namespaces;
-        !f.ignore.contains(ns)
-            && f.only.as_ref().is_none_or(|only| only.contains(ns))
-            && (!f.by_selector || self.selected_namespaces.contains(ns))
-    }
-
-    /// Every Secret/ConfigMap (and namespace) watch covering `ns` has listed once: decisions before that
-    /// would mistake "not listed yet" for "deleted".
-    fn synced_for(&self, ns: &str) -> bool {
-        self.settings
-            .scopes
-            .iter()
-            .filter(|s| {
-                matches!(
-                    s.resource,
-                    Watched::Source(_) | Watched::ExcludedSecrets(_) | Watched::Namespaces
-                )
-            })
-            .filter(|s| s.namespace.as_deref().is_none_or(|n| n == ns))
-            .all(|s| self.synced.contains(s))
     }
 
     fn write(
@@ -936,8 +851,10 @@ mod tests {
 
     #[test]
     fn a_secret_of_an_excluded_type_is_known_to_exist_but_not_tracked() {
-        let mut s = state();
-        s.settings.scopes.push(scope(Watched::ExcludedSecrets(0)));
+        let base = state();
+        let mut settings = base.settings.clone();
+        settings.scopes.push(scope(Watched::ExcludedSecrets(0)));
+        let mut s = State::new(settings, base.key.clone(), Metrics::new());
         let meta = ObjectMeta {
             name: Some("db".into()),
             namespace: Some(NS.into()),

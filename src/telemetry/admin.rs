@@ -12,7 +12,7 @@ use axum::routing::get;
 
 use tokio::sync::watch;
 
-use crate::reconcile::state::Readiness;
+use crate::reconcile::scopes::Readiness;
 use crate::telemetry::metrics::Metrics;
 
 /// Shared between the reconcile loop (which publishes readiness) and the admin server.
