@@ -498,7 +498,17 @@ fn prepare_update(
             ));
         }
     }
-    if def.has_generation && old.get("spec") != new.get("spec") {
+    // Deployments also move on annotation changes (kube-apiserver's deployment strategy: annotations
+    // are copied to the ReplicaSets); every other kind on spec changes only.
+    let annotations = |v: &Value| {
+        v.pointer("/metadata/annotations")
+            .filter(|a| a.as_object().is_some_and(|m| !m.is_empty()))
+            .cloned()
+    };
+    let deployment_annotations = def.group == "apps"
+        && def.kind == "Deployment"
+        && annotations(old) != annotations(&new);
+    if def.has_generation && (old.get("spec") != new.get("spec") || deployment_annotations) {
         let g = old
             .pointer("/metadata/generation")
             .and_then(Value::as_i64)
