@@ -585,9 +585,13 @@ fn store_update(
     }
     let rid: Arc<str> = def.store_id().into();
     if new.pointer("/metadata/deletionTimestamp").is_some() && !has_finalizers(&new) {
-        return Ok(store
-            .remove(&rid, ns, &name, Some(new))
-            .expect("the object exists while the store is locked"));
+        // As kube-apiserver does (`Store.Update` -> `deleteWithoutFinalizers`): the write that empties
+        // the finalizers is not stored; the object is deleted as last stored, so the DELETED event
+        // carries the finalizers it had, and the writer gets back the object it sent.
+        store
+            .remove(&rid, ns, &name, None)
+            .expect("the object exists while the store is locked");
+        return Ok(Stored::new(new, old.rv));
     }
     let spec_changed =
         old.obj.pointer("/metadata/generation") != new.pointer("/metadata/generation");
