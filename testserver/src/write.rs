@@ -505,9 +505,8 @@ fn prepare_update(
             .filter(|a| a.as_object().is_some_and(|m| !m.is_empty()))
             .cloned()
     };
-    let deployment_annotations = def.group == "apps"
-        && def.kind == "Deployment"
-        && annotations(old) != annotations(&new);
+    let deployment_annotations =
+        def.group == "apps" && def.kind == "Deployment" && annotations(old) != annotations(&new);
     if def.has_generation && (old.get("spec") != new.get("spec") || deployment_annotations) {
         let g = old
             .pointer("/metadata/generation")
