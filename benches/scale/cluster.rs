@@ -443,26 +443,34 @@ fn pod_template(w: &WorkloadPlan) -> Value {
 }
 
 /// The full workload object of a plan entry, opted in to hashroll.
+///
+/// No workload ever has a Pod, so that a real control plane's controllers, scheduler and kwok (2 cores,
+/// thousands of workloads) have only the workloads themselves to handle: Deployments and StatefulSets
+/// have 0 replicas, DaemonSets select no Node, CronJobs are suspended. The test server gets the same
+/// objects, so both servers hold the same cluster.
 pub fn workload_object(w: &WorkloadPlan) -> Value {
     let meta = json!({
         "name": w.name, "namespace": w.namespace,
         "annotations": { "hashroll.dev/reload": "true" },
     });
-    let template = pod_template(w);
+    let mut template = pod_template(w);
     let selector = json!({ "matchLabels": { "app": w.name } });
     match w.kind {
         Kind::Deployment => {
             json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
-            "spec": { "replicas": 1, "selector": selector, "template": template } })
+            "spec": { "replicas": 0, "selector": selector, "template": template } })
         }
         Kind::StatefulSet => {
             json!({ "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": meta,
-            "spec": { "replicas": 1, "serviceName": w.name, "selector": selector, "template": template } })
+            "spec": { "replicas": 0, "serviceName": w.name, "selector": selector, "template": template } })
         }
-        Kind::DaemonSet => json!({ "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": meta,
-            "spec": { "selector": selector, "template": template } }),
+        Kind::DaemonSet => {
+            template["spec"]["nodeSelector"] = json!({ "bench.hashroll.dev/no-node": "true" });
+            json!({ "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": meta,
+            "spec": { "selector": selector, "template": template } })
+        }
         Kind::CronJob => json!({ "apiVersion": "batch/v1", "kind": "CronJob", "metadata": meta,
-            "spec": { "schedule": "*/30 * * * *",
+            "spec": { "schedule": "*/30 * * * *", "suspend": true,
                 "jobTemplate": { "spec": { "template": template } } } }),
     }
 }

@@ -8,12 +8,13 @@ mod baseline;
 mod cluster;
 mod measure;
 mod procs;
+mod real;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use tokio::process::Command;
 
@@ -39,9 +40,14 @@ struct Cli {
     /// Single updates for the reaction-latency test (fewer if the cluster has fewer suitable Secrets).
     #[arg(long, default_value_t = 200)]
     updates: usize,
-    /// Payload multiplier of the payload-independence run; 0 or 1 skips that run.
-    #[arg(long, default_value_t = 4)]
-    payload_factor: usize,
+    /// The API server: `testserver` (the project's, as a child process) or `real` (a control plane from
+    /// tests/cluster/up, started in a temporary directory and stopped at the end).
+    #[arg(long, value_enum, default_value_t = ServerKind::Test)]
+    server: ServerKind,
+    /// Payload multiplier of the payload-independence run; 0 or 1 skips that run. Default 4 on the test
+    /// server, 1 (skipped) on the real one.
+    #[arg(long)]
+    payload_factor: Option<usize>,
     /// Skip the baseline.
     #[arg(long)]
     no_baseline: bool,
@@ -55,6 +61,34 @@ struct Cli {
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true, global = true)]
     bench: bool,
+}
+
+/// Which API server the bench runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+pub enum ServerKind {
+    /// kube-testserver, as a child process.
+    #[value(name = "testserver")]
+    Test,
+    /// A real control plane: tests/cluster/up (kube-apiserver, etcd, controller-manager, scheduler, kwok).
+    Real,
+}
+
+impl ServerKind {
+    fn name(self) -> &'static str {
+        match self {
+            ServerKind::Test => "testserver",
+            ServerKind::Real => "real",
+        }
+    }
+}
+
+impl Cli {
+    fn payload_factor(&self) -> usize {
+        self.payload_factor.unwrap_or(match self.server {
+            ServerKind::Test => 4,
+            ServerKind::Real => 1,
+        })
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -121,6 +155,10 @@ struct ClusterRun {
     data_bytes: u64,
     populate_secs: f64,
     server_rss_after_populate: u64,
+    /// Each server process (the test server, or etcd, kube-apiserver, ... of a real control plane) once
+    /// populated, and at the end of the run (after both subjects).
+    server_after_populate: Vec<(String, Usage)>,
+    server_end: Vec<(String, Usage)>,
     hashroll: SubjectResult,
     baseline: Option<SubjectResult>,
 }
@@ -188,6 +226,12 @@ async fn poll_readyz(port: u16) -> Instant {
 /// Waits until hashroll has patched every workload once (recording its state on first sight).
 async fn wait_recorded(server: &Server, workloads: usize) -> anyhow::Result<Instant> {
     const KINDS: [&str; 4] = ["deployments", "statefulsets", "daemonsets", "cronjobs"];
+    // A real kube-apiserver's /metrics is ~4 MB of text: read it less often.
+    let poll = if server.is_real() {
+        Duration::from_millis(500)
+    } else {
+        Duration::from_millis(50)
+    };
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let log = server.requests().await?;
@@ -203,7 +247,7 @@ async fn wait_recorded(server: &Server, workloads: usize) -> anyhow::Result<Inst
             Instant::now() < deadline,
             "hashroll recorded only {patched} of {workloads} workloads within 600 s"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(poll).await;
     }
 }
 
@@ -296,8 +340,8 @@ async fn run_cluster(
     dir: &std::path::Path,
     full: bool,
 ) -> anyhow::Result<ClusterRun> {
-    let server = Server::start(&dir.join(format!("kubeconfig-{}", plan.payload_factor))).await?;
-    let client = server.client()?;
+    let server = Server::start(cli.server, dir, &plan.payload_factor.to_string()).await?;
+    let client = server.client().await?;
     let t = Instant::now();
     eprintln!(
         "bench: populating {} MiB of data, {} workloads",
@@ -314,6 +358,7 @@ async fn run_cluster(
         data_bytes: plan.data_bytes(),
         populate_secs,
         server_rss_after_populate: server.usage().map_or(0, |u| u.rss),
+        server_after_populate: server.control_plane(),
         ..Default::default()
     };
     run.hashroll =
@@ -324,6 +369,7 @@ async fn run_cluster(
             Some(run_subject(Who::Baseline, &server, &client, &mut watch, plan, cli, full).await?);
     }
     drop(watch);
+    run.server_end = server.control_plane();
     server.stop().await;
     Ok(run)
 }
@@ -335,14 +381,16 @@ async fn bench(cli: &Cli) -> anyhow::Result<()> {
     let started = Instant::now();
     let plan = Plan::new(&scale, cli.seed, 1);
     let base = run_cluster(&plan, cli, dir.path(), true).await?;
-    let bigger = if cli.payload_factor > 1 {
-        let plan = Plan::new(&scale, cli.seed, cli.payload_factor);
+    let bigger = if cli.payload_factor() > 1 {
+        let plan = Plan::new(&scale, cli.seed, cli.payload_factor());
         Some(run_cluster(&plan, cli, dir.path(), false).await?)
     } else {
         None
     };
     let report = Report {
         scale,
+        server: cli.server,
+        load_average: load_average(),
         seed: cli.seed,
         idle_secs: cli.idle,
         wall_secs: started.elapsed().as_secs_f64(),
@@ -353,7 +401,10 @@ async fn bench(cli: &Cli) -> anyhow::Result<()> {
     let path = cli.json.clone().unwrap_or_else(|| {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("bench-results")
-            .join(format!("{}.json", scale.name))
+            .join(match cli.server {
+                ServerKind::Test => format!("{}.json", scale.name),
+                ServerKind::Real => format!("{}-real.json", scale.name),
+            })
     });
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
@@ -365,10 +416,20 @@ async fn bench(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `/proc/loadavg`'s 1, 5 and 15 minute averages, at the end of the run.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 /// The whole result.
 #[derive(Debug, Serialize)]
 struct Report {
     scale: Scale,
+    server: ServerKind,
+    /// 1/5/15-minute load average at the end of the run (the machine is shared).
+    load_average: String,
     seed: u64,
     idle_secs: f64,
     wall_secs: f64,
@@ -555,9 +616,13 @@ impl Report {
             );
         }
         let mut out = format!(
-            "\nhashroll scale benchmark, scale {}: {} Secrets + {} Helm release Secrets, {} ConfigMaps, \
+            "\nhashroll scale benchmark, scale {} on {}: {} Secrets + {} Helm release Secrets, {} ConfigMaps, \
              {} workloads + {} fan-out Deployments, {} namespaces; {} of data; seed {}; populate {:.1} s\n\n",
             s.name,
+            match self.server {
+                ServerKind::Test => "the test server",
+                ServerKind::Real => "a real control plane (tests/cluster, kube-apiserver v1.37.2)",
+            },
             s.secrets,
             s.helm_secrets,
             s.configmaps,
@@ -588,7 +653,64 @@ impl Report {
         for r in &rows {
             out += &line(r);
         }
-        out += &format!("\nwall time {:.0} s\n", self.wall_secs);
+        out += &self.server_table();
+        out += &format!(
+            "\nwall time {:.0} s; load average at the end {}\n",
+            self.wall_secs, self.load_average
+        );
+        out
+    }
+
+    /// Memory and CPU of the API server's processes, after populating and at the end.
+    fn server_table(&self) -> String {
+        let run = &self.base;
+        if run.server_end.is_empty() && run.server_after_populate.is_empty() {
+            return String::new();
+        }
+        let mut out = format!(
+            "\n{} ({}):\n",
+            match self.server {
+                ServerKind::Test => "API server process",
+                ServerKind::Real => "control plane processes",
+            },
+            self.server.name()
+        );
+        out += &format!(
+            "{:<24} | {:>18} | {:>14} | {:>16} | {:>9}\n",
+            "process", "RSS after populate", "RSS at the end", "peak RSS (VmHWM)", "CPU"
+        );
+        let mut total = (0, 0, 0, 0.0);
+        for (name, end) in &run.server_end {
+            let pop = run
+                .server_after_populate
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(0, |(_, u)| u.rss);
+            total = (
+                total.0 + pop,
+                total.1 + end.rss,
+                total.2 + end.hwm,
+                total.3 + end.cpu_secs,
+            );
+            out += &format!(
+                "{:<24} | {:>18} | {:>14} | {:>16} | {:>9}\n",
+                name,
+                mib(pop),
+                mib(end.rss),
+                mib(end.hwm),
+                secs(end.cpu_secs)
+            );
+        }
+        if run.server_end.len() > 1 {
+            out += &format!(
+                "{:<24} | {:>18} | {:>14} | {:>16} | {:>9}\n",
+                "total",
+                mib(total.0),
+                mib(total.1),
+                mib(total.2),
+                secs(total.3)
+            );
+        }
         out
     }
 }

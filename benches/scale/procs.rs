@@ -164,18 +164,56 @@ impl Subject {
     }
 }
 
-/// The test API server running as a child (`<bench> serve`).
+/// The API server the bench runs against.
 pub struct Server {
-    child: Child,
-    /// Plain-HTTP base URL (for the bench's own client).
-    pub url: String,
-    /// Admin kubeconfig (HTTPS, like a real cluster) for hashroll and the baseline.
+    backend: Backend,
+    /// Admin kubeconfig (HTTPS) for hashroll and the baseline.
     pub kubeconfig: PathBuf,
+    /// Real server: the request counts at the last [`Server::reset_requests`] (its counters only grow).
+    counts_at_reset: std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>>,
+}
+
+enum Backend {
+    /// The test API server as a child (`<bench> serve`), with its plain-HTTP base URL.
+    Test { child: Child, url: String },
+    /// A real control plane (`tests/cluster/up`) and a client of the bench's own for its `/metrics`.
+    Real {
+        cluster: crate::real::RealCluster,
+        client: kube::Client,
+    },
 }
 
 impl Server {
+    /// Starts the server of `kind`: the test server writes its kubeconfig to `dir/kubeconfig-<tag>`; a real
+    /// cluster runs in `dir/cluster-<tag>`.
+    pub async fn start(kind: crate::ServerKind, dir: &Path, tag: &str) -> anyhow::Result<Server> {
+        match kind {
+            crate::ServerKind::Test => {
+                Server::start_test(&dir.join(format!("kubeconfig-{tag}"))).await
+            }
+            crate::ServerKind::Real => {
+                let dir = dir.join(format!("cluster-{tag}"));
+                let cluster =
+                    tokio::task::spawn_blocking(move || crate::real::RealCluster::start(&dir))
+                        .await??;
+                let kubeconfig = cluster.kubeconfig();
+                let client = kubeconfig_client(&kubeconfig).await?;
+                Ok(Server {
+                    backend: Backend::Real { cluster, client },
+                    kubeconfig,
+                    counts_at_reset: Default::default(),
+                })
+            }
+        }
+    }
+
+    /// True for a real control plane.
+    pub fn is_real(&self) -> bool {
+        matches!(self.backend, Backend::Real { .. })
+    }
+
     /// Starts `<this binary> serve`, writing its kubeconfig to `kubeconfig`.
-    pub async fn start(kubeconfig: &Path) -> anyhow::Result<Server> {
+    async fn start_test(kubeconfig: &Path) -> anyhow::Result<Server> {
         let exe = std::env::current_exe().context("locating the bench binary")?;
         let mut child = Command::new(exe)
             .arg("serve")
@@ -197,31 +235,66 @@ impl Server {
             .with_context(|| format!("unexpected first line from the test API server: {line:?}"))?
             .to_string();
         Ok(Server {
-            child,
-            url,
+            backend: Backend::Test { child, url },
             kubeconfig: kubeconfig.to_path_buf(),
+            counts_at_reset: Default::default(),
         })
     }
 
-    /// A kube client for the admin user over plain HTTP.
-    pub fn client(&self) -> anyhow::Result<kube::Client> {
-        let mut config = kube::Config::new(self.url.parse()?);
+    /// A kube client for the admin user: over plain HTTP to the test server, with the admin kubeconfig
+    /// to a real one.
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        let url = match &self.backend {
+            Backend::Test { url, .. } => url,
+            Backend::Real { .. } => return kubeconfig_client(&self.kubeconfig).await,
+        };
+        let mut config = kube::Config::new(url.parse()?);
         config.default_namespace = "default".into();
         config.auth_info = serde_json::from_value(serde_json::json!({ "token": "admin" }))?;
         // Populating sends large objects concurrently; the default 295 s read timeout is fine.
         Ok(kube::Client::try_from(config)?)
     }
 
-    /// The server process's usage.
+    /// The test server process's usage (`None` for a real control plane: see [`Server::control_plane`]).
     pub fn usage(&self) -> Option<Usage> {
-        self.child.id().and_then(|p| usage(p).ok())
+        match &self.backend {
+            Backend::Test { child, .. } => child.id().and_then(|p| usage(p).ok()),
+            Backend::Real { .. } => None,
+        }
     }
 
-    /// `(verb, resource) -> count` from `GET /testserver/requests`.
+    /// Usage of each process of the server: the test server's one, or each of the control plane's.
+    pub fn control_plane(&self) -> Vec<(String, Usage)> {
+        match &self.backend {
+            Backend::Test { .. } => self
+                .usage()
+                .map(|u| vec![("kube-testserver".to_string(), u)])
+                .unwrap_or_default(),
+            Backend::Real { cluster, .. } => cluster.usage(),
+        }
+    }
+
+    /// `(verb, resource) -> count` since the last [`Server::reset_requests`]: the test server's request
+    /// log (`GET /testserver/requests`), or the growth of a real kube-apiserver's
+    /// `apiserver_request_total` (its `/metrics`).
     pub async fn requests(
         &self,
     ) -> anyhow::Result<std::collections::BTreeMap<(String, String), u64>> {
-        let body = http(&self.url, "GET", "/testserver/requests").await?;
+        let url = match &self.backend {
+            Backend::Test { url, .. } => url,
+            Backend::Real { client, .. } => {
+                let now = crate::real::request_counts(&crate::real::metrics(client).await?);
+                let base = self.counts_at_reset.lock().unwrap().clone();
+                return Ok(now
+                    .into_iter()
+                    .filter_map(|(k, n)| {
+                        let n = n.saturating_sub(base.get(&k).copied().unwrap_or(0));
+                        (n > 0).then_some((k, n))
+                    })
+                    .collect());
+            }
+        };
+        let body = http(url, "GET", "/testserver/requests").await?;
         let list: Vec<serde_json::Value> =
             serde_json::from_str(&body).context("parsing /testserver/requests")?;
         Ok(list
@@ -238,22 +311,49 @@ impl Server {
             .collect())
     }
 
-    /// `POST /testserver/requests/reset`.
+    /// Starts a new counting window: `POST /testserver/requests/reset`, or (real server) remembers the
+    /// counters as they are now.
     pub async fn reset_requests(&self) -> anyhow::Result<()> {
-        http(&self.url, "POST", "/testserver/requests/reset").await?;
+        match &self.backend {
+            Backend::Test { url, .. } => {
+                http(url, "POST", "/testserver/requests/reset").await?;
+            }
+            Backend::Real { client, .. } => {
+                let now = crate::real::request_counts(&crate::real::metrics(client).await?);
+                *self.counts_at_reset.lock().unwrap() = now;
+            }
+        }
         Ok(())
     }
 
-    /// Stops the server: closing its stdin ends it; the kill is a fallback.
-    pub async fn stop(mut self) {
-        drop(self.child.stdin.take());
-        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
+    /// Stops the server: closing its stdin ends the test server (the kill is a fallback);
+    /// `tests/cluster/down` stops a real one.
+    pub async fn stop(self) {
+        match self.backend {
+            Backend::Test { mut child, .. } => {
+                drop(child.stdin.take());
+                if tokio::time::timeout(Duration::from_secs(5), child.wait())
+                    .await
+                    .is_err()
+                {
+                    let _ = child.kill().await;
+                }
+            }
+            Backend::Real { mut cluster, .. } => {
+                let _ = tokio::task::spawn_blocking(move || cluster.stop()).await;
+            }
         }
     }
+}
+
+/// An admin client from a kubeconfig file.
+pub async fn kubeconfig_client(path: &Path) -> anyhow::Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await?;
+    Ok(kube::Client::try_from(config)?)
 }
 
 /// A minimal HTTP/1.0 request with the admin token (the bench needs no HTTP client crate for this).

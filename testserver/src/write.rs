@@ -498,7 +498,16 @@ fn prepare_update(
             ));
         }
     }
-    if def.has_generation && old.get("spec") != new.get("spec") {
+    // Deployments also move on annotation changes (kube-apiserver's deployment strategy: annotations
+    // are copied to the ReplicaSets); every other kind on spec changes only.
+    let annotations = |v: &Value| {
+        v.pointer("/metadata/annotations")
+            .filter(|a| a.as_object().is_some_and(|m| !m.is_empty()))
+            .cloned()
+    };
+    let deployment_annotations =
+        def.group == "apps" && def.kind == "Deployment" && annotations(old) != annotations(&new);
+    if def.has_generation && (old.get("spec") != new.get("spec") || deployment_annotations) {
         let g = old
             .pointer("/metadata/generation")
             .and_then(Value::as_i64)
@@ -575,9 +584,13 @@ fn store_update(
     }
     let rid: Arc<str> = def.store_id().into();
     if new.pointer("/metadata/deletionTimestamp").is_some() && !has_finalizers(&new) {
-        return Ok(store
-            .remove(&rid, ns, &name, Some(new))
-            .expect("the object exists while the store is locked"));
+        // As kube-apiserver does (`Store.Update` -> `deleteWithoutFinalizers`): the write that empties
+        // the finalizers is not stored; the object is deleted as last stored, so the DELETED event
+        // carries the finalizers it had, and the writer gets back the object it sent.
+        store
+            .remove(&rid, ns, &name, None)
+            .expect("the object exists while the store is locked");
+        return Ok(Stored::new(new, old.rv));
     }
     let spec_changed =
         old.obj.pointer("/metadata/generation") != new.pointer("/metadata/generation");

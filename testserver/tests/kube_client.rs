@@ -1,6 +1,10 @@
 //! Fidelity suite: kube-rs (typed `Api`s and the `watcher`) drives an in-process `TestServer`, and each
 //! test checks behaviour a kube-rs controller relies on: CRUD, every patch type, watch recovery,
 //! optimistic concurrency, generation rules, Secret semantics, finalizers, selectors, faults and RBAC.
+//!
+//! `KUBE_TESTSERVER_FIDELITY=real` runs the same checks against a real kube-apiserver (`fidelity/mod.rs`).
+
+mod fidelity;
 
 use std::fmt::Debug;
 use std::pin::Pin;
@@ -8,6 +12,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{
@@ -15,15 +20,160 @@ use kube::api::{
 };
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use kube_testserver::{Fault, RequestMatch, ServerOptions, TestServer};
+use kube_testserver::{Control, Fault, RequestMatch, ServerOptions, TestServer};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// Upper bound for any single expected event.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Events<K> = Pin<Box<dyn Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send>>;
+
+/// The server one test runs against: a `TestServer` of its own, or (`KUBE_TESTSERVER_FIDELITY=real`)
+/// the binary's real cluster, in a namespace of the test's own. Clients default to that namespace
+/// (`default` on the test server).
+struct Target {
+    server: Option<TestServer>,
+    client: Client,
+    ns: String,
+    /// The real cluster's kubeconfig, for clients with other credentials.
+    kubeconfig: Option<kube::config::Kubeconfig>,
+}
+
+impl Target {
+    async fn start() -> Target {
+        Target::start_with(ServerOptions::default()).await
+    }
+
+    /// `opts` apply to the test server; the real cluster is what it is (RBAC on).
+    async fn start_with(opts: ServerOptions) -> Target {
+        if !fidelity::real() {
+            let server = TestServer::start_with(opts).await.unwrap();
+            return Target {
+                client: server.client(),
+                server: Some(server),
+                ns: "default".into(),
+                kubeconfig: None,
+            };
+        }
+        let cluster = fidelity::real_cluster();
+        let kubeconfig = kube::config::Kubeconfig::read_from(&cluster.kubeconfig)
+            .expect("the real cluster's kubeconfig");
+        let ns = fidelity::unique_namespace();
+        let mut config = kube::Config::from_custom_kubeconfig(
+            kubeconfig.clone(),
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .expect("a client config from the real cluster's kubeconfig");
+        config.default_namespace = ns.clone();
+        let client = Client::try_from(config).unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(
+                &PostParams::default(),
+                &from_json(json!({ "metadata": { "name": ns } })),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("creating namespace {ns} on the real cluster: {e}"));
+        Target {
+            server: None,
+            client,
+            ns,
+            kubeconfig: Some(kubeconfig),
+        }
+    }
+
+    fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// The test's namespace.
+    fn ns(&self) -> &str {
+        &self.ns
+    }
+
+    fn is_real(&self) -> bool {
+        self.server.is_none()
+    }
+
+    /// The test server's controls; `None` on the real server.
+    fn control(&self) -> Option<Control> {
+        self.server.as_ref().map(TestServer::control)
+    }
+
+    /// A client for bearer `token` that does not retry 429/503/504 on its own.
+    async fn client_for_token(&self, token: &str) -> Client {
+        let mut config = match (&self.server, &self.kubeconfig) {
+            (Some(server), _) => kube::Config::new(server.url().parse().unwrap()),
+            (None, Some(kc)) => kube::Config::from_custom_kubeconfig(
+                kc.clone(),
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .unwrap(),
+            (None, None) => unreachable!("a real target has a kubeconfig"),
+        };
+        config.default_namespace = self.ns.clone();
+        config.default_retry = false;
+        config.auth_info = from_json(json!({ "token": token }));
+        Client::try_from(config).unwrap()
+    }
+
+    /// Sends one request as the admin through the client's raw `send` (for what typed clients cannot
+    /// express or do not expose, such as status codes and invalid bodies); returns the status code and
+    /// the JSON body.
+    async fn raw(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("Accept", "application/json")
+            .header("Content-Type", "application/json")
+            .body(kube::client::Body::from(body.as_bytes().to_vec()))
+            .unwrap();
+        let resp = self.client.send(req).await.expect("an HTTP response");
+        let code = resp.status().as_u16();
+        let bytes = resp.into_body().collect_bytes().await.unwrap();
+        (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// The Deployment once its controller is done with it: on the real server, once status reports every
+    /// replica of the current generation updated and available and the object has stopped changing;
+    /// on the test server (no controller) at once.
+    async fn settled(&self, deploys: &Api<Deployment>, name: &str) -> Deployment {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut last: Option<(String, tokio::time::Instant)> = None;
+        loop {
+            let d = deploys.get(name).await.unwrap();
+            if !self.is_real() {
+                return d;
+            }
+            let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let s = d.status.clone().unwrap_or_default();
+            let done = s.observed_generation == d.metadata.generation
+                && s.replicas.unwrap_or(0) == want
+                && s.updated_replicas.unwrap_or(0) == want
+                && s.available_replicas.unwrap_or(0) == want;
+            let rv = d.resource_version().unwrap_or_default();
+            let now = tokio::time::Instant::now();
+            match &last {
+                Some((prev, since)) if done && *prev == rv => {
+                    if now - *since >= Duration::from_millis(1500) {
+                        return d;
+                    }
+                }
+                _ => last = Some((rv, now)),
+            }
+            assert!(now < deadline, "deployment {name} did not settle: {s:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn shutdown(self) {
+        if let Some(server) = self.server {
+            server.shutdown().await;
+        }
+    }
+}
 
 fn from_json<T: DeserializeOwned>(v: Value) -> T {
     serde_json::from_value(v).expect("test fixtures are valid objects")
@@ -100,36 +250,9 @@ async fn wait_applied<K: Resource + Clone + Debug>(events: &mut Events<K>, name:
     .await
 }
 
-/// Sends one raw HTTP/1.1 request as the admin (for what typed clients cannot express or do not
-/// expose, such as status codes and invalid bodies) and returns the status code and JSON body.
-async fn raw_request(server: &TestServer, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let mut s = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer admin\r\nAccept: application/json\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        server.addr(),
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("a status line");
-    // Small bodies may still arrive chunked; take the JSON object between the outer braces.
-    let json = match (body.find('{'), body.rfind('}')) {
-        (Some(a), Some(b)) => serde_json::from_str(&body[a..=b]).unwrap_or(Value::Null),
-        _ => Value::Null,
-    };
-    (code, json)
-}
-
 #[tokio::test]
 async fn api_crud_round_trips_objects() {
-    let server = TestServer::start().await.unwrap();
+    let server = Target::start().await;
     let cms: Api<ConfigMap> = Api::default_namespaced(server.client());
 
     let created = cms
@@ -140,7 +263,7 @@ async fn api_crud_round_trips_objects() {
         .await
         .unwrap();
     let meta = &created.metadata;
-    assert_eq!(meta.namespace.as_deref(), Some("default"));
+    assert_eq!(meta.namespace.as_deref(), Some(server.ns()));
     assert!(
         meta.uid.as_deref().is_some_and(|u| u.len() == 36),
         "{meta:?}"
@@ -163,7 +286,11 @@ async fn api_crud_round_trips_objects() {
     assert_eq!(replaced.data.unwrap()["k"], "v2");
     assert_eq!(replaced.metadata.uid, created.metadata.uid);
 
-    let list = cms.list(&ListParams::default()).await.unwrap();
+    // By label: a real cluster has a kube-root-ca.crt ConfigMap in every namespace.
+    let list = cms
+        .list(&ListParams::default().labels("a=b"))
+        .await
+        .unwrap();
     assert_eq!(list.items.iter().map(name_of).collect::<Vec<_>>(), ["app"]);
     let list_rv: u64 = list.metadata.resource_version.unwrap().parse().unwrap();
     assert!(list_rv >= rv2);
@@ -193,7 +320,7 @@ async fn api_crud_round_trips_objects() {
 
 #[tokio::test]
 async fn delete_without_finalizers_answers_a_success_status() {
-    let server = TestServer::start().await.unwrap();
+    let server = Target::start().await;
     let cms: Api<ConfigMap> = Api::default_namespaced(server.client());
     let created = cms
         .create(
@@ -222,7 +349,7 @@ async fn delete_without_finalizers_answers_a_success_status() {
 
 #[tokio::test]
 async fn every_patch_type_applies_its_own_semantics() {
-    let server = TestServer::start().await.unwrap();
+    let server = Target::start().await;
     let deploys: Api<Deployment> = Api::default_namespaced(server.client());
     deploys
         .create(&PostParams::default(), &from_json(deployment("web", 2)))
@@ -398,7 +525,8 @@ async fn every_patch_type_applies_its_own_semantics() {
 
 #[tokio::test]
 async fn watcher_pages_through_a_large_initial_list() {
-    let server = TestServer::start().await.unwrap();
+    let server = Target::start().await;
+    // The request counts are the test server's (its request log); the rest is checked on both.
     let ctl = server.control();
     let cms: Api<ConfigMap> = Api::default_namespaced(server.client());
     futures::stream::iter(0..1200)
@@ -420,7 +548,9 @@ async fn watcher_pages_through_a_large_initial_list() {
         .try_collect::<Vec<_>>()
         .await
         .unwrap();
-    ctl.reset_request_log();
+    if let Some(ctl) = &ctl {
+        ctl.reset_request_log();
+    }
 
     let mut events: Events<ConfigMap> = watcher(
         cms.clone(),
@@ -443,11 +573,13 @@ async fn watcher_pages_through_a_large_initial_list() {
     }
     let expected: Vec<String> = (0..1200).map(|i| format!("bulk-{i:04}")).collect();
     assert_eq!(names, expected, "every object exactly once, in name order");
-    assert_eq!(
-        ctl.request_count("list", "configmaps"),
-        3,
-        "1,200 objects at 500 per page take three list requests"
-    );
+    if let Some(ctl) = &ctl {
+        assert_eq!(
+            ctl.request_count("list", "configmaps"),
+            3,
+            "1,200 objects at 500 per page take three list requests"
+        );
+    }
 
     cms.create(
         &PostParams::default(),
@@ -457,19 +589,19 @@ async fn watcher_pages_through_a_large_initial_list() {
     .unwrap();
     wait_applied(&mut events, "bulk-late").await;
     // The watch started from the list's resourceVersion, so nothing listed was replayed.
-    assert_eq!(ctl.request_count("watch", "configmaps"), 1);
+    if let Some(ctl) = &ctl {
+        assert_eq!(ctl.request_count("watch", "configmaps"), 1);
+    }
     server.shutdown().await;
 }
 
 #[tokio::test]
 async fn streaming_lists_and_bookmarks() {
-    let server = TestServer::start_with(ServerOptions {
+    let server = Target::start_with(ServerOptions {
         bookmark_interval: Duration::from_millis(100),
         ..Default::default()
     })
-    .await
-    .unwrap();
-    let ctl = server.control();
+    .await;
     let cms: Api<ConfigMap> = Api::default_namespaced(server.client());
     for n in ["s1", "s2", "s3"] {
         cms.create(
@@ -499,6 +631,12 @@ async fn streaming_lists_and_bookmarks() {
     .await;
     names.sort();
     assert_eq!(names, ["s1", "s2", "s3"]);
+    let Some(ctl) = server.control() else {
+        fidelity::test_server_only(
+            "from here: a 100 ms bookmark interval, compaction and watch cuts are test-server options",
+        );
+        return;
+    };
     assert_eq!(ctl.request_count("list", "configmaps"), 0);
 
     // Plain watches that allow bookmarks get them, carrying the current resourceVersion.
@@ -625,6 +763,9 @@ async fn wait_relist_after_410(events: &mut Events<ConfigMap>) -> Vec<String> {
 
 #[tokio::test]
 async fn forced_410_makes_the_watcher_relist_and_carry_on() {
+    if fidelity::test_server_only("fault injection: gone_next_watch and close_watches") {
+        return;
+    }
     let server = TestServer::start().await.unwrap();
     let ctl = server.control();
     let cms: Api<ConfigMap> = Api::default_namespaced(server.client());
@@ -654,6 +795,9 @@ async fn forced_410_makes_the_watcher_relist_and_carry_on() {
 
 #[tokio::test]
 async fn compaction_expires_a_resuming_watcher_which_relists() {
+    if fidelity::test_server_only("compaction and close_watches are test-server hooks") {
+        return;
+    }
     let server = TestServer::start().await.unwrap();
     let ctl = server.control();
     let cms: Api<ConfigMap> = Api::default_namespaced(server.client());
@@ -688,6 +832,9 @@ async fn compaction_expires_a_resuming_watcher_which_relists() {
 
 #[tokio::test]
 async fn watcher_recovers_from_a_server_restart() {
+    if fidelity::test_server_only("restarts the server in place") {
+        return;
+    }
     let server = TestServer::start().await.unwrap();
     let ctl = server.control();
     let cms: Api<ConfigMap> = Api::default_namespaced(server.client());
@@ -709,7 +856,7 @@ async fn watcher_recovers_from_a_server_restart() {
 
 #[tokio::test]
 async fn stale_resource_version_is_a_409_conflict() {
-    let server = TestServer::start().await.unwrap();
+    let server = Target::start().await;
     let secrets: Api<Secret> = Api::default_namespaced(server.client());
     secrets
         .create(
@@ -766,7 +913,7 @@ async fn stale_resource_version_is_a_409_conflict() {
 
 #[tokio::test]
 async fn generation_moves_with_spec_only_and_no_op_writes_keep_the_resource_version() {
-    let server = TestServer::start().await.unwrap();
+    let server = Target::start().await;
     let deploys: Api<Deployment> = Api::default_namespaced(server.client());
     let d = deploys
         .create(&PostParams::default(), &from_json(deployment("web", 2)))
@@ -779,15 +926,25 @@ async fn generation_moves_with_spec_only_and_no_op_writes_keep_the_resource_vers
         .patch(
             "web",
             &PatchParams::default(),
-            &Patch::Merge(
-                json!({ "metadata": { "labels": { "tier": "fe" }, "annotations": { "n": "1" } } }),
-            ),
+            &Patch::Merge(json!({ "metadata": { "labels": { "tier": "fe" } } })),
         )
         .await
         .unwrap();
-    assert_eq!(d.metadata.generation, Some(1), "metadata-only change");
+    assert_eq!(d.metadata.generation, Some(1), "label-only change");
     let rv1 = d.resource_version().unwrap();
     assert_ne!(rv1, rv0);
+
+    // A Deployment's annotations are copied to its ReplicaSets, so kube-apiserver moves its generation
+    // on an annotation change too (only for Deployments).
+    let d = deploys
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "annotations": { "n": "1" } } })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.metadata.generation, Some(2), "annotation change");
 
     let d = deploys
         .patch(
@@ -797,7 +954,15 @@ async fn generation_moves_with_spec_only_and_no_op_writes_keep_the_resource_vers
         )
         .await
         .unwrap();
-    assert_eq!(d.metadata.generation, Some(2), "pod template change");
+    assert_eq!(d.metadata.generation, Some(3), "pod template change");
+    // A real cluster's deployment controller now rolls the pods and writes status: wait until it is
+    // done, so that the writes below are the only ones.
+    let d = server.settled(&deploys, "web").await;
+    assert_eq!(
+        d.metadata.generation,
+        Some(3),
+        "status writes keep the generation"
+    );
     let rv2 = d.resource_version().unwrap();
 
     // Identical writes: same resourceVersion, same generation, and no watch event.
@@ -823,7 +988,7 @@ async fn generation_moves_with_spec_only_and_no_op_writes_keep_the_resource_vers
         .await
         .unwrap();
     assert_eq!(same.resource_version().unwrap(), rv2, "identical patch");
-    assert_eq!(same.metadata.generation, Some(2));
+    assert_eq!(same.metadata.generation, Some(3));
 
     let d = deploys
         .patch(
@@ -833,7 +998,7 @@ async fn generation_moves_with_spec_only_and_no_op_writes_keep_the_resource_vers
         )
         .await
         .unwrap();
-    assert_eq!(d.metadata.generation, Some(3));
+    assert_eq!(d.metadata.generation, Some(4));
     match tokio::time::timeout(Duration::from_secs(5), watch.try_next())
         .await
         .unwrap()
@@ -855,12 +1020,14 @@ async fn generation_moves_with_spec_only_and_no_op_writes_keep_the_resource_vers
         .patch_status(
             "web",
             &PatchParams::default(),
-            &Patch::Merge(json!({ "status": { "observedGeneration": 3, "replicas": 3 } })),
+            &Patch::Merge(json!({ "status": { "observedGeneration": 4, "replicas": 3 } })),
         )
         .await
         .unwrap();
-    assert_eq!(d.metadata.generation, Some(3));
+    assert_eq!(d.metadata.generation, Some(4));
     assert_eq!(d.status.unwrap().replicas, Some(3));
+    // (A real deployment controller rewrites that status; once done, it reports 3 replicas too.)
+    server.settled(&deploys, "web").await;
     let d = deploys
         .patch(
             "web",
@@ -874,9 +1041,9 @@ async fn generation_moves_with_spec_only_and_no_op_writes_keep_the_resource_vers
 }
 
 /// The managedFields entry of `manager`, as (operation, subresource, fieldsV1).
-fn managed_entry(d: &Deployment, manager: &str) -> (String, Option<String>, Value) {
+fn managed_entry<K: Resource>(d: &K, manager: &str) -> (String, Option<String>, Value) {
     let e = d
-        .metadata
+        .meta()
         .managed_fields
         .as_ref()
         .and_then(|l| l.iter().find(|e| e.manager.as_deref() == Some(manager)))
@@ -893,6 +1060,12 @@ fn managed_entry(d: &Deployment, manager: &str) -> (String, Option<String>, Valu
 
 #[tokio::test]
 async fn server_side_apply_on_status_applies_status_and_owns_it() {
+    // server_side_apply_on_status_of_a_suspended_cronjob checks the same on both servers.
+    if fidelity::test_server_only(
+        "a real deployment controller owns and rewrites Deployment status",
+    ) {
+        return;
+    }
     let server = TestServer::start().await.unwrap();
     let deploys: Api<Deployment> = Api::default_namespaced(server.client());
     deploys
@@ -988,9 +1161,128 @@ async fn server_side_apply_on_status_applies_status_and_owns_it() {
     server.shutdown().await;
 }
 
+/// A suspended CronJob: no controller writes its status, so the same status checks as above hold on a
+/// real cluster too.
+fn suspended_cronjob(name: &str, schedule: &str) -> Value {
+    json!({
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": { "name": name },
+        "spec": {
+            "schedule": schedule,
+            "suspend": true,
+            "jobTemplate": { "spec": { "template": { "spec": {
+                "restartPolicy": "Never",
+                "containers": [{ "name": "job", "image": "busybox:1.36" }]
+            } } } }
+        }
+    })
+}
+
+#[tokio::test]
+async fn server_side_apply_on_status_of_a_suspended_cronjob() {
+    let server = Target::start().await;
+    let jobs: Api<CronJob> = Api::default_namespaced(server.client());
+    jobs.create(
+        &PostParams::default(),
+        &from_json(suspended_cronjob("tick", "*/30 * * * *")),
+    )
+    .await
+    .unwrap();
+
+    let ctrl = PatchParams {
+        field_manager: Some("ctrl".into()),
+        ..Default::default()
+    };
+    let status = json!({ "status": {
+        "lastScheduleTime": "2025-01-01T00:00:00Z",
+        "lastSuccessfulTime": "2025-01-01T00:01:00Z"
+    } });
+    let c = jobs
+        .patch_status("tick", &ctrl, &Patch::Merge(status))
+        .await
+        .unwrap();
+    let (op, sub, fields) = managed_entry(&c, "ctrl");
+    assert_eq!((op.as_str(), sub.as_deref()), ("Update", Some("status")));
+    assert_eq!(
+        fields,
+        json!({ "f:status": { "f:lastScheduleTime": {}, "f:lastSuccessfulTime": {} } })
+    );
+
+    let mut applied = suspended_cronjob("tick", "*/5 * * * *");
+    applied["status"] = json!({ "lastScheduleTime": "2025-02-01T00:00:00Z" });
+    let err = api_error(
+        jobs.patch_status(
+            "tick",
+            &PatchParams::apply("applier"),
+            &Patch::Apply(applied.clone()),
+        )
+        .await
+        .unwrap_err(),
+        "409 status apply conflict",
+    );
+    assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
+    assert_eq!(
+        err.message,
+        "Apply failed with 1 conflict: conflict with \"ctrl\" with subresource \"status\" using batch/v1: .status.lastScheduleTime"
+    );
+
+    let c = jobs
+        .patch_status(
+            "tick",
+            &PatchParams::apply("applier").force(),
+            &Patch::Apply(applied.clone()),
+        )
+        .await
+        .unwrap();
+    let st = c.status.as_ref().unwrap();
+    assert_eq!(
+        st.last_schedule_time.as_ref().map(|t| t.0.to_string()),
+        Some("2025-02-01T00:00:00Z".into())
+    );
+    assert!(st.last_successful_time.is_some());
+    assert_eq!(
+        c.spec.as_ref().unwrap().schedule,
+        "*/30 * * * *",
+        "spec is ignored"
+    );
+    assert_eq!(c.metadata.generation, Some(1));
+    let (op, sub, fields) = managed_entry(&c, "applier");
+    assert_eq!((op.as_str(), sub.as_deref()), ("Apply", Some("status")));
+    assert_eq!(fields, json!({ "f:status": { "f:lastScheduleTime": {} } }));
+    let (_, _, fields) = managed_entry(&c, "ctrl");
+    assert_eq!(
+        fields,
+        json!({ "f:status": { "f:lastSuccessfulTime": {} } })
+    );
+
+    let again = jobs
+        .patch_status(
+            "tick",
+            &PatchParams::apply("applier"),
+            &Patch::Apply(applied),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.resource_version(), c.resource_version());
+
+    let err = api_error(
+        jobs.patch_status(
+            "nope",
+            &PatchParams::apply("applier"),
+            &Patch::Apply(suspended_cronjob("nope", "*/30 * * * *")),
+        )
+        .await
+        .unwrap_err(),
+        "404 for status apply on a missing object",
+    );
+    assert_eq!(err.code, 404);
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn secret_string_data_is_folded_into_data() {
-    let server = TestServer::start().await.unwrap();
+    let server = Target::start().await;
     let secrets: Api<Secret> = Api::default_namespaced(server.client());
     let s = secrets
         .create(
@@ -1025,13 +1317,8 @@ async fn secret_string_data_is_folded_into_data() {
     assert_eq!(data.len(), 3);
 
     // Invalid base64 cannot be expressed with typed objects, so this one goes out raw.
-    let (code, status) = raw_request(
-        &server,
-        "POST",
-        "/api/v1/namespaces/default/secrets",
-        BAD_BASE64_SECRET,
-    )
-    .await;
+    let path = format!("/api/v1/namespaces/{}/secrets", server.ns());
+    let (code, status) = server.raw("POST", &path, BAD_BASE64_SECRET).await;
     assert_eq!((code, &status["reason"]), (400, &json!("BadRequest")));
     let message = status["message"].as_str().unwrap_or_default();
     assert!(
@@ -1049,14 +1336,9 @@ const BAD_BASE64_SECRET: &str =
 
 #[tokio::test]
 async fn invalid_secret_base64_reports_the_byte_offset() {
-    let server = TestServer::start().await.unwrap();
-    let (code, status) = raw_request(
-        &server,
-        "POST",
-        "/api/v1/namespaces/default/secrets",
-        BAD_BASE64_SECRET,
-    )
-    .await;
+    let server = Target::start().await;
+    let path = format!("/api/v1/namespaces/{}/secrets", server.ns());
+    let (code, status) = server.raw("POST", &path, BAD_BASE64_SECRET).await;
     assert_eq!(code, 400);
     assert_eq!(
         status["message"],
@@ -1067,7 +1349,7 @@ async fn invalid_secret_base64_reports_the_byte_offset() {
 
 #[tokio::test]
 async fn immutable_secret_refuses_data_changes() {
-    let server = TestServer::start().await.unwrap();
+    let server = Target::start().await;
     let secrets: Api<Secret> = Api::default_namespaced(server.client());
     secrets
         .create(
@@ -1126,8 +1408,10 @@ async fn immutable_secret_refuses_data_changes() {
 
 #[tokio::test]
 async fn create_in_a_missing_namespace_is_404() {
-    let server = TestServer::start().await.unwrap();
-    let cms: Api<ConfigMap> = Api::namespaced(server.client(), "nope");
+    let server = Target::start().await;
+    // The test's own namespace name plus a suffix: unique on a shared cluster too.
+    let nope = format!("{}-nope", server.ns());
+    let cms: Api<ConfigMap> = Api::namespaced(server.client(), &nope);
     let err = api_error(
         cms.create(
             &PostParams::default(),
@@ -1139,14 +1423,18 @@ async fn create_in_a_missing_namespace_is_404() {
     );
     assert_eq!(
         (err.code, err.reason.as_str(), err.message.as_str()),
-        (404, "NotFound", "namespaces \"nope\" not found")
+        (
+            404,
+            "NotFound",
+            format!("namespaces \"{nope}\" not found").as_str()
+        )
     );
 
     // Once the namespace exists the same create works.
     let nss: Api<Namespace> = Api::all(server.client());
     nss.create(
         &PostParams::default(),
-        &from_json(json!({ "metadata": { "name": "nope" } })),
+        &from_json(json!({ "metadata": { "name": nope } })),
     )
     .await
     .unwrap();
@@ -1161,7 +1449,7 @@ async fn create_in_a_missing_namespace_is_404() {
 
 #[tokio::test]
 async fn finalizers_hold_deletion_until_removed() {
-    let server = TestServer::start().await.unwrap();
+    let server = Target::start().await;
     let cms: Api<ConfigMap> = Api::default_namespaced(server.client());
     let created = cms
         .create(
@@ -1173,9 +1461,13 @@ async fn finalizers_hold_deletion_until_removed() {
         )
         .await
         .unwrap();
+    // This object only: a real cluster adds kube-root-ca.crt to a new namespace whenever it gets to it.
     let mut watch = cms
         .watch(
-            &WatchParams::default().disable_bookmarks().timeout(10),
+            &WatchParams::default()
+                .fields("metadata.name=held")
+                .disable_bookmarks()
+                .timeout(10),
             &created.resource_version().unwrap(),
         )
         .await
@@ -1211,13 +1503,17 @@ async fn finalizers_hold_deletion_until_removed() {
         err.message
     );
 
-    cms.patch(
-        "held",
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
-    )
-    .await
-    .unwrap();
+    let last = cms
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
+        )
+        .await
+        .unwrap();
+    // The answer is the object as written: no finalizers, still marked for deletion.
+    assert!(last.finalizers().is_empty(), "{last:?}");
+    assert!(last.metadata.deletion_timestamp.is_some(), "{last:?}");
     let err = api_error(cms.get("held").await.unwrap_err(), "gone after finalizers");
     assert_eq!(err.code, 404);
 
@@ -1239,13 +1535,15 @@ async fn finalizers_hold_deletion_until_removed() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!(seen, ["MODIFIED deleting=true", "DELETED finalizers=0"]);
+    // The write that empties the finalizers is not stored: the object is deleted as it last stood, so
+    // the DELETED event still lists the finalizer (kube-apiserver's deleteWithoutFinalizers).
+    assert_eq!(seen, ["MODIFIED deleting=true", "DELETED finalizers=1"]);
     server.shutdown().await;
 }
 
 #[tokio::test]
 async fn delete_held_by_finalizers_answers_200_with_the_object() {
-    let server = TestServer::start().await.unwrap();
+    let server = Target::start().await;
     let cms: Api<ConfigMap> = Api::default_namespaced(server.client());
     cms.create(
         &PostParams::default(),
@@ -1253,19 +1551,19 @@ async fn delete_held_by_finalizers_answers_200_with_the_object() {
     )
     .await
     .unwrap();
-    let path = "/api/v1/namespaces/default/configmaps/held";
-    let (code, body) = raw_request(&server, "DELETE", path, "").await;
+    let path = format!("/api/v1/namespaces/{}/configmaps/held", server.ns());
+    let (code, body) = server.raw("DELETE", &path, "").await;
     assert_eq!(code, 200, "{body}");
     assert!(body["metadata"]["deletionTimestamp"].is_string(), "{body}");
     // Deleting again while finalizers are pending also answers 200 with the object.
-    let (code, _) = raw_request(&server, "DELETE", path, "").await;
+    let (code, _) = server.raw("DELETE", &path, "").await;
     assert_eq!(code, 200);
     server.shutdown().await;
 }
 
 #[tokio::test]
 async fn label_and_field_selectors_filter_lists() {
-    let server = TestServer::start().await.unwrap();
+    let server = Target::start().await;
     let secrets: Api<Secret> = Api::default_namespaced(server.client());
     for (name, labels, typ) in [
         ("a", json!({ "app": "web", "tier": "fe" }), "Opaque"),
@@ -1388,6 +1686,9 @@ async fn label_and_field_selectors_filter_lists() {
 
 #[tokio::test]
 async fn rollout_record_keeps_each_distinct_template() {
+    if fidelity::test_server_only("the rollout record is a test-server hook") {
+        return;
+    }
     let server = TestServer::start().await.unwrap();
     let ctl = server.control();
     let deploys: Api<Deployment> = Api::default_namespaced(server.client());
@@ -1440,6 +1741,9 @@ async fn rollout_record_keeps_each_distinct_template() {
 
 #[tokio::test]
 async fn request_log_counts_by_verb_and_resource() {
+    if fidelity::test_server_only("the request log is a test-server hook") {
+        return;
+    }
     let server = TestServer::start().await.unwrap();
     let ctl = server.control();
     let cms: Api<ConfigMap> = Api::default_namespaced(server.client());
@@ -1498,6 +1802,9 @@ async fn request_log_counts_by_verb_and_resource() {
 
 #[tokio::test]
 async fn injected_503_and_429_reach_kube_rs() {
+    if fidelity::test_server_only("fault injection") {
+        return;
+    }
     let server = TestServer::start().await.unwrap();
     let ctl = server.control();
     let raw: Api<ConfigMap> = Api::default_namespaced(client_without_retries(&server, "admin"));
@@ -1550,15 +1857,16 @@ async fn injected_503_and_429_reach_kube_rs() {
 
 #[tokio::test]
 async fn rbac_allows_what_a_role_grants_and_forbids_the_rest() {
-    let server = TestServer::start_with(ServerOptions {
+    // RBAC is always on in a real cluster; on the test server it is an option.
+    let server = Target::start_with(ServerOptions {
         rbac: true,
         ..Default::default()
     })
-    .await
-    .unwrap();
+    .await;
     let admin = server.client();
     let nss: Api<Namespace> = Api::all(admin.clone());
-    for ns in ["team-a", "team-b"] {
+    let (team_a, team_b) = (format!("{}-a", server.ns()), format!("{}-b", server.ns()));
+    for ns in [&team_a, &team_b] {
         nss.create(
             &PostParams::default(),
             &from_json(json!({ "metadata": { "name": ns } })),
@@ -1568,19 +1876,19 @@ async fn rbac_allows_what_a_role_grants_and_forbids_the_rest() {
         let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), ns);
         cms.create(
             &PostParams::default(),
-            &config_map("cfg", json!({}), json!({ "k": ns })),
+            &config_map("cfg", json!({ "t": "rbac" }), json!({ "k": ns })),
         )
         .await
         .unwrap();
     }
-    Api::<ServiceAccount>::namespaced(admin.clone(), "team-a")
+    Api::<ServiceAccount>::namespaced(admin.clone(), &team_a)
         .create(
             &PostParams::default(),
             &from_json(json!({ "metadata": { "name": "reader" } })),
         )
         .await
         .unwrap();
-    Api::<Role>::namespaced(admin.clone(), "team-a")
+    Api::<Role>::namespaced(admin.clone(), &team_a)
         .create(
             &PostParams::default(),
             &from_json(json!({
@@ -1590,28 +1898,49 @@ async fn rbac_allows_what_a_role_grants_and_forbids_the_rest() {
         )
         .await
         .unwrap();
-    Api::<RoleBinding>::namespaced(admin.clone(), "team-a")
+    Api::<RoleBinding>::namespaced(admin.clone(), &team_a)
         .create(
             &PostParams::default(),
             &from_json(json!({
                 "metadata": { "name": "cm-reader" },
                 "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cm-reader" },
-                "subjects": [{ "kind": "ServiceAccount", "name": "reader", "namespace": "team-a" }]
+                "subjects": [{ "kind": "ServiceAccount", "name": "reader", "namespace": team_a }]
             })),
         )
         .await
         .unwrap();
 
-    let sa = client_without_retries(&server, "system:serviceaccount:team-a:reader");
-    let user = "system:serviceaccount:team-a:reader";
-    let own: Api<ConfigMap> = Api::namespaced(sa.clone(), "team-a");
-    assert_eq!(own.get("cfg").await.unwrap().data.unwrap()["k"], "team-a");
+    let user = format!("system:serviceaccount:{team_a}:reader");
+    // The test server takes the user name as a token; a real cluster issues one (TokenRequest).
+    let token = if server.is_real() {
+        Api::<ServiceAccount>::namespaced(admin.clone(), &team_a)
+            .create_token_request(
+                "reader",
+                &PostParams::default(),
+                &from_json(json!({ "spec": { "audiences": [] } })),
+            )
+            .await
+            .unwrap()
+            .status
+            .expect("a TokenRequest answers with a token")
+            .token
+    } else {
+        user.clone()
+    };
+    let sa = server.client_for_token(&token).await;
+    let own: Api<ConfigMap> = Api::namespaced(sa.clone(), &team_a);
+    assert_eq!(own.get("cfg").await.unwrap().data.unwrap()["k"], team_a);
+    // By label: a real cluster has a kube-root-ca.crt ConfigMap in every namespace.
     assert_eq!(
-        own.list(&ListParams::default()).await.unwrap().items.len(),
+        own.list(&ListParams::default().labels("t=rbac"))
+            .await
+            .unwrap()
+            .items
+            .len(),
         1
     );
 
-    let other: Api<ConfigMap> = Api::namespaced(sa.clone(), "team-b");
+    let other: Api<ConfigMap> = Api::namespaced(sa.clone(), &team_b);
     let err = api_error(
         other.list(&ListParams::default()).await.unwrap_err(),
         "403 in another namespace",
@@ -1620,14 +1949,14 @@ async fn rbac_allows_what_a_role_grants_and_forbids_the_rest() {
     assert_eq!(
         err.message,
         format!(
-            "configmaps is forbidden: User \"{user}\" cannot list resource \"configmaps\" in API group \"\" in the namespace \"team-b\""
+            "configmaps is forbidden: User \"{user}\" cannot list resource \"configmaps\" in API group \"\" in the namespace \"{team_b}\""
         )
     );
     let err = api_error(other.get("cfg").await.unwrap_err(), "403 get");
     assert_eq!(
         err.message,
         format!(
-            "configmaps \"cfg\" is forbidden: User \"{user}\" cannot get resource \"configmaps\" in API group \"\" in the namespace \"team-b\""
+            "configmaps \"cfg\" is forbidden: User \"{user}\" cannot get resource \"configmaps\" in API group \"\" in the namespace \"{team_b}\""
         )
     );
     let err = api_error(
@@ -1642,10 +1971,10 @@ async fn rbac_allows_what_a_role_grants_and_forbids_the_rest() {
     assert_eq!(
         err.message,
         format!(
-            "configmaps is forbidden: User \"{user}\" cannot create resource \"configmaps\" in API group \"\" in the namespace \"team-a\""
+            "configmaps is forbidden: User \"{user}\" cannot create resource \"configmaps\" in API group \"\" in the namespace \"{team_a}\""
         )
     );
-    let secrets: Api<Secret> = Api::namespaced(sa.clone(), "team-a");
+    let secrets: Api<Secret> = Api::namespaced(sa.clone(), &team_a);
     let err = api_error(
         secrets.list(&ListParams::default()).await.unwrap_err(),
         "403 for a resource the role lacks",
@@ -1664,7 +1993,7 @@ async fn rbac_allows_what_a_role_grants_and_forbids_the_rest() {
     );
     // Unknown tokens are not authenticated at all.
     let anon: Api<ConfigMap> =
-        Api::namespaced(client_without_retries(&server, "no-such-token"), "team-a");
+        Api::namespaced(server.client_for_token("no-such-token").await, &team_a);
     let err = api_error(anon.get("cfg").await.unwrap_err(), "401");
     assert_eq!((err.code, err.reason.as_str()), (401, "Unauthorized"));
     server.shutdown().await;
