@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Env, env_from_configmap, env_from_secret, pod};
+use common::{Env, Server, e2e, env_from_configmap, env_from_secret, pod};
 use serde_json::json;
 
 const NS: &str = "notes";
@@ -14,9 +14,9 @@ fn both(secret: &str, configmap: &str) -> serde_json::Value {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn explicit_lists_excludes_and_ignored_sources() {
-    let env = Env::start().await;
+e2e!(explicit_lists_excludes_and_ignored_sources);
+async fn explicit_lists_excludes_and_ignored_sources(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     for s in ["listed", "skipped", "ignored"] {
         env.secret(NS, s, &[("k", "1")]).await;
@@ -64,12 +64,12 @@ async fn explicit_lists_excludes_and_ignored_sources() {
     )
     .await;
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "lists", 0);
-    env.assert_rolls("deployments", NS, "excludes", 0);
+    env.assert_rolls("deployments", NS, "lists", 0).await;
+    env.assert_rolls("deployments", NS, "excludes", 0).await;
     // Removing the ignore annotation with the content it was first recorded with: still nothing.
     env.secret(NS, "ignored", &[("k", "1")]).await;
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "excludes", 0);
+    env.assert_rolls("deployments", NS, "excludes", 0).await;
 
     env.secret(NS, "listed", &[("k", "2")]).await;
     env.wait_rolls("deployments", NS, "lists", 1).await;
@@ -77,15 +77,15 @@ async fn explicit_lists_excludes_and_ignored_sources() {
     env.configmap(NS, "listed-cm", &[("k", "2")]).await;
     env.wait_rolls("deployments", NS, "lists", 2).await;
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "lists", 2);
-    env.assert_rolls("deployments", NS, "excludes", 1);
+    env.assert_rolls("deployments", NS, "lists", 2).await;
+    env.assert_rolls("deployments", NS, "excludes", 1).await;
     env.assert_rolled_annotations("deployments", NS, "lists")
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stakater_auto_annotations() {
-    let env = Env::start().await;
+e2e!(stakater_auto_annotations);
+async fn stakater_auto_annotations(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     env.secret(NS, "s", &[("k", "1")]).await;
     env.configmap(NS, "c", &[("k", "1")]).await;
@@ -127,7 +127,8 @@ async fn stakater_auto_annotations() {
     }
     env.barrier(NS).await;
     for (name, _, secrets, _) in cases {
-        env.assert_rolls("deployments", NS, name, usize::from(secrets));
+        env.assert_rolls("deployments", NS, name, usize::from(secrets))
+            .await;
     }
 
     env.configmap(NS, "c", &[("k", "2")]).await;
@@ -138,14 +139,14 @@ async fn stakater_auto_annotations() {
     env.barrier(NS).await;
     for (name, _, secrets, configmaps) in cases {
         let n = usize::from(secrets) + usize::from(configmaps);
-        env.assert_rolls("deployments", NS, name, n);
+        env.assert_rolls("deployments", NS, name, n).await;
         env.assert_rolled_annotations("deployments", NS, name).await;
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stakater_reload_lists_with_regexes_and_excludes() {
-    let env = Env::start().await;
+e2e!(stakater_reload_lists_with_regexes_and_excludes);
+async fn stakater_reload_lists_with_regexes_and_excludes(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     for s in ["db", "app-1", "xapp-1", "other", "skip-1", "keep"] {
         env.secret(NS, s, &[("k", "1")]).await;
@@ -196,7 +197,7 @@ async fn stakater_reload_lists_with_regexes_and_excludes() {
     env.configmap(NS, "db", &[("k", "2")]).await;
     env.barrier(NS).await;
     for w in ["secret-list", "configmap-list", "excludes"] {
-        env.assert_rolls("deployments", NS, w, 0);
+        env.assert_rolls("deployments", NS, w, 0).await;
     }
 
     env.secret(NS, "db", &[("k", "2")]).await;
@@ -210,14 +211,15 @@ async fn stakater_reload_lists_with_regexes_and_excludes() {
     env.configmap(NS, "keep", &[("k", "2")]).await;
     env.wait_rolls("deployments", NS, "excludes", 2).await;
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "secret-list", 2);
-    env.assert_rolls("deployments", NS, "configmap-list", 1);
-    env.assert_rolls("deployments", NS, "excludes", 2);
+    env.assert_rolls("deployments", NS, "secret-list", 2).await;
+    env.assert_rolls("deployments", NS, "configmap-list", 1)
+        .await;
+    env.assert_rolls("deployments", NS, "excludes", 2).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stakater_search_match_and_ignore() {
-    let env = Env::start().await;
+e2e!(stakater_search_match_and_ignore);
+async fn stakater_search_match_and_ignore(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     let matched = [("reloader.stakater.com/match", "true")];
     env.secret_with(NS, "matched", &[("k", "1")], &matched)
@@ -258,8 +260,8 @@ async fn stakater_search_match_and_ignore() {
     )
     .await;
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "search", 0);
-    env.assert_rolls("deployments", NS, "auto", 0);
+    env.assert_rolls("deployments", NS, "search", 0).await;
+    env.assert_rolls("deployments", NS, "auto", 0).await;
 
     env.secret_with(NS, "matched", &[("k", "2")], &matched)
         .await;
@@ -268,12 +270,12 @@ async fn stakater_search_match_and_ignore() {
         .await;
     env.wait_rolls("deployments", NS, "search", 2).await;
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "search", 2);
+    env.assert_rolls("deployments", NS, "search", 2).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stakater_compat_false_ignores_reloader_annotations() {
-    let env = Env::start().await;
+e2e!(stakater_compat_false_ignores_reloader_annotations);
+async fn stakater_compat_false_ignores_reloader_annotations(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     env.secret(NS, "s", &[("k", "1")]).await;
     env.configmap(NS, "c", &[("k", "1")]).await;
@@ -319,9 +321,9 @@ async fn stakater_compat_false_ignores_reloader_annotations() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reload_false_opts_out_under_auto_reload_all() {
-    let env = Env::start().await;
+e2e!(reload_false_opts_out_under_auto_reload_all);
+async fn reload_false_opts_out_under_auto_reload_all(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     env.secret(NS, "s", &[("k", "1")]).await;
     env.workload("deployments", NS, "plain", &[], env_from_secret("s"))
@@ -352,9 +354,9 @@ async fn reload_false_opts_out_under_auto_reload_all() {
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_malformed_annotation_warns_once_and_leaves_others_working() {
-    let env = Env::start().await;
+e2e!(a_malformed_annotation_warns_once_and_leaves_others_working);
+async fn a_malformed_annotation_warns_once_and_leaves_others_working(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     env.secret(NS, "db", &[("k", "1")]).await;
     env.workload(
