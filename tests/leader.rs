@@ -104,6 +104,9 @@ async fn only_the_leader_rolls_and_a_standby_takes_over_after_the_leader_is_kill
     let b = standby(&env, &FAST).await;
     assert_eq!(leader_gauge(&b).await, 0.0);
     // README: a standby logs `waiting to become leader` once, naming the holder; only the log says so.
+    // It answers `standby` as soon as it starts waiting, before its first look at the Lease: wait for it.
+    b.wait_for_log("waiting to become leader", Duration::from_secs(15))
+        .await;
     let waiting = b.log_lines_with(&["waiting to become leader"]);
     assert!(waiting[0].contains(&a_id), "names the holder: {waiting:?}");
     env.wait_recorded("deployments", NS, "web").await;
