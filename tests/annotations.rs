@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Env, env_from_configmap, env_from_secret, pod};
+use common::{Env, Server, e2e, env_from_configmap, env_from_secret, pod};
 use serde_json::json;
 
 const NS: &str = "notes";
@@ -15,9 +15,9 @@ fn both(secret: &str, configmap: &str) -> serde_json::Value {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn explicit_lists_excludes_and_ignored_sources() {
-    let env = Env::start().await;
+e2e!(explicit_lists_excludes_and_ignored_sources);
+async fn explicit_lists_excludes_and_ignored_sources(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     for s in ["listed", "skipped", "ignored"] {
         env.secret(NS, s, &[("k", "1")]).await;
@@ -65,12 +65,12 @@ async fn explicit_lists_excludes_and_ignored_sources() {
     )
     .await;
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "lists", 0);
-    env.assert_rolls("deployments", NS, "excludes", 0);
+    env.assert_rolls("deployments", NS, "lists", 0).await;
+    env.assert_rolls("deployments", NS, "excludes", 0).await;
     // Removing the ignore annotation with the content it was first recorded with: still nothing.
     env.secret(NS, "ignored", &[("k", "1")]).await;
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "excludes", 0);
+    env.assert_rolls("deployments", NS, "excludes", 0).await;
 
     env.secret(NS, "listed", &[("k", "2")]).await;
     env.wait_rolls("deployments", NS, "lists", 1).await;
@@ -78,15 +78,15 @@ async fn explicit_lists_excludes_and_ignored_sources() {
     env.configmap(NS, "listed-cm", &[("k", "2")]).await;
     env.wait_rolls("deployments", NS, "lists", 2).await;
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "lists", 2);
-    env.assert_rolls("deployments", NS, "excludes", 1);
+    env.assert_rolls("deployments", NS, "lists", 2).await;
+    env.assert_rolls("deployments", NS, "excludes", 1).await;
     env.assert_rolled_annotations("deployments", NS, "lists")
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stakater_auto_annotations() {
-    let env = Env::start().await;
+e2e!(stakater_auto_annotations);
+async fn stakater_auto_annotations(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     env.secret(NS, "s", &[("k", "1")]).await;
     env.configmap(NS, "c", &[("k", "1")]).await;
@@ -128,7 +128,8 @@ async fn stakater_auto_annotations() {
     }
     env.barrier(NS).await;
     for (name, _, secrets, _) in cases {
-        env.assert_rolls("deployments", NS, name, usize::from(secrets));
+        env.assert_rolls("deployments", NS, name, usize::from(secrets))
+            .await;
     }
 
     env.configmap(NS, "c", &[("k", "2")]).await;
@@ -139,14 +140,14 @@ async fn stakater_auto_annotations() {
     env.barrier(NS).await;
     for (name, _, secrets, configmaps) in cases {
         let n = usize::from(secrets) + usize::from(configmaps);
-        env.assert_rolls("deployments", NS, name, n);
+        env.assert_rolls("deployments", NS, name, n).await;
         env.assert_rolled_annotations("deployments", NS, name).await;
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stakater_reload_lists_with_regexes_and_excludes() {
-    let env = Env::start().await;
+e2e!(stakater_reload_lists_with_regexes_and_excludes);
+async fn stakater_reload_lists_with_regexes_and_excludes(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     for s in ["db", "app-1", "xapp-1", "other", "skip-1", "keep"] {
         env.secret(NS, s, &[("k", "1")]).await;
@@ -201,7 +202,7 @@ async fn stakater_reload_lists_with_regexes_and_excludes() {
     env.configmap(NS, "db", &[("k", "2")]).await;
     env.barrier(NS).await;
     for w in ["secret-list", "configmap-list", "excludes"] {
-        env.assert_rolls("deployments", NS, w, 0);
+        env.assert_rolls("deployments", NS, w, 0).await;
     }
 
     env.secret(NS, "db", &[("k", "2")]).await;
@@ -215,14 +216,15 @@ async fn stakater_reload_lists_with_regexes_and_excludes() {
     env.configmap(NS, "keep", &[("k", "2")]).await;
     env.wait_rolls("deployments", NS, "excludes", 2).await;
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "secret-list", 2);
-    env.assert_rolls("deployments", NS, "configmap-list", 1);
-    env.assert_rolls("deployments", NS, "excludes", 2);
+    env.assert_rolls("deployments", NS, "secret-list", 2).await;
+    env.assert_rolls("deployments", NS, "configmap-list", 1)
+        .await;
+    env.assert_rolls("deployments", NS, "excludes", 2).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stakater_search_match_and_ignore() {
-    let env = Env::start().await;
+e2e!(stakater_search_match_and_ignore);
+async fn stakater_search_match_and_ignore(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     let matched = [("reloader.stakater.com/match", "true")];
     env.secret_with(NS, "matched", &[("k", "1")], &matched)
@@ -263,8 +265,8 @@ async fn stakater_search_match_and_ignore() {
     )
     .await;
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "search", 0);
-    env.assert_rolls("deployments", NS, "auto", 0);
+    env.assert_rolls("deployments", NS, "search", 0).await;
+    env.assert_rolls("deployments", NS, "auto", 0).await;
 
     env.secret_with(NS, "matched", &[("k", "2")], &matched)
         .await;
@@ -273,12 +275,12 @@ async fn stakater_search_match_and_ignore() {
         .await;
     env.wait_rolls("deployments", NS, "search", 2).await;
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "search", 2);
+    env.assert_rolls("deployments", NS, "search", 2).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stakater_compat_false_ignores_reloader_annotations() {
-    let env = Env::start().await;
+e2e!(stakater_compat_false_ignores_reloader_annotations);
+async fn stakater_compat_false_ignores_reloader_annotations(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     env.secret(NS, "s", &[("k", "1")]).await;
     env.configmap(NS, "c", &[("k", "1")]).await;
@@ -324,9 +326,9 @@ async fn stakater_compat_false_ignores_reloader_annotations() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reload_false_opts_out_under_auto_reload_all() {
-    let env = Env::start().await;
+e2e!(reload_false_opts_out_under_auto_reload_all);
+async fn reload_false_opts_out_under_auto_reload_all(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     env.secret(NS, "s", &[("k", "1")]).await;
     env.workload("deployments", NS, "plain", &[], env_from_secret("s"))
@@ -357,9 +359,9 @@ async fn reload_false_opts_out_under_auto_reload_all() {
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_malformed_annotation_warns_once_and_leaves_others_working() {
-    let env = Env::start().await;
+e2e!(a_malformed_annotation_warns_once_and_leaves_others_working);
+async fn a_malformed_annotation_warns_once_and_leaves_others_working(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     env.secret(NS, "db", &[("k", "1")]).await;
     env.workload(
@@ -424,9 +426,9 @@ async fn a_malformed_annotation_warns_once_and_leaves_others_working() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reloader_booleans_are_read_like_go_parse_bool() {
-    let env = Env::start().await;
+e2e!(reloader_booleans_are_read_like_go_parse_bool);
+async fn reloader_booleans_are_read_like_go_parse_bool(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     env.secret(NS, "s", &[("k", "1")]).await;
     env.configmap(NS, "c", &[("k", "1")]).await;
@@ -475,7 +477,8 @@ async fn reloader_booleans_are_read_like_go_parse_bool() {
     for (prefix, _, secrets, configmaps) in annotations {
         for i in 0..truthy.len() {
             let w = name(prefix, "yes", i);
-            env.assert_rolls("deployments", NS, &w, secrets + configmaps);
+            env.assert_rolls("deployments", NS, &w, secrets + configmaps)
+                .await;
             // Read, not rejected: no Warning.
             assert!(
                 env.events_for(NS, &w)
@@ -492,9 +495,9 @@ async fn reloader_booleans_are_read_like_go_parse_bool() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reloader_excludes_are_exact_names() {
-    let env = Env::start().await;
+e2e!(reloader_excludes_are_exact_names);
+async fn reloader_excludes_are_exact_names(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     env.configmap(NS, "cfg.v1", &[("k", "1")]).await;
     env.configmap(NS, "cfgxv1", &[("k", "1")]).await;
@@ -516,17 +519,17 @@ async fn reloader_excludes_are_exact_names() {
 
     env.configmap(NS, "cfg.v1", &[("k", "2")]).await;
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "web", 0);
+    env.assert_rolls("deployments", NS, "web", 0).await;
     // `cfg.v1` is a name, not an expression whose `.` would match the `x`.
     env.configmap(NS, "cfgxv1", &[("k", "2")]).await;
     env.wait_rolls("deployments", NS, "web", 1).await;
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "web", 1);
+    env.assert_rolls("deployments", NS, "web", 1).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reloader_rollout_strategy_restart_sets_restart_at_and_leaves_the_template() {
-    let env = Env::start().await;
+e2e!(reloader_rollout_strategy_restart_sets_restart_at_and_leaves_the_template);
+async fn reloader_rollout_strategy_restart_sets_restart_at_and_leaves_the_template(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     env.secret(NS, "db", &[("password", "p1")]).await;
     let auto = ("reloader.stakater.com/auto", "true");
@@ -546,6 +549,7 @@ async fn reloader_rollout_strategy_restart_sets_restart_at_and_leaves_the_templa
         env_from_secret("db"),
     )
     .await;
+    let created = env.get("rollouts", NS, "restart").await.data["spec"]["template"].clone();
     let _hr = env.hashroll(&[]).await;
     env.wait_recorded("rollouts", NS, "restart").await;
     env.wait_recorded("rollouts", NS, "rollout").await;
@@ -554,13 +558,13 @@ async fn reloader_rollout_strategy_restart_sets_restart_at_and_leaves_the_templa
     env.wait_rolls("rollouts", NS, "rollout", 1).await;
     env.wait_event(NS, "restart", "Reloaded").await;
     env.barrier(NS).await;
-    env.assert_rolls("rollouts", NS, "rollout", 1);
-    env.assert_restarted_at(NS, "restart").await;
+    env.assert_rolls("rollouts", NS, "rollout", 1).await;
+    env.assert_restarted_at(NS, "restart", &created).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reloader_annotations_are_read_on_the_metadata_else_on_the_template() {
-    let env = Env::start().await;
+e2e!(reloader_annotations_are_read_on_the_metadata_else_on_the_template);
+async fn reloader_annotations_are_read_on_the_metadata_else_on_the_template(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     env.secret(NS, "s", &[("k", "1")]).await;
     env.configmap(NS, "c", &[("k", "1")]).await;
@@ -627,7 +631,7 @@ async fn reloader_annotations_are_read_on_the_metadata_else_on_the_template() {
         env.barrier(NS).await;
         for c in &cases {
             let n = c.rolls[..=i].iter().sum();
-            env.assert_rolls("deployments", NS, c.name, n);
+            env.assert_rolls("deployments", NS, c.name, n).await;
         }
     }
     // Opted out on the metadata: not even recorded.
@@ -647,10 +651,10 @@ async fn assert_not_paused(env: &Env, name: &str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pause_period_rolls_once_per_period_and_a_restart_loses_nothing() {
+e2e!(a_pause_period_rolls_once_per_period_and_a_restart_loses_nothing);
+async fn a_pause_period_rolls_once_per_period_and_a_restart_loses_nothing(on: Server) {
     const PERIOD: std::time::Duration = std::time::Duration::from_secs(3);
-    let env = Env::start().await;
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     env.secret(NS, "db", &[("password", "p1")]).await;
     env.workload(
@@ -683,7 +687,7 @@ async fn a_pause_period_rolls_once_per_period_and_a_restart_loses_nothing() {
         within_period(first),
         "the test was too slow to make its changes within the period"
     );
-    env.assert_rolls("deployments", NS, "web", 1);
+    env.assert_rolls("deployments", NS, "web", 1).await;
     assert_not_paused(&env, "web").await;
     // ... then one roll at its end, carrying the latest content: nothing follows it.
     env.wait_rolls("deployments", NS, "web", 2).await;
@@ -693,7 +697,7 @@ async fn a_pause_period_rolls_once_per_period_and_a_restart_loses_nothing() {
         .await;
     tokio::time::sleep(PERIOD + std::time::Duration::from_millis(500)).await;
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "web", 2);
+    env.assert_rolls("deployments", NS, "web", 2).await;
     assert_not_paused(&env, "web").await;
 
     // The period is over: the next change rolls at once. One more within the new period is held, and
@@ -704,7 +708,7 @@ async fn a_pause_period_rolls_once_per_period_and_a_restart_loses_nothing() {
     let third = env.rolled_at("deployments", NS, "web").await;
     env.secret(NS, "db", &[("password", "p7")]).await;
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "web", 3);
+    env.assert_rolls("deployments", NS, "web", 3).await;
     assert!(
         within_period(third),
         "the test was too slow to restart hashroll within the period"
@@ -716,7 +720,7 @@ async fn a_pause_period_rolls_once_per_period_and_a_restart_loses_nothing() {
     assert!(fourth.duration_since(third) >= period);
     tokio::time::sleep(PERIOD + std::time::Duration::from_millis(500)).await;
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "web", 4);
+    env.assert_rolls("deployments", NS, "web", 4).await;
     assert_not_paused(&env, "web").await;
     assert_eq!(env.wait_event(NS, "web", "Reloaded").await.len(), 4);
 }

@@ -1,18 +1,21 @@
-//! The Helm chart's RBAC is enough: render the chart with Helm's own engine, apply its ServiceAccount and
-//! RBAC objects to the test API server, switch the server to RBAC mode, and run hashroll with the chart's
-//! ServiceAccount token, with the flags the chart passes. It must win the Lease, become ready, record,
-//! roll and write its Event without one failed watch, patch or Event.
+//! The Helm chart's RBAC is enough, and no more: render the chart with Helm's own engine, apply its
+//! ServiceAccount and RBAC objects to the API server (the test server switched to RBAC mode, or the real
+//! one), and run hashroll with the chart's ServiceAccount token (a real token from the TokenRequest API on
+//! the real server), with the flags the chart passes. It must win the Lease, become ready, record, roll and
+//! write its Event without one failed watch, patch or Event; and the server must refuse that token what
+//! the chart does not grant: patching a Pod, writing the key Secret, and in per-namespace mode reading
+//! Secrets of a namespace not listed.
 
 mod common;
 
 use std::process::{Command, Stdio};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use tokio::io::AsyncWriteExt;
 
-use common::{Env, secret_key_ref};
+use common::{Env, Server, e2e, secret_key_ref};
 
 /// Rendered manifests; None (test skipped) only outside CI when Helm's engine is not installed.
 fn render(values_json: &str) -> Option<String> {
@@ -96,11 +99,11 @@ fn chart_args(manifests: &str) -> Vec<&str> {
 
 /// Runs hashroll with the chart's flags and nothing but the chart's permissions; the namespace `app`
 /// carries the label `team=a` (for a chart rendered with `namespaceSelector: team=a`).
-async fn rolls_with_chart_permissions(values_json: &str, expect_leader: bool) {
+async fn rolls_with_chart_permissions(on: Server, values_json: &str, expect_leader: bool) {
     let Some(manifests) = render(values_json) else {
         return;
     };
-    let env = Env::start().await;
+    let env = Env::start(on).await;
     env.namespace("app").await;
     Api::<Namespace>::all(env.client.clone())
         .patch(
@@ -110,12 +113,34 @@ async fn rolls_with_chart_permissions(values_json: &str, expect_leader: bool) {
         )
         .await
         .unwrap();
+    // A namespace the per-namespace chart does not list, with a Secret.
+    env.namespace("other").await;
+    env.secret("other", "elsewhere", &[("password", "x")]).await;
     apply_rbac(&env, &manifests).await;
-    env.server.control().set_rbac(true);
-    let kubeconfig = env.dir.path().join("sa.kubeconfig");
-    env.server
-        .write_kubeconfig_for_token(&kubeconfig, "system:serviceaccount:hashroll:hashroll")
-        .unwrap();
+    env.enforce_rbac();
+    let kubeconfig = env
+        .kubeconfig_for_service_account("hashroll", "hashroll")
+        .await;
+    let per_namespace = values_json.contains("watchNamespaces");
+    // Each binding the chart made: a real authorizer learns of them a moment after they are stored.
+    env.wait_allowed(&kubeconfig, "list", "", "secrets", Some("app"))
+        .await;
+    env.wait_allowed(&kubeconfig, "create", "", "secrets", Some("hashroll"))
+        .await;
+    if expect_leader {
+        env.wait_allowed(
+            &kubeconfig,
+            "create",
+            "coordination.k8s.io",
+            "leases",
+            Some("hashroll"),
+        )
+        .await;
+    }
+    if values_json.contains("namespaceSelector") {
+        env.wait_allowed(&kubeconfig, "list", "", "namespaces", None)
+            .await;
+    }
 
     env.secret("app", "db", &[("password", "one")]).await;
     env.deployment("app", "web", secret_key_ref("db", "password"))
@@ -156,35 +181,108 @@ async fn rolls_with_chart_permissions(values_json: &str, expect_leader: bool) {
             hashroll.metrics().await
         );
     }
+    refused_what_the_chart_does_not_grant(&env, &kubeconfig, per_namespace).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_wide_chart_rbac_is_enough() {
-    rolls_with_chart_permissions("{}", true).await;
+/// The server refuses (403) the chart's ServiceAccount what the chart does not grant: patching a Pod,
+/// writing the installation key (update, patch, delete: hashroll only creates and reads it), and, when
+/// the chart lists namespaces, reading Secrets in another.
+async fn refused_what_the_chart_does_not_grant(
+    env: &Env,
+    kubeconfig: &std::path::Path,
+    per_namespace: bool,
+) {
+    let sa = common::client_from(kubeconfig).await;
+    let forbidden = |what: &str, result: Result<(), kube::Error>| match result {
+        Err(kube::Error::Api(s)) if s.code == 403 => {}
+        other => panic!("{what} with the chart's ServiceAccount: expected 403, got {other:?}"),
+    };
+    // A Pod of the Deployment where the server runs them (the real one), else any name: the authorizer
+    // answers before the object is looked up.
+    let pod = Api::<Pod>::namespaced(env.client.clone(), "app")
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .first()
+        .and_then(|p| p.metadata.name.clone())
+        .unwrap_or_else(|| "web-0".into());
+    let label = serde_json::json!({"metadata": {"labels": {"touched": "yes"}}});
+    forbidden(
+        "patch a Pod",
+        Api::<Pod>::namespaced(sa.clone(), "app")
+            .patch(&pod, &PatchParams::default(), &Patch::Merge(&label))
+            .await
+            .map(drop),
+    );
+    let key = Api::<Secret>::namespaced(env.client.clone(), "hashroll")
+        .get("hashroll-key")
+        .await
+        .expect("hashroll created its key");
+    let keys = Api::<Secret>::namespaced(sa.clone(), "hashroll");
+    forbidden(
+        "update the key Secret",
+        keys.replace("hashroll-key", &PostParams::default(), &key)
+            .await
+            .map(drop),
+    );
+    forbidden(
+        "patch the key Secret",
+        keys.patch(
+            "hashroll-key",
+            &PatchParams::default(),
+            &Patch::Merge(&label),
+        )
+        .await
+        .map(drop),
+    );
+    forbidden(
+        "delete the key Secret",
+        keys.delete("hashroll-key", &Default::default())
+            .await
+            .map(drop),
+    );
+    if per_namespace {
+        let elsewhere = Api::<Secret>::namespaced(sa, "other");
+        forbidden(
+            "list Secrets in a namespace not listed",
+            elsewhere.list(&Default::default()).await.map(drop),
+        );
+        forbidden(
+            "get a Secret in a namespace not listed",
+            elsewhere.get("elsewhere").await.map(drop),
+        );
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn per_namespace_chart_rbac_is_enough() {
-    rolls_with_chart_permissions(r#"{"watchNamespaces": ["app"]}"#, true).await;
+e2e!(cluster_wide_chart_rbac_is_enough);
+async fn cluster_wide_chart_rbac_is_enough(on: Server) {
+    rolls_with_chart_permissions(on, "{}", true).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_wide_chart_rbac_with_a_namespace_selector_is_enough() {
-    rolls_with_chart_permissions(r#"{"namespaceSelector": "team=a"}"#, true).await;
+e2e!(per_namespace_chart_rbac_is_enough);
+async fn per_namespace_chart_rbac_is_enough(on: Server) {
+    rolls_with_chart_permissions(on, r#"{"watchNamespaces": ["app"]}"#, true).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn per_namespace_chart_rbac_with_a_namespace_selector_is_enough() {
+e2e!(cluster_wide_chart_rbac_with_a_namespace_selector_is_enough);
+async fn cluster_wide_chart_rbac_with_a_namespace_selector_is_enough(on: Server) {
+    rolls_with_chart_permissions(on, r#"{"namespaceSelector": "team=a"}"#, true).await;
+}
+
+e2e!(per_namespace_chart_rbac_with_a_namespace_selector_is_enough);
+async fn per_namespace_chart_rbac_with_a_namespace_selector_is_enough(on: Server) {
     rolls_with_chart_permissions(
+        on,
         r#"{"watchNamespaces": ["app"], "namespaceSelector": "team=a"}"#,
         true,
     )
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chart_rbac_without_leader_election_is_enough() {
-    rolls_with_chart_permissions(r#"{"leaderElection": {"enabled": false}}"#, false).await;
+e2e!(chart_rbac_without_leader_election_is_enough);
+async fn chart_rbac_without_leader_election_is_enough(on: Server) {
+    rolls_with_chart_permissions(on, r#"{"leaderElection": {"enabled": false}}"#, false).await;
 }
 
 #[test]

@@ -3,14 +3,17 @@
 
 mod common;
 
-use common::{Env, secret_key_ref};
+use common::{Env, Server, e2e, secret_key_ref};
 use kube_testserver::{Fault, RequestMatch};
 
 const NS: &str = "failing";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_roll_is_reported_once_with_sources_keys_and_the_apis_reason() {
-    let env = Env::start().await;
+e2e!(
+    a_refused_roll_is_reported_once_with_sources_keys_and_the_apis_reason,
+    test_server_only = "fault injection (three 403s on patches)"
+);
+async fn a_refused_roll_is_reported_once_with_sources_keys_and_the_apis_reason(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     env.secret(NS, "db", &[("password", "hunter2"), ("user", "app")])
         .await;
@@ -25,7 +28,8 @@ async fn a_refused_roll_is_reported_once_with_sources_keys_and_the_apis_reason()
         resource: Some("deployments".into()),
         namespace: Some(NS.into()),
     };
-    env.server
+    env.test_server()
+        .expect("fault injection needs the test server")
         .control()
         .fail_next(3, patches, Fault::Status(403));
     env.secret(NS, "db", &[("password", "s3cret-v2"), ("user", "app")])
@@ -45,7 +49,7 @@ async fn a_refused_roll_is_reported_once_with_sources_keys_and_the_apis_reason()
     // Retried with backoff until the API accepts it: one roll, and the failure said once.
     env.wait_rolls("deployments", NS, "web", 1).await;
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "web", 1);
+    env.assert_rolls("deployments", NS, "web", 1).await;
     env.assert_rolled_annotations("deployments", NS, "web")
         .await;
     let events = env.events_for(NS, "web").await;

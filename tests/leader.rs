@@ -10,7 +10,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, PostParams};
 
-use common::{Env, Hashroll, Until, env_from_secret};
+use common::{Env, Hashroll, Server, Until, e2e, env_from_secret};
 
 const NS: &str = "lead";
 
@@ -64,8 +64,10 @@ async fn wait_leading(hr: &Hashroll, timeout: Duration) {
     }
 }
 
-/// The server's count of list requests on everything hashroll watches.
-fn lists(env: &Env) -> u64 {
+/// The test server's count of list requests on everything hashroll watches (None on the real server:
+/// the request log is the test server's).
+fn lists(env: &Env) -> Option<u64> {
+    let server = env.test_server()?;
     const WATCHED: [&str; 8] = [
         "secrets",
         "configmaps",
@@ -76,10 +78,12 @@ fn lists(env: &Env) -> u64 {
         "rollouts",
         "namespaces",
     ];
-    WATCHED
-        .iter()
-        .map(|r| env.server.control().request_count("list", r))
-        .sum()
+    Some(
+        WATCHED
+            .iter()
+            .map(|r| server.control().request_count("list", r))
+            .sum(),
+    )
 }
 
 async fn setup(env: &Env) {
@@ -88,9 +92,9 @@ async fn setup(env: &Env) {
     env.deployment(NS, "web", env_from_secret("db")).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_the_leader_rolls_and_a_standby_takes_over_after_the_leader_is_killed() {
-    let env = Env::start().await;
+e2e!(only_the_leader_rolls_and_a_standby_takes_over_after_the_leader_is_killed);
+async fn only_the_leader_rolls_and_a_standby_takes_over_after_the_leader_is_killed(on: Server) {
+    let env = Env::start(on).await;
     setup(&env).await;
     // Ready (200 `ready`, not `standby`) means it leads and every watch has listed.
     let a = env.hashroll(&FAST).await;
@@ -100,6 +104,9 @@ async fn only_the_leader_rolls_and_a_standby_takes_over_after_the_leader_is_kill
     let b = standby(&env, &FAST).await;
     assert_eq!(leader_gauge(&b).await, 0.0);
     // README: a standby logs `waiting to become leader` once, naming the holder; only the log says so.
+    // It answers `standby` as soon as it starts waiting, before its first look at the Lease: wait for it.
+    b.wait_for_log("waiting to become leader", Duration::from_secs(15))
+        .await;
     let waiting = b.log_lines_with(&["waiting to become leader"]);
     assert!(waiting[0].contains(&a_id), "names the holder: {waiting:?}");
     env.wait_recorded("deployments", NS, "web").await;
@@ -109,12 +116,16 @@ async fn only_the_leader_rolls_and_a_standby_takes_over_after_the_leader_is_kill
     env.barrier(NS).await;
     // Longer than the lease duration: the leader's renewals keep the standby out.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    env.assert_rolls("deployments", NS, "web", 1);
+    env.assert_rolls("deployments", NS, "web", 1).await;
     // The standby neither leads nor watches: it holds no Lease, lists nothing, knows no object.
     assert_eq!(holder(&env).await.as_deref(), Some(a_id.as_str()));
     assert_eq!(b.readyz().await, (200, "standby".to_string()));
     assert_eq!(leader_gauge(&b).await, 0.0);
-    assert_eq!(lists(&env), lists_before_b, "the standby lists nothing");
+    assert_eq!(
+        lists(&env),
+        lists_before_b,
+        "the standby lists nothing (test server)"
+    );
     assert_eq!(b.metric("hashroll_sources", &[]).await, Some(0.0));
     assert_eq!(b.metric("hashroll_workloads", &[]).await, Some(0.0));
     assert_eq!(
@@ -140,14 +151,14 @@ async fn only_the_leader_rolls_and_a_standby_takes_over_after_the_leader_is_kill
     assert_ne!(b_id, a_id, "the standby holds the Lease now");
     env.wait_rolls("deployments", NS, "web", 2).await;
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "web", 2);
+    env.assert_rolls("deployments", NS, "web", 2).await;
     env.assert_rolled_annotations("deployments", NS, "web")
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_releases_the_lease_and_the_standby_takes_over_at_once() {
-    let env = Env::start().await;
+e2e!(sigterm_releases_the_lease_and_the_standby_takes_over_at_once);
+async fn sigterm_releases_the_lease_and_the_standby_takes_over_at_once(on: Server) {
+    let env = Env::start(on).await;
     setup(&env).await;
     let a = env.hashroll(&SLOW).await;
     let a_id = holder(&env).await.expect("the leader holds the Lease");
@@ -181,12 +192,12 @@ async fn sigterm_releases_the_lease_and_the_standby_takes_over_at_once() {
     env.secret(NS, "db", &[("password", "p2")]).await;
     env.wait_rolls("deployments", NS, "web", 1).await;
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "web", 1);
+    env.assert_rolls("deployments", NS, "web", 1).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_that_loses_the_lease_stops_and_exits_non_zero() {
-    let env = Env::start().await;
+e2e!(a_leader_that_loses_the_lease_stops_and_exits_non_zero);
+async fn a_leader_that_loses_the_lease_stops_and_exits_non_zero(on: Server) {
+    let env = Env::start(on).await;
     setup(&env).await;
     let mut a = env.hashroll(&FAST).await;
     env.wait_recorded("deployments", NS, "web").await;

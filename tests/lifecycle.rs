@@ -7,15 +7,15 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{Env, env_from_secret, optional_env_from_secret, pod};
-use kube_testserver::{Fault, RequestMatch, ServerOptions};
+use common::{Env, Server, Setup, e2e, env_from_secret, optional_env_from_secret, pod};
+use kube_testserver::{Fault, RequestMatch};
 use serde_json::json;
 
 const NS: &str = "life";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn first_sight_records_on_metadata_and_rolls_nothing() {
-    let env = Env::start().await;
+e2e!(first_sight_records_on_metadata_and_rolls_nothing);
+async fn first_sight_records_on_metadata_and_rolls_nothing(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     env.secret(NS, "db", &[("password", "p1")]).await;
     env.deployment(NS, "web", env_from_secret("db")).await;
@@ -23,7 +23,7 @@ async fn first_sight_records_on_metadata_and_rolls_nothing() {
     env.wait_recorded("deployments", NS, "web").await;
     env.barrier(NS).await;
 
-    env.assert_rolls("deployments", NS, "web", 0);
+    env.assert_rolls("deployments", NS, "web", 0).await;
     let meta = env.annotations("deployments", NS, "web").await;
     assert!(meta["hashroll.dev/hash"].starts_with("v1."), "{meta:?}");
     let sources: BTreeMap<String, String> =
@@ -44,9 +44,9 @@ async fn first_sight_records_on_metadata_and_rolls_nothing() {
     assert!(env.events_for(NS, "web").await.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restarts_roll_nothing_unless_something_changed_while_down() {
-    let env = Env::start().await;
+e2e!(restarts_roll_nothing_unless_something_changed_while_down);
+async fn restarts_roll_nothing_unless_something_changed_while_down(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     env.secret(NS, "db", &[("password", "p1")]).await;
     env.deployment(NS, "web", env_from_secret("db")).await;
@@ -59,7 +59,7 @@ async fn restarts_roll_nothing_unless_something_changed_while_down() {
     // Restart with no change.
     let hr = env.hashroll(&[]).await;
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "web", 0);
+    env.assert_rolls("deployments", NS, "web", 0).await;
     assert!(hr.stop().await.0.success());
 
     // Stop, change, start: one roll.
@@ -67,7 +67,7 @@ async fn restarts_roll_nothing_unless_something_changed_while_down() {
     let _hr = env.hashroll(&[]).await;
     env.wait_rolls("deployments", NS, "web", 1).await;
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "web", 1);
+    env.assert_rolls("deployments", NS, "web", 1).await;
     env.assert_rolled_annotations("deployments", NS, "web")
         .await;
     let events = env.wait_event(NS, "web", "Reloaded").await;
@@ -78,9 +78,9 @@ async fn restarts_roll_nothing_unless_something_changed_while_down() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleting_and_recreating_a_secret_rolls_only_for_different_content() {
-    let env = Env::start().await;
+e2e!(deleting_and_recreating_a_secret_rolls_only_for_different_content);
+async fn deleting_and_recreating_a_secret_rolls_only_for_different_content(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     env.secret(NS, "db", &[("password", "p1")]).await;
     env.deployment(NS, "web", env_from_secret("db")).await;
@@ -90,7 +90,7 @@ async fn deleting_and_recreating_a_secret_rolls_only_for_different_content() {
 
     env.delete_secret(NS, "db").await;
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "web", 0);
+    env.assert_rolls("deployments", NS, "web", 0).await;
     assert_eq!(
         env.annotations("deployments", NS, "web").await,
         recorded,
@@ -104,7 +104,7 @@ async fn deleting_and_recreating_a_secret_rolls_only_for_different_content() {
 
     env.secret(NS, "db", &[("password", "p1")]).await;
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "web", 0);
+    env.assert_rolls("deployments", NS, "web", 0).await;
     assert_eq!(
         hr.metric("hashroll_held_workloads", &[]).await,
         Some(0.0),
@@ -116,12 +116,12 @@ async fn deleting_and_recreating_a_secret_rolls_only_for_different_content() {
     env.secret(NS, "db", &[("password", "p2")]).await;
     env.wait_rolls("deployments", NS, "web", 1).await;
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "web", 1);
+    env.assert_rolls("deployments", NS, "web", 1).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn optional_source_appearing_and_disappearing_each_roll() {
-    let env = Env::start().await;
+e2e!(optional_source_appearing_and_disappearing_each_roll);
+async fn optional_source_appearing_and_disappearing_each_roll(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     env.deployment(NS, "web", optional_env_from_secret("extra"))
         .await;
@@ -131,19 +131,19 @@ async fn optional_source_appearing_and_disappearing_each_roll() {
     env.secret(NS, "extra", &[("flag", "on")]).await;
     env.wait_rolls("deployments", NS, "web", 1).await;
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "web", 1);
+    env.assert_rolls("deployments", NS, "web", 1).await;
 
     env.delete_secret(NS, "extra").await;
     env.wait_rolls("deployments", NS, "web", 2).await;
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "web", 2);
+    env.assert_rolls("deployments", NS, "web", 2).await;
     env.assert_rolled_annotations("deployments", NS, "web")
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_required_source_holds_and_its_first_appearance_rolls_nothing() {
-    let env = Env::start().await;
+e2e!(missing_required_source_holds_and_its_first_appearance_rolls_nothing);
+async fn missing_required_source_holds_and_its_first_appearance_rolls_nothing(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     env.deployment(NS, "web", env_from_secret("later")).await;
     env.deployment(NS, "keyed", common::secret_key_ref("keyless", "password"))
@@ -165,8 +165,8 @@ async fn missing_required_source_holds_and_its_first_appearance_rolls_nothing() 
     env.wait_recorded("deployments", NS, "web").await;
     env.wait_recorded("deployments", NS, "keyed").await;
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "web", 0);
-    env.assert_rolls("deployments", NS, "keyed", 0);
+    env.assert_rolls("deployments", NS, "web", 0).await;
+    env.assert_rolls("deployments", NS, "keyed", 0).await;
     assert_eq!(hr.metric("hashroll_held_workloads", &[]).await, Some(0.0));
 
     // From now on it is a normal tracked source.
@@ -174,9 +174,9 @@ async fn missing_required_source_holds_and_its_first_appearance_rolls_nothing() 
     env.wait_rolls("deployments", NS, "web", 1).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_of_changes_within_the_debounce_window_rolls_once() {
-    let env = Env::start().await;
+e2e!(a_burst_of_changes_within_the_debounce_window_rolls_once);
+async fn a_burst_of_changes_within_the_debounce_window_rolls_once(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     let names: Vec<String> = (0..10).map(|i| format!("s{i}")).collect();
     let env_from: Vec<_> = names
@@ -202,14 +202,14 @@ async fn a_burst_of_changes_within_the_debounce_window_rolls_once() {
     );
     env.wait_rolls("deployments", NS, "web", 1).await;
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "web", 1);
+    env.assert_rolls("deployments", NS, "web", 1).await;
     let events = env.wait_event(NS, "web", "Reloaded").await;
     assert_eq!(events.len(), 1, "{events:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_secret_used_by_fifty_workloads_rolls_each_exactly_once() {
-    let env = Env::start().await;
+e2e!(one_secret_used_by_fifty_workloads_rolls_each_exactly_once);
+async fn one_secret_used_by_fifty_workloads_rolls_each_exactly_once(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     env.secret(NS, "shared", &[("password", "p1")]).await;
     let names: Vec<String> = (0..50).map(|i| format!("app-{i:02}")).collect();
@@ -230,14 +230,14 @@ async fn one_secret_used_by_fifty_workloads_rolls_each_exactly_once() {
     // any of the fifty time to land (the barrier alone is exact only one patch at a time).
     tokio::time::sleep(Duration::from_millis(200)).await;
     for n in &names {
-        env.assert_rolls("deployments", NS, n, 1);
+        env.assert_rolls("deployments", NS, n, 1).await;
         env.assert_rolled_annotations("deployments", NS, n).await;
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_workload_with_a_253_character_name_rolls_and_gets_its_reloaded_event() {
-    let env = Env::start().await;
+e2e!(a_workload_with_a_253_character_name_rolls_and_gets_its_reloaded_event);
+async fn a_workload_with_a_253_character_name_rolls_and_gets_its_reloaded_event(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     env.secret(NS, "db", &[("password", "p1")]).await;
     // The longest name Kubernetes allows for a Deployment: a DNS-1123 subdomain of 253 characters.
@@ -267,6 +267,7 @@ async fn a_workload_with_a_253_character_name_rolls_and_gets_its_reloaded_event(
         )
         .await
         .expect("a 253-character Deployment name is valid");
+    env.wait_controller_saw("deployments", NS, &name).await;
     let hr = env.hashroll(&[]).await;
     env.wait_recorded("deployments", NS, &name).await;
 
@@ -284,9 +285,9 @@ async fn a_workload_with_a_253_character_name_rolls_and_gets_its_reloaded_event(
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn statefulsets_daemonsets_and_cronjobs_roll_their_own_templates() {
-    let env = Env::start().await;
+e2e!(statefulsets_daemonsets_and_cronjobs_roll_their_own_templates);
+async fn statefulsets_daemonsets_and_cronjobs_roll_their_own_templates(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     env.secret(NS, "db", &[("password", "p1")]).await;
     let opt_in = [("hashroll.dev/reload", "true")];
@@ -304,7 +305,7 @@ async fn statefulsets_daemonsets_and_cronjobs_roll_their_own_templates() {
     }
     env.barrier(NS).await;
     for kind in ["statefulsets", "daemonsets", "cronjobs"] {
-        env.assert_rolls(kind, NS, "web", 1);
+        env.assert_rolls(kind, NS, "web", 1).await;
         env.assert_rolled_annotations(kind, NS, "web").await;
     }
 
@@ -317,7 +318,9 @@ async fn statefulsets_daemonsets_and_cronjobs_roll_their_own_templates() {
             .is_some()
     );
     assert!(cj.data["spec"].get("template").is_none());
-    assert_eq!(env.server.control().request_count("create", "jobs"), 0);
+    if let Some(server) = env.test_server() {
+        assert_eq!(server.control().request_count("create", "jobs"), 0);
+    }
     let jobs: kube::Api<k8s_openapi::api::batch::v1::Job> =
         kube::Api::namespaced(env.client.clone(), NS);
     assert!(
@@ -329,9 +332,9 @@ async fn statefulsets_daemonsets_and_cronjobs_roll_their_own_templates() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn argo_rollouts_roll_by_template_or_by_restart_at() {
-    let env = Env::start().await;
+e2e!(argo_rollouts_roll_by_template_or_by_restart_at);
+async fn argo_rollouts_roll_by_template_or_by_restart_at(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     env.secret(NS, "db", &[("password", "p1")]).await;
     env.workload(
@@ -353,6 +356,7 @@ async fn argo_rollouts_roll_by_template_or_by_restart_at() {
         env_from_secret("db"),
     )
     .await;
+    let created = env.get("rollouts", NS, "by-restart").await.data["spec"]["template"].clone();
     let _hr = env.hashroll(&[]).await;
     env.wait_recorded("rollouts", NS, "by-template").await;
     env.wait_recorded("rollouts", NS, "by-restart").await;
@@ -362,11 +366,11 @@ async fn argo_rollouts_roll_by_template_or_by_restart_at() {
     env.wait_rolls("rollouts", NS, "by-template", 1).await;
     env.wait_event(NS, "by-restart", "Reloaded").await;
     env.barrier(NS).await;
-    env.assert_rolls("rollouts", NS, "by-template", 1);
+    env.assert_rolls("rollouts", NS, "by-template", 1).await;
     env.assert_rolled_annotations("rollouts", NS, "by-template")
         .await;
 
-    let restarted = env.assert_restarted_at(NS, "by-restart").await;
+    let restarted = env.assert_restarted_at(NS, "by-restart", &created).await;
     let after = restarted.metadata.annotations.unwrap_or_default();
     assert_ne!(
         after.get("hashroll.dev/hash"),
@@ -375,9 +379,16 @@ async fn argo_rollouts_roll_by_template_or_by_restart_at() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_the_rollout_resource_hashroll_says_so_once_and_works() {
-    let env = Env::start_with(ServerOptions::default()).await;
+e2e!(without_the_rollout_resource_hashroll_says_so_once_and_works);
+async fn without_the_rollout_resource_hashroll_says_so_once_and_works(on: Server) {
+    let env = Env::start_with(
+        on,
+        Setup {
+            rollouts: false,
+            ..Setup::default()
+        },
+    )
+    .await;
     env.namespace(NS).await;
     env.secret(NS, "db", &[("password", "p1")]).await;
     env.deployment(NS, "web", env_from_secret("db")).await;
@@ -403,9 +414,12 @@ async fn without_the_rollout_resource_hashroll_says_so_once_and_works() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_patch_is_retried_and_rolls_exactly_once() {
-    let env = Env::start().await;
+e2e!(
+    a_failing_patch_is_retried_and_rolls_exactly_once,
+    test_server_only = "fault injection (the next patches answer 500 and 503)"
+);
+async fn a_failing_patch_is_retried_and_rolls_exactly_once(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     env.secret(NS, "db", &[("password", "p1")]).await;
     env.deployment(NS, "web", env_from_secret("db")).await;
@@ -417,13 +431,13 @@ async fn a_failing_patch_is_retried_and_rolls_exactly_once() {
         resource: Some("deployments".into()),
         namespace: Some(NS.into()),
     };
-    let control = env.server.control();
+    let control = env.control();
     control.fail_next(1, patches.clone(), Fault::Status(500));
     control.fail_next(1, patches, Fault::Status(503));
     env.secret(NS, "db", &[("password", "p2")]).await;
     env.wait_rolls("deployments", NS, "web", 1).await;
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "web", 1);
+    env.assert_rolls("deployments", NS, "web", 1).await;
     env.assert_rolled_annotations("deployments", NS, "web")
         .await;
     // kube's client retries a 503 itself; the 500 reaches hashroll, which counts it and retries.
@@ -439,9 +453,9 @@ async fn a_failing_patch_is_retried_and_rolls_exactly_once() {
     assert_eq!(env.wait_event(NS, "web", "Reloaded").await.len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_exits_zero_promptly() {
-    let env = Env::start().await;
+e2e!(sigterm_exits_zero_promptly);
+async fn sigterm_exits_zero_promptly(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     let hr = env.hashroll(&[]).await;
     let (status, took) = hr.stop().await;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Env, pod};
+use common::{Env, Server, e2e, pod};
 use serde_json::{Value, json};
 
 const NS: &str = "refs";
@@ -137,9 +137,9 @@ async fn set_source(env: &Env, c: &Case, username: &str, password: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_reference_kind_rolls_for_the_keys_it_uses_only() {
-    let env = Env::start().await;
+e2e!(every_reference_kind_rolls_for_the_keys_it_uses_only);
+async fn every_reference_kind_rolls_for_the_keys_it_uses_only(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     let cases = cases();
     for c in &cases {
@@ -149,7 +149,7 @@ async fn every_reference_kind_rolls_for_the_keys_it_uses_only() {
     let hr = env.hashroll(&[]).await;
     for c in &cases {
         env.wait_recorded("deployments", NS, c.name).await;
-        env.assert_rolls("deployments", NS, c.name, 0);
+        env.assert_rolls("deployments", NS, c.name, 0).await;
     }
 
     // A key the pod spec does not use: only whole-source uses roll.
@@ -161,7 +161,8 @@ async fn every_reference_kind_rolls_for_the_keys_it_uses_only() {
     }
     env.barrier(NS).await;
     for c in &cases {
-        env.assert_rolls("deployments", NS, c.name, usize::from(c.username_rolls));
+        env.assert_rolls("deployments", NS, c.name, usize::from(c.username_rolls))
+            .await;
     }
 
     // The key every use covers: each rolls exactly once more.
@@ -175,7 +176,7 @@ async fn every_reference_kind_rolls_for_the_keys_it_uses_only() {
     env.barrier(NS).await;
     for c in &cases {
         let expected = usize::from(c.username_rolls) + 1;
-        env.assert_rolls("deployments", NS, c.name, expected);
+        env.assert_rolls("deployments", NS, c.name, expected).await;
         env.assert_rolled_annotations("deployments", NS, c.name)
             .await;
         let kind = if c.secret { "Secret" } else { "ConfigMap" };
@@ -203,9 +204,9 @@ async fn every_reference_kind_rolls_for_the_keys_it_uses_only() {
     drop(hr);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metadata_only_changes_and_identical_writes_roll_nothing() {
-    let env = Env::start().await;
+e2e!(metadata_only_changes_and_identical_writes_roll_nothing);
+async fn metadata_only_changes_and_identical_writes_roll_nothing(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     env.secret(NS, "db", &[("password", "p1")]).await;
     env.configmap(NS, "app", &[("mode", "fast")]).await;
@@ -261,9 +262,10 @@ async fn metadata_only_changes_and_identical_writes_roll_nothing() {
         "the metadata writes really happened"
     );
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "web", 0);
+    env.assert_rolls("deployments", NS, "web", 0).await;
     assert!(
         !env.template_annotations("deployments", NS, "web")
+            .await
             .contains_key("hashroll.dev/hash")
     );
 

@@ -13,7 +13,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{Env, env_from_secret, optional_env_from_secret};
+use common::{Env, Server, e2e, env_from_secret, optional_env_from_secret};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ApiResource, DynamicObject, WatchParams};
@@ -48,7 +48,7 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 /// watches are closed, and this returns once hashroll's reconnect has been refused, so nothing written to
 /// `resource` from now on reaches hashroll until [`relist`].
 async fn take_watch_down(env: &Env, resource: &str) {
-    let ctl = env.server.control();
+    let ctl = env.control();
     let watches = ctl.request_count("watch", resource);
     ctl.fail_next(
         DOWN_FAULTS,
@@ -69,7 +69,7 @@ async fn take_watch_down(env: &Env, resource: &str) {
 /// Compacts the server's history (so hashroll's resourceVersion has expired), lets watches on `resource`
 /// succeed again by using up the remaining faults, and waits until hashroll has listed `resource` again.
 async fn relist(env: &Env, resource: &str) {
-    let ctl = env.server.control();
+    let ctl = env.control();
     ctl.compact();
     let lists = ctl.request_count("list", resource);
     let api = raw_api(env, resource);
@@ -97,9 +97,15 @@ async fn recorded_sources(env: &Env, name: &str) -> BTreeMap<String, String> {
     serde_json::from_str(&a["hashroll.dev/sources"]).expect("sources is a JSON map")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn optional_secret_deleted_while_the_secret_watch_was_down_rolls_once_after_the_relist() {
-    let env = Env::start().await;
+e2e!(
+    optional_secret_deleted_while_the_secret_watch_was_down_rolls_once_after_the_relist,
+    test_server_only =
+        "fault injection and compaction take the watch down; the request log shows the relist"
+);
+async fn optional_secret_deleted_while_the_secret_watch_was_down_rolls_once_after_the_relist(
+    on: Server,
+) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     env.secret(NS, "extra", &[("flag", "on")]).await;
     env.deployment(NS, "web", optional_env_from_secret("extra"))
@@ -108,17 +114,17 @@ async fn optional_secret_deleted_while_the_secret_watch_was_down_rolls_once_afte
     let _hr = env.hashroll(&[]).await;
     env.wait_recorded("deployments", NS, "web").await;
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "web", 0);
+    env.assert_rolls("deployments", NS, "web", 0).await;
     let before = recorded_sources(&env, "web").await;
 
     take_watch_down(&env, "secrets").await;
     env.delete_secret(NS, "extra").await;
-    env.assert_rolls("deployments", NS, "web", 0);
+    env.assert_rolls("deployments", NS, "web", 0).await;
     relist(&env, "secrets").await;
 
     env.wait_rolls("deployments", NS, "web", 1).await;
     env.barrier(NS).await;
-    env.assert_rolls("deployments", NS, "web", 1);
+    env.assert_rolls("deployments", NS, "web", 1).await;
     env.assert_rolled_annotations("deployments", NS, "web")
         .await;
     let after = recorded_sources(&env, "web").await;
@@ -135,9 +141,15 @@ async fn optional_secret_deleted_while_the_secret_watch_was_down_rolls_once_afte
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deployment_deleted_while_the_deployment_watch_was_down_is_forgotten_after_the_relist() {
-    let env = Env::start().await;
+e2e!(
+    deployment_deleted_while_the_deployment_watch_was_down_is_forgotten_after_the_relist,
+    test_server_only =
+        "fault injection and compaction take the watch down; the request log counts patches"
+);
+async fn deployment_deleted_while_the_deployment_watch_was_down_is_forgotten_after_the_relist(
+    on: Server,
+) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     env.secret(NS, "only-old", &[("password", "p1")]).await;
     env.secret(NS, "db", &[("password", "p1")]).await;
@@ -165,13 +177,13 @@ async fn deployment_deleted_while_the_deployment_watch_was_down_is_forgotten_aft
 
     // The Secret only the deleted Deployment used changes: hashroll has nothing left to roll for it.
     // Acting on `old` would mean a patch (a roll, or a record): count every patch from here on.
-    let patches = env.server.control().request_count("patch", "deployments");
+    let patches = env.control().request_count("patch", "deployments");
     env.secret(NS, "only-old", &[("password", "p2")]).await;
     env.secret(NS, "db", &[("password", "p2")]).await;
     env.wait_rolls("deployments", NS, "web", 1).await;
     env.barrier(NS).await;
     assert_eq!(
-        env.server.control().request_count("patch", "deployments") - patches,
+        env.control().request_count("patch", "deployments") - patches,
         3,
         "one patch for web and two for the barrier; none for the deleted Deployment"
     );
@@ -185,5 +197,5 @@ async fn deployment_deleted_while_the_deployment_watch_was_down_is_forgotten_aft
         hr.metric("hashroll_workloads", &[]).await,
         Some(tracked - 1.0)
     );
-    env.assert_rolls("deployments", NS, "web", 1);
+    env.assert_rolls("deployments", NS, "web", 1).await;
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Env, pod, secret_key_ref};
+use common::{Env, Server, e2e, pod, secret_key_ref};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -63,9 +63,9 @@ fn assert_clean(place: &str, text: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_secret_value_appears_nowhere() {
-    let env = Env::start().await;
+e2e!(the_secret_value_appears_nowhere);
+async fn the_secret_value_appears_nowhere(on: Server) {
+    let env = Env::start(on).await;
     env.namespace(NS).await;
     env.secret(NS, "db", &[("password", "first-value"), ("user", "app")])
         .await;
@@ -139,10 +139,10 @@ async fn the_secret_value_appears_nowhere() {
             &format!("{kind} {name}"),
             &serde_json::to_string(&obj).unwrap(),
         );
-        for record in env.server.control().rollouts(kind, NS, name) {
+        for stored in env.stored_templates(kind, NS, name).await {
             assert_clean(
                 &format!("{kind} {name} template history"),
-                &serde_json::to_string(&record.annotations).unwrap(),
+                &serde_json::to_string(&stored).unwrap(),
             );
         }
     }

@@ -1,6 +1,18 @@
-//! Test harness: the test API server in-process, the real `hashroll` binary as a child process (as a user
-//! runs it), and helpers to create objects, wait, and count rolls from the server's rollout record.
+//! Test harness: the real `hashroll` binary as a child process (as a user runs it) against either the test
+//! API server (in-process) or a real control plane (`tests/cluster`, shared by the tests of one binary),
+//! and helpers to create objects, wait, and count rolls.
+//!
+//! Each end-to-end test is an `async fn name(on: Server)` plus `e2e!(name)`, which makes it two tests,
+//! `name::test_server` and `name::real_cluster`; `HASHROLL_E2E_SERVERS` (`test`, `real`, `both`: the
+//! default) picks which run. `e2e!(name, test_server_only = "why")` is for a test that needs what only the
+//! test server has (fault injection, its request log).
+//!
+//! The real cluster is started by the first real-cluster test of a binary and stopped when the binary
+//! exits (`tests/cluster/down`, run by a watchdog that waits for the end of the test process); its tests
+//! take turns, each on a cluster emptied of what the previous one made.
 #![allow(dead_code)]
+
+mod real;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,46 +23,245 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::ApiResource;
-use kube_testserver::{CustomResource, ServerOptions, TestServer};
+use kube_testserver::{Control, CustomResource, ServerOptions, TestServer};
 use serde_json::{Value, json};
 
-/// One cluster (test API server) plus a scratch directory for kubeconfig and logs.
+/// Makes `async fn $name(on: Server)` two tests, `$name::test_server` and `$name::real_cluster`; only the
+/// first with `test_server_only = "the reason"`; with `real_server_bug = "real-server bug: what"` the
+/// second is `#[ignore]`d, for hashroll's own bug that the real server shows (never the harness's).
+macro_rules! e2e {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn test_server() {
+                crate::common::Server::Test.run(super::$name).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn real_cluster() {
+                crate::common::Server::Real.run(super::$name).await
+            }
+        }
+    };
+    ($name:ident, real_server_bug = $why:literal) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn test_server() {
+                crate::common::Server::Test.run(super::$name).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = $why]
+            async fn real_cluster() {
+                crate::common::Server::Real.run(super::$name).await
+            }
+        }
+    };
+    ($name:ident, test_server_only = $why:literal) => {
+        #[doc = concat!("Test-server only: ", $why)]
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn test_server() {
+                crate::common::Server::Test.run(super::$name).await
+            }
+        }
+    };
+}
+pub(crate) use e2e;
+
+/// Which API server an end-to-end test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    /// The project's test API server, in-process, one per test.
+    Test,
+    /// The real control plane of `tests/cluster`, one per test binary, one test at a time.
+    Real,
+}
+
+impl Server {
+    /// Runs `test` on this server, unless `HASHROLL_E2E_SERVERS` leaves this server out (it says so).
+    pub async fn run<F: Future<Output = ()>>(self, test: impl FnOnce(Server) -> F) {
+        let chosen = std::env::var("HASHROLL_E2E_SERVERS").unwrap_or_default();
+        let run = match chosen.as_str() {
+            "" | "both" => true,
+            "test" => self == Server::Test,
+            "real" => self == Server::Real,
+            other => panic!("HASHROLL_E2E_SERVERS={other:?}: expected test, real or both"),
+        };
+        if run {
+            test(self).await
+        } else {
+            eprintln!("not run: HASHROLL_E2E_SERVERS={chosen}");
+        }
+    }
+}
+
+/// What an [`Env`] starts with.
+#[derive(Debug, Clone, Copy)]
+pub struct Setup {
+    /// The API server serves Argo Rollouts (`argoproj.io/v1alpha1`).
+    pub rollouts: bool,
+    /// The test server enforces RBAC from the start (the real one always does; the admin credentials
+    /// the harness uses are allowed everything on both).
+    pub rbac: bool,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            rollouts: true,
+            rbac: false,
+        }
+    }
+}
+
+/// One cluster (a test API server of its own, or the shared real control plane, emptied for this test)
+/// plus a scratch directory for kubeconfigs and logs.
 pub struct Env {
-    pub server: TestServer,
+    pub on: Server,
+    test_server: Option<TestServer>,
     pub client: kube::Client,
+    /// Admin credentials.
     pub kubeconfig: PathBuf,
     pub dir: tempfile::TempDir,
     barriers: AtomicU32,
+    /// On the real cluster: this Env's turn (one at a time); released when the Env is dropped.
+    _turn: Option<real::Turn>,
+    cluster: Option<&'static real::Cluster>,
 }
 
 impl Env {
     /// A server serving Argo Rollouts too, with the namespace `hashroll` for the controller.
-    pub async fn start() -> Env {
-        Self::start_with(ServerOptions {
-            custom_resources: vec![CustomResource::argo_rollouts()],
-            ..ServerOptions::default()
-        })
-        .await
+    pub async fn start(on: Server) -> Env {
+        Self::start_with(on, Setup::default()).await
     }
 
-    pub async fn start_with(opts: ServerOptions) -> Env {
-        let server = TestServer::start_with(opts)
-            .await
-            .expect("test API server starts");
+    pub async fn start_with(on: Server, setup: Setup) -> Env {
         let dir = tempfile::tempdir().expect("temp dir");
-        let kubeconfig = dir.path().join("kubeconfig");
-        server
-            .write_kubeconfig(&kubeconfig)
-            .expect("kubeconfig written");
-        let env = Env {
-            client: server.client(),
-            server,
-            kubeconfig,
-            dir,
-            barriers: AtomicU32::new(0),
+        let env = match on {
+            Server::Test => {
+                let server = TestServer::start_with(ServerOptions {
+                    custom_resources: if setup.rollouts {
+                        vec![CustomResource::argo_rollouts()]
+                    } else {
+                        Vec::new()
+                    },
+                    rbac: setup.rbac,
+                    ..ServerOptions::default()
+                })
+                .await
+                .expect("test API server starts");
+                let kubeconfig = dir.path().join("kubeconfig");
+                server
+                    .write_kubeconfig(&kubeconfig)
+                    .expect("kubeconfig written");
+                Env {
+                    on,
+                    client: server.client(),
+                    test_server: Some(server),
+                    kubeconfig,
+                    dir,
+                    barriers: AtomicU32::new(0),
+                    _turn: None,
+                    cluster: None,
+                }
+            }
+            Server::Real => {
+                let (turn, cluster, client) = real::acquire(setup.rollouts).await;
+                Env {
+                    on,
+                    client,
+                    test_server: None,
+                    kubeconfig: cluster.kubeconfig.clone(),
+                    dir,
+                    barriers: AtomicU32::new(0),
+                    _turn: Some(turn),
+                    cluster: Some(cluster),
+                }
+            }
         };
         env.namespace("hashroll").await;
         env
+    }
+
+    /// The test API server, when this Env runs on it.
+    pub fn test_server(&self) -> Option<&TestServer> {
+        self.test_server.as_ref()
+    }
+
+    /// The test server's control handle (faults, request log, rollout record): test-server only.
+    pub fn control(&self) -> Control {
+        self.test_server
+            .as_ref()
+            .expect("the test server's controls (faults, request log): a test-server-only test")
+            .control()
+    }
+
+    /// From now on, requests are authorized by RBAC (the real server always does this).
+    pub fn enforce_rbac(&self) {
+        if let Some(s) = &self.test_server {
+            s.control().set_rbac(true);
+        }
+    }
+
+    /// A kubeconfig for ServiceAccount `ns`/`name` (authorized by the Roles bound to it once RBAC is
+    /// enforced): the test server's token for that identity, or a real token from the TokenRequest API
+    /// (the ServiceAccount is created when missing).
+    pub async fn kubeconfig_for_service_account(&self, ns: &str, name: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("{ns}-{name}.kubeconfig"));
+        match &self.test_server {
+            Some(s) => s
+                .write_kubeconfig_for_token(&path, &format!("system:serviceaccount:{ns}:{name}"))
+                .expect("kubeconfig written"),
+            None => {
+                real::kubeconfig_for_service_account(
+                    &self.client,
+                    &self.kubeconfig,
+                    ns,
+                    name,
+                    &path,
+                )
+                .await
+            }
+        }
+        path
+    }
+
+    /// Waits until the credentials of `kubeconfig` may `verb` `resource` (of API group `group`) in `ns`
+    /// (cluster-wide: None), as the API server's authorizer answers a SelfSubjectAccessReview: a real
+    /// server's RBAC authorizer learns new Roles and bindings from a watch, a moment after they are
+    /// stored. The test server applies them at once: nothing to wait for.
+    pub async fn wait_allowed(
+        &self,
+        kubeconfig: &std::path::Path,
+        verb: &str,
+        group: &str,
+        resource: &str,
+        ns: Option<&str>,
+    ) {
+        if self.test_server.is_some() {
+            return;
+        }
+        let client = real::client(kubeconfig).await;
+        let api: Api<k8s_openapi::api::authorization::v1::SelfSubjectAccessReview> =
+            Api::all(client);
+        let review: k8s_openapi::api::authorization::v1::SelfSubjectAccessReview =
+            serde_json::from_value(json!({"spec": {"resourceAttributes": {
+                "verb": verb, "group": group, "resource": resource, "namespace": ns}}}))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let answer = api
+                .create(&PostParams::default(), &review)
+                .await
+                .expect("SelfSubjectAccessReview");
+            if answer.status.is_some_and(|s| s.allowed) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never allowed to {verb} {resource} in {ns:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// Starts hashroll with the test defaults (debounce 0, one patch at a time, its admin server on a free
@@ -135,6 +346,9 @@ impl Env {
             .expect("hashroll starts");
         let mut h = Hashroll { child, log, admin };
         let pid = h.child.id().expect("running");
+        if let Some(cluster) = self.cluster {
+            cluster.adopt(pid);
+        }
         // hashroll binds its admin port before anything else.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -256,6 +470,11 @@ impl Env {
         annotations: &[(&str, &str)],
         pod_spec: Value,
     ) {
+        let mut pod_spec = pod_spec;
+        if kind == "cronjobs" && pod_spec.get("restartPolicy").is_none() {
+            // A Job's pods may not restart `Always` (the default): the real API server refuses it.
+            pod_spec["restartPolicy"] = json!("OnFailure");
+        }
         let template = json!({"metadata": {"labels": {"app": name}}, "spec": pod_spec});
         let (api_version, kind_name, spec) = match kind {
             "deployments" => (
@@ -295,6 +514,35 @@ impl Env {
         api.create(&PostParams::default(), &obj)
             .await
             .unwrap_or_else(|e| panic!("create {kind} {ns}/{name}: {e}"));
+        self.wait_controller_saw(kind, ns, name).await;
+    }
+
+    /// On the real server: waits until the workload's own controller has seen its current spec (its
+    /// `status.observedGeneration`), so that a Deployment has the ReplicaSet of the template it was
+    /// created with, and a StatefulSet or DaemonSet its ControllerRevision, as a user's running workload
+    /// has, before hashroll changes anything. Otherwise a busy controller-manager may first see the
+    /// template hashroll rolled to, and show no roll at all. Nothing to wait for on the test server, for
+    /// CronJobs and Rollouts.
+    pub async fn wait_controller_saw(&self, kind: &str, ns: &str, name: &str) {
+        if self.test_server.is_some()
+            || !["deployments", "statefulsets", "daemonsets"].contains(&kind)
+        {
+            return;
+        }
+        let deadline = Instant::now() + real::CONTROLLERS;
+        loop {
+            let obj = self.get(kind, ns, name).await;
+            let generation = obj.metadata.generation.expect("metadata.generation");
+            let observed = obj.data["status"]["observedGeneration"].as_i64();
+            if observed >= Some(generation) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{kind} {ns}/{name}: its controller never saw generation {generation} ({observed:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// A Deployment opted in with `hashroll.dev/reload: "true"`.
@@ -328,6 +576,26 @@ impl Env {
         Api::namespaced_with(self.client.clone(), ns, &ar)
     }
 
+    /// How many objects of `resource` (a workload kind, `secrets` or `configmaps`) are in `ns` now.
+    pub async fn count(&self, resource: &str, ns: &str) -> usize {
+        let list = match resource {
+            "secrets" => Api::<Secret>::namespaced(self.client.clone(), ns)
+                .list_metadata(&Default::default())
+                .await
+                .map(|l| l.items.len()),
+            "configmaps" => Api::<ConfigMap>::namespaced(self.client.clone(), ns)
+                .list_metadata(&Default::default())
+                .await
+                .map(|l| l.items.len()),
+            workload => self
+                .dynamic(workload, ns)
+                .list_metadata(&Default::default())
+                .await
+                .map(|l| l.items.len()),
+        };
+        list.unwrap_or_else(|e| panic!("list {resource} in {ns}: {e}"))
+    }
+
     pub async fn get(&self, kind: &str, ns: &str, name: &str) -> DynamicObject {
         self.dynamic(kind, ns)
             .get(name)
@@ -335,30 +603,115 @@ impl Env {
             .expect("get workload")
     }
 
-    /// How many times the workload rolled: distinct pod templates stored, minus the one it was created with.
-    pub fn rolls(&self, kind: &str, ns: &str, name: &str) -> usize {
-        self.server
-            .control()
-            .rollouts(kind, ns, name)
-            .len()
-            .saturating_sub(1)
+    /// How many times the workload rolled: how many times its pod template changed since it was created
+    /// (for an Argo Rollout: its template or `spec.restartAt`, either of which rolls the pods). On the
+    /// test server from its rollout record (distinct templates stored); on the real server as a user sees
+    /// it (see `real::rolls`): a Deployment's ReplicaSets, once its controller has seen its latest
+    /// generation; the `metadata.generation` of the other kinds. A Rollout is counted by its generation on
+    /// both servers (no Argo controller, and the record has only templates).
+    pub async fn rolls(&self, kind: &str, ns: &str, name: &str) -> usize {
+        let deadline = Instant::now() + real::CONTROLLERS;
+        loop {
+            match self.try_rolls(kind, ns, name).await {
+                Ok(n) => return n,
+                Err(why) => assert!(
+                    Instant::now() < deadline,
+                    "{kind} {ns}/{name}: {why} (timed out)"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
-    /// Waits until the workload has rolled `n` times (fails after 15 s).
+    /// [`Env::rolls`], or why it cannot be told yet (a Deployment whose controller has not seen its
+    /// latest generation).
+    async fn try_rolls(&self, kind: &str, ns: &str, name: &str) -> Result<usize, String> {
+        match &self.test_server {
+            Some(s) if kind != "rollouts" => {
+                Ok(s.control().rollouts(kind, ns, name).len().saturating_sub(1))
+            }
+            _ => real::rolls(&self.client, &self.dynamic(kind, ns), kind, name).await,
+        }
+    }
+
+    /// Waits until the workload has rolled `n` times (fails after 15 s), and on the real server until its
+    /// own controller shows those `n` rolls too (see [`Env::assert_controller_rolls`]).
     pub async fn wait_rolls(&self, kind: &str, ns: &str, name: &str, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        self.wait_stored_rolls(kind, ns, name, n).await;
+        self.assert_controller_rolls(kind, ns, name, n).await;
+    }
+
+    /// Waits until [`Env::rolls`] is `n` (fails after 15 s, or at once if it is more).
+    async fn wait_stored_rolls(&self, kind: &str, ns: &str, name: &str, n: usize) {
+        // hashroll's patch within 15 s; on the real server its controller may take longer to show it.
+        let patched = Instant::now() + Duration::from_secs(15);
+        let shown = Instant::now() + real::CONTROLLERS;
         loop {
-            let got = self.rolls(kind, ns, name);
+            let got = self.try_rolls(kind, ns, name).await;
+            match got {
+                Ok(got) if got == n => return,
+                Ok(got) => {
+                    assert!(
+                        got < n,
+                        "{kind} {ns}/{name} rolled {got} times, expected {n}"
+                    );
+                    if Instant::now() > patched {
+                        panic!(
+                            "{kind} {ns}/{name} rolled {got} times, expected {n} (timed out){}",
+                            self.describe(kind, ns, name).await
+                        );
+                    }
+                }
+                Err(why) => assert!(
+                    Instant::now() < shown,
+                    "{kind} {ns}/{name}: {why}, expected {n} rolls (timed out)"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// On the real server, what the harness counts rolls from, for a failure message.
+    async fn describe(&self, kind: &str, ns: &str, name: &str) -> String {
+        if self.test_server.is_some() {
+            return String::new();
+        }
+        let obj = self.get(kind, ns, name).await;
+        format!(
+            "\ngeneration {:?}, status {}, template annotations {:?}\n{}",
+            obj.metadata.generation,
+            obj.data["status"],
+            self.template_annotations(kind, ns, name).await,
+            real::describe_owned(&self.client, &obj, ns).await
+        )
+    }
+
+    /// On the real server: waits until a StatefulSet's or DaemonSet's own controller shows `n` rolls, as
+    /// `kubectl rollout history` does (its ControllerRevisions: the latest revision is `n + 1`; they follow
+    /// the patch by the controller-manager's delay), and fails if it shows more, or not in time.
+    /// Nothing more to wait for on the test server (no controllers), for Deployments ([`Env::rolls`]
+    /// counts their ReplicaSets already), CronJobs (the job template is all there is) and Rollouts (no
+    /// Argo controller runs).
+    pub async fn assert_controller_rolls(&self, kind: &str, ns: &str, name: &str, n: usize) {
+        if self.test_server.is_some() {
+            return;
+        }
+        let deadline = Instant::now() + real::CONTROLLERS;
+        loop {
+            let obj = self.get(kind, ns, name).await;
+            let Some(got) = real::controller_rolls(&self.client, &obj, kind, ns).await else {
+                return;
+            };
             if got == n {
                 return;
             }
             assert!(
                 got < n,
-                "{kind} {ns}/{name} rolled {got} times, expected {n}"
+                "{kind} {ns}/{name}: its controller shows {got} rolls, expected {n}"
             );
             assert!(
                 Instant::now() < deadline,
-                "{kind} {ns}/{name} rolled {got} times, expected {n} (timed out)"
+                "{kind} {ns}/{name}: its controller shows {got} rolls, expected {n} (timed out)"
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -431,7 +784,7 @@ impl Env {
             self.deployment(ns, name, spec).await;
             self.wait_recorded("deployments", ns, name).await;
         }
-        let before = self.rolls("deployments", ns, name);
+        let before = self.rolls("deployments", ns, name).await;
         if secrets {
             self.secret_full(ns, name, &[("n", &format!("{n}-s"))], &[], &labels)
                 .await;
@@ -439,19 +792,23 @@ impl Env {
             self.configmap_full(ns, name, &[("n", &format!("{n}-c0"))], &[], &labels)
                 .await;
         }
-        self.wait_rolls("deployments", ns, name, before + 1).await;
+        self.wait_stored_rolls("deployments", ns, name, before + 1)
+            .await;
         self.configmap_full(ns, name, &[("n", &format!("{n}-c"))], &[], &labels)
             .await;
-        self.wait_rolls("deployments", ns, name, before + 2).await;
+        self.wait_stored_rolls("deployments", ns, name, before + 2)
+            .await;
     }
 
-    /// Asserts the workload has rolled exactly `n` times now (use after [`Env::barrier`]).
-    pub fn assert_rolls(&self, kind: &str, ns: &str, name: &str, n: usize) {
+    /// Asserts the workload has rolled exactly `n` times now (use after [`Env::barrier`]), and on the real
+    /// server that its controller shows them (waiting for it).
+    pub async fn assert_rolls(&self, kind: &str, ns: &str, name: &str, n: usize) {
         assert_eq!(
-            self.rolls(kind, ns, name),
+            self.rolls(kind, ns, name).await,
             n,
             "{kind} {ns}/{name}: number of rolls"
         );
+        self.assert_controller_rolls(kind, ns, name, n).await;
     }
 
     /// The workload's metadata annotations as stored now.
@@ -470,7 +827,7 @@ impl Env {
             !a.contains_key("hashroll.dev/hash") && !a.contains_key("hashroll.dev/sources"),
             "{kind} {ns}/{name} should carry no hashroll record, has {a:?}"
         );
-        self.assert_rolls(kind, ns, name, 0);
+        self.assert_rolls(kind, ns, name, 0).await;
     }
 
     /// Asserts the latest roll wrote the template annotation equal to the stamp recorded on the metadata.
@@ -484,7 +841,7 @@ impl Env {
             meta.contains_key("hashroll.dev/sources"),
             "{kind} {ns}/{name}: no hashroll.dev/sources on metadata"
         );
-        let template = self.template_annotations(kind, ns, name);
+        let template = self.template_annotations(kind, ns, name).await;
         assert_eq!(
             template.get("hashroll.dev/hash"),
             Some(stamp),
@@ -518,22 +875,49 @@ impl Env {
         }
     }
 
-    /// Template annotations of the workload's latest stored pod template.
-    pub fn template_annotations(
+    /// Annotations of the workload's pod template as stored now.
+    pub async fn template_annotations(
         &self,
         kind: &str,
         ns: &str,
         name: &str,
     ) -> BTreeMap<String, String> {
-        self.server
-            .control()
-            .rollouts(kind, ns, name)
-            .last()
-            .map(|r| r.annotations.clone())
+        let pointer = if kind == "cronjobs" {
+            "/spec/jobTemplate/spec/template/metadata/annotations"
+        } else {
+            "/spec/template/metadata/annotations"
+        };
+        self.get(kind, ns, name)
+            .await
+            .data
+            .pointer(pointer)
+            .map(|a| serde_json::from_value(a.clone()).expect("string annotations"))
             .unwrap_or_default()
     }
 
-    /// Events (events.k8s.io/v1) about one object, as (type, reason, note).
+    /// Every stored pod template of the workload a user can read back: on the test server its rollout
+    /// record; on the real server the workload itself and the ReplicaSets or ControllerRevisions its
+    /// controller keeps, whole.
+    pub async fn stored_templates(&self, kind: &str, ns: &str, name: &str) -> Vec<Value> {
+        match &self.test_server {
+            Some(s) => s
+                .control()
+                .rollouts(kind, ns, name)
+                .into_iter()
+                .map(|r| r.template)
+                .collect(),
+            None => {
+                let obj = self.get(kind, ns, name).await;
+                let uid = obj.metadata.uid.clone().expect("a uid");
+                let mut out = vec![serde_json::to_value(&obj).unwrap()];
+                out.extend(real::controller_history(&self.client, &uid, ns).await);
+                out
+            }
+        }
+    }
+
+    /// Events (events.k8s.io/v1) hashroll wrote (reporting controller `hashroll.dev/hashroll`) about one
+    /// object, as (type, reason, note). On a real cluster the workloads' controllers write Events too.
     pub async fn events_for(&self, ns: &str, name: &str) -> Vec<(String, String, String)> {
         let api: Api<k8s_openapi::api::events::v1::Event> =
             Api::namespaced(self.client.clone(), ns);
@@ -543,6 +927,7 @@ impl Env {
             .items
             .into_iter()
             .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .filter(|e| e.reporting_controller.as_deref() == Some("hashroll.dev/hashroll"))
             .map(|e| {
                 (
                     e.type_.unwrap_or_default(),
@@ -552,6 +937,11 @@ impl Env {
             })
             .collect()
     }
+}
+
+/// A client with the credentials of `kubeconfig`.
+pub async fn client_from(kubeconfig: &std::path::Path) -> kube::Client {
+    real::client(kubeconfig).await
 }
 
 /// What [`Env::hashroll_until`] waits for once hashroll's admin server listens.
@@ -862,7 +1252,12 @@ impl Env {
 
     /// Asserts the Argo Rollout was rolled by `spec.restartAt` (a timestamp) and its template left alone;
     /// returns the Rollout as stored.
-    pub async fn assert_restarted_at(&self, ns: &str, name: &str) -> DynamicObject {
+    pub async fn assert_restarted_at(
+        &self,
+        ns: &str,
+        name: &str,
+        created: &Value,
+    ) -> DynamicObject {
         let restarted = self.get("rollouts", ns, name).await;
         let restart_at = restarted.data["spec"]["restartAt"]
             .as_str()
@@ -871,10 +1266,16 @@ impl Env {
             restart_at.parse::<jiff::Timestamp>().is_ok(),
             "restartAt is a timestamp: {restart_at:?}"
         );
-        self.assert_rolls("rollouts", ns, name, 0);
+        // Rolled once, by spec.restartAt alone: the template is exactly as created.
+        self.assert_rolls("rollouts", ns, name, 1).await;
+        assert_eq!(
+            &restarted.data["spec"]["template"], created,
+            "the template is left alone"
+        );
         assert!(
             !self
                 .template_annotations("rollouts", ns, name)
+                .await
                 .contains_key("hashroll.dev/hash"),
             "the template is left alone"
         );
