@@ -199,12 +199,7 @@ async fn a_secret_of_an_excluded_type_is_not_missing(on: Server) {
     .await;
 }
 
-e2e!(
-    dry_run_reports_and_patches_nothing,
-    real_server_bug = "real-server bug: in a dry run, a workload event (here the deployment controller's \
-                       status update) between a Secret change and its decision makes hashroll forget \
-                       its in-memory record and record again: the change is absorbed, no WouldReload"
-);
+e2e!(dry_run_reports_and_patches_nothing);
 async fn dry_run_reports_and_patches_nothing(on: Server) {
     let env = Env::start(on).await;
     web_in(&env, &["dry"]).await;

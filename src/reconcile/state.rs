@@ -18,7 +18,7 @@ use crate::model::hashing::{InstallationKey, Stamp};
 use crate::model::kind::{SourceId, SourceKind, WorkloadId, WorkloadKind, source_label};
 use crate::model::policy::Tracked;
 use crate::model::source::SourceSummary;
-use crate::model::workload::{RecordedSources, Tracking, WorkloadSummary};
+use crate::model::workload::{RecordedSources, Stored, Tracking, WorkloadSummary};
 use crate::reconcile::decision::{self, Action, Current, Missing, Visibility};
 use crate::reconcile::index::ReverseIndex;
 use crate::reconcile::input::{Input, Listed, WatchScope, Watched};
@@ -90,6 +90,8 @@ pub struct State {
     failures: HashMap<Wid, FailureStreak>,
     /// How many workloads carry a malformed annotation (a gauge; counted, not recounted per change).
     invalid: usize,
+    /// `--dry-run`: what would have been recorded on each workload.
+    dry_records: HashMap<Wid, Stored>,
 }
 
 /// Failed writes to one workload since its last successful one.
@@ -116,6 +118,7 @@ impl State {
             paused: HashSet::new(),
             failures: HashMap::new(),
             invalid: 0,
+            dry_records: HashMap::new(),
             settings,
         }
     }
@@ -189,7 +192,9 @@ impl State {
         };
         self.warned.remove(id);
         let tracked = policy.tracked(&id.namespace, references);
-        let recorded = entry.summary.stored.read();
+        // A dry run decides from what it would have written (the object carries nothing of it).
+        let stored = self.dry_records.get(id).unwrap_or(&entry.summary.stored);
+        let recorded = stored.read();
         let current = decision::current(
             policy,
             &tracked,
@@ -204,7 +209,7 @@ impl State {
         }
         let template_changed = std::mem::take(&mut entry.template_changed);
         let restart_at = id.kind == WorkloadKind::Rollout && policy.rollout_restart;
-        let (pause, last_roll) = (policy.pause_period, entry.summary.stored.rolled_at);
+        let (pause, last_roll) = (policy.pause_period, stored.rolled_at);
         let effect = match decision::decide(&recorded, current, template_changed, &self.key) {
             Action::Nothing => {
                 self.held.remove(id);
@@ -345,6 +350,7 @@ impl State {
         self.held.remove(id);
         self.unwatched.remove(id);
         self.paused.remove(id);
+        self.dry_records.remove(id);
         self.nothing_to_write(id);
         self.refresh_gauges();
     }
@@ -510,11 +516,16 @@ impl State {
         }
         let sources = RecordedSources::from(sources);
         if dry_run {
-            // Remember what would have been written, so the same change is reported once.
-            entry.summary.stored.stamp = Some(stamp);
-            entry.summary.stored.sources = Some(sources);
+            // Remember what would have been written, so the same change is reported once; apart from the
+            // workload's summary, which every watch event of the workload replaces.
+            let would = self
+                .dry_records
+                .entry(id.clone())
+                .or_insert_with(|| entry.summary.stored.clone());
+            would.stamp = Some(stamp);
+            would.sources = Some(sources);
             if rolled_for.is_some() {
-                entry.summary.stored.rolled_at = Some(now);
+                would.rolled_at = Some(now);
             }
             return event.map(|event| {
                 Effect::Publish(EventRequest {
@@ -959,6 +970,57 @@ mod tests {
             other => panic!("expected WouldReload, got {other:?}"),
         }
         assert!(s.decide(&wid("web"), now()).is_none(), "announced once");
+    }
+
+    #[test]
+    fn a_dry_run_keeps_what_it_would_have_recorded_across_the_workloads_own_updates() {
+        let mut s = state_with(&SourceKind::ALL, true);
+        synced_state(&mut s);
+        assert!(s.decide(&wid("web"), now()).is_none());
+        // The Secret changes, then the workload's controller updates it (a label, its status) before the
+        // debounced decision: the object still carries no record of hashroll's.
+        let mut relabelled = deployment("web", &[("hashroll.dev/reload", "true")], &[]);
+        relabelled.resource_version = Some(99);
+        relabelled.template_digest[0] ^= 1;
+        apply(
+            &mut s,
+            vec![
+                source(SourceKind::Secret, "db", &[("password", "b")]),
+                Input::WorkloadApplied(Box::new(relabelled)),
+            ],
+        );
+        // Its own template changed too, so it rolls by itself: recorded, not announced.
+        assert!(s.decide(&wid("web"), now()).is_none());
+        // A later change is announced: the would-be record survived the update.
+        apply(
+            &mut s,
+            vec![source(SourceKind::Secret, "db", &[("password", "c")])],
+        );
+        match s.decide(&wid("web"), now()) {
+            Some(Effect::Publish(e)) => assert_eq!(e.event.reason, "WouldReload"),
+            other => panic!("expected WouldReload, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_dry_run_announces_a_change_seen_before_an_update_of_the_workload_that_changes_nothing() {
+        let mut s = state_with(&SourceKind::ALL, true);
+        synced_state(&mut s);
+        assert!(s.decide(&wid("web"), now()).is_none());
+        // A label or status update: a new version of the object, same template, no record on it.
+        let mut updated = deployment("web", &[("hashroll.dev/reload", "true")], &[]);
+        updated.resource_version = Some(99);
+        apply(
+            &mut s,
+            vec![
+                source(SourceKind::Secret, "db", &[("password", "b")]),
+                Input::WorkloadApplied(Box::new(updated)),
+            ],
+        );
+        match s.decide(&wid("web"), now()) {
+            Some(Effect::Publish(e)) => assert_eq!(e.event.reason, "WouldReload"),
+            other => panic!("the change was absorbed: {other:?}"),
+        }
     }
 
     #[test]
