@@ -113,6 +113,10 @@ pub struct Args {
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub patch_concurrency: u16,
 
+    /// Label per-workload counters and per-watch metrics with the namespace (one series per namespace).
+    #[arg(long, env = "HASHROLL_METRICS_NAMESPACE_LABEL")]
+    pub metrics_namespace_label: bool,
+
     #[command(flatten)]
     pub election: LeaderElection,
 
