@@ -105,7 +105,9 @@ fn reaction_buckets(debounce: Duration) -> Vec<f64> {
     let mut buckets = latency_buckets();
     let window = debounce.as_secs_f64();
     if window > 0.0 {
-        buckets.extend((0..10).map(|i| window + 0.001 * f64::from(1u32 << i)));
+        // Rounded to the microsecond, so each bound prints as written (`2.256`, not `2.2560000000000002`).
+        let step = |i: u32| ((window + 0.001 * f64::from(1u32 << i)) * 1e6).round() / 1e6;
+        buckets.extend((0..10).map(step));
     }
     buckets.sort_by(f64::total_cmp);
     buckets.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
@@ -438,8 +440,8 @@ mod tests {
         assert_eq!(b[..3], [0.001, 0.002, 0.004]);
         assert!(*b.last().unwrap() > 60.0);
         let r = reaction_buckets(Duration::from_secs(2));
-        for edge in [0.001, 2.001, 2.002, 2.004, 2.512] {
-            assert!(r.iter().any(|x| (x - edge).abs() < 1e-9), "{edge} in {r:?}");
+        for edge in [0.001, 2.001, 2.002, 2.004, 2.256, 2.512] {
+            assert!(r.contains(&edge), "{edge} in {r:?}");
         }
         assert!(r.windows(2).all(|w| w[0] < w[1]), "sorted, distinct: {r:?}");
         assert_eq!(reaction_buckets(Duration::ZERO), b);
