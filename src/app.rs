@@ -25,12 +25,14 @@ use crate::model::kind::{SourceKind, WorkloadKind};
 use crate::reconcile::input::{WatchScope, Watched};
 use crate::reconcile::scheduler::Scheduler;
 use crate::reconcile::scopes::Readiness;
+use crate::reconcile::skipped::Skip;
 use crate::reconcile::state::{self, State};
 use crate::reconcile::writer::Writer;
 use crate::telemetry::admin::{self, Health};
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{Metrics, MetricsSettings};
 
-async fn client_config(args: &Args) -> anyhow::Result<Config> {
+/// The client configuration from the kubeconfig flags (the controller's, and `explain`'s).
+pub(crate) async fn client_config(args: &Args) -> anyhow::Result<Config> {
     let options = KubeConfigOptions {
         context: args.context.clone(),
         ..KubeConfigOptions::default()
@@ -60,7 +62,10 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
     let controller_ns = args.controller_namespace(&config.default_namespace);
     let client = Client::try_from(config).context("building the Kubernetes client")?;
 
-    let metrics = Metrics::new();
+    let metrics = Metrics::with(MetricsSettings {
+        namespace_label: args.metrics_namespace_label,
+        debounce: args.debounce,
+    });
     let (readiness_tx, readiness) = watch::channel(Readiness::Syncing);
     let standby = Arc::new(AtomicBool::new(false));
     // Cancelled once, at shutdown: the admin server and the loop stop on it.
@@ -128,6 +133,8 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
         kinds.remove(&WorkloadKind::Rollout);
     }
     let scopes = watch_scopes(&args, &kinds);
+    let reasons: Vec<&str> = Skip::ALL.iter().map(|s| s.label()).collect();
+    metrics.preset(kinds.iter().copied(), &reasons);
 
     // Lost while loading the key or probing for Rollouts: never start writing.
     if let Some(reason) = leadership.as_ref().and_then(Leadership::lost_now) {
@@ -341,7 +348,7 @@ fn lost_leadership(
 }
 
 /// Rollouts are watched only when the API server serves them (checked once, at start-up).
-async fn rollouts_served(client: &Client) -> bool {
+pub(crate) async fn rollouts_served(client: &Client) -> bool {
     let gvk = kube::api::GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Rollout");
     kube::discovery::oneshot::pinned_kind(client, &gvk)
         .await

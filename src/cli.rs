@@ -20,36 +20,37 @@ use crate::reconcile::scopes::NamespaceFilter;
 #[command(name = "hashroll", version, about)]
 pub struct Args {
     /// Path to a kubeconfig file; without it, in-cluster config or $KUBECONFIG / ~/.kube/config.
-    #[arg(long, env = "HASHROLL_KUBECONFIG")]
+    #[arg(long, global = true, env = "HASHROLL_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
 
     /// kubeconfig context to use (default: the current context).
-    #[arg(long, env = "HASHROLL_CONTEXT")]
+    #[arg(long, global = true, env = "HASHROLL_CONTEXT")]
     pub context: Option<String>,
 
     /// hashroll's own namespace (for its key Secret); default: $POD_NAMESPACE, then the kubeconfig's namespace.
-    #[arg(long, env = "HASHROLL_CONTROLLER_NAMESPACE", value_parser = parse_namespace)]
+    #[arg(long, global = true, env = "HASHROLL_CONTROLLER_NAMESPACE", value_parser = parse_namespace)]
     pub controller_namespace: Option<String>,
 
     /// Watch only these namespaces (comma-separated); default: the whole cluster.
-    #[arg(long, env = "HASHROLL_NAMESPACES", value_delimiter = ',', value_parser = parse_namespace)]
+    #[arg(long, global = true, env = "HASHROLL_NAMESPACES", value_delimiter = ',', value_parser = parse_namespace)]
     pub namespaces: Vec<String>,
 
     /// Act only in namespaces whose labels match this selector (e.g. `hashroll=enabled`).
-    #[arg(long, env = "HASHROLL_NAMESPACE_SELECTOR", value_parser = parse_label_selector)]
+    #[arg(long, global = true, env = "HASHROLL_NAMESPACE_SELECTOR", value_parser = parse_label_selector)]
     pub namespace_selector: Option<String>,
 
     /// Never act in these namespaces (comma-separated).
-    #[arg(long, env = "HASHROLL_IGNORE_NAMESPACES", value_delimiter = ',', value_parser = parse_namespace)]
+    #[arg(long, global = true, env = "HASHROLL_IGNORE_NAMESPACES", value_delimiter = ',', value_parser = parse_namespace)]
     pub ignore_namespaces: Vec<String>,
 
     /// Watch only Secrets and ConfigMaps whose labels match this selector (filtered by the API server).
-    #[arg(long, env = "HASHROLL_RESOURCE_LABEL_SELECTOR", value_parser = parse_label_selector)]
+    #[arg(long, global = true, env = "HASHROLL_RESOURCE_LABEL_SELECTOR", value_parser = parse_label_selector)]
     pub resource_label_selector: Option<String>,
 
     /// Which sources to watch: secrets, configmaps (comma-separated).
     #[arg(
         long,
+        global = true,
         env = "HASHROLL_WATCH",
         value_delimiter = ',',
         ignore_case = true,
@@ -60,6 +61,7 @@ pub struct Args {
     /// Which workload kinds to roll: deployments, statefulsets, daemonsets, cronjobs, rollouts.
     #[arg(
         long,
+        global = true,
         env = "HASHROLL_WORKLOAD_KINDS",
         value_delimiter = ',',
         ignore_case = true,
@@ -68,20 +70,22 @@ pub struct Args {
     pub workload_kinds: Vec<WorkloadKind>,
 
     /// Treat every workload as opted in unless it says `hashroll.dev/reload: "false"`.
-    #[arg(long, env = "HASHROLL_AUTO_RELOAD_ALL")]
+    #[arg(long, global = true, env = "HASHROLL_AUTO_RELOAD_ALL")]
     pub auto_reload_all: bool,
 
     /// Honour Stakater Reloader's annotations (`reloader.stakater.com/*`); `--stakater-compat=false` to turn off.
-    #[arg(long, env = "HASHROLL_STAKATER_COMPAT", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, global = true, env = "HASHROLL_STAKATER_COMPAT", default_value_t = true,
+          action = clap::ArgAction::Set)]
     pub stakater_compat: bool,
 
     /// Changes reaching one workload within this window produce one roll (e.g. `2s`, `500ms`; `0` disables).
-    #[arg(long, env = "HASHROLL_DEBOUNCE", value_parser = parse_duration, default_value = "2s")]
+    #[arg(long, global = true, env = "HASHROLL_DEBOUNCE", value_parser = parse_duration, default_value = "2s")]
     pub debounce: Duration,
 
     /// Secret types never watched (filtered by the API server); empty to watch every type.
     #[arg(
         long,
+        global = true,
         env = "HASHROLL_EXCLUDE_SECRET_TYPES",
         value_delimiter = ',',
         default_value = "helm.sh/release.v1"
@@ -89,15 +93,21 @@ pub struct Args {
     pub exclude_secret_types: Vec<String>,
 
     /// Log and emit Events for what would roll, patch nothing.
-    #[arg(long, env = "HASHROLL_DRY_RUN")]
+    #[arg(long, global = true, env = "HASHROLL_DRY_RUN")]
     pub dry_run: bool,
 
     /// Log format.
-    #[arg(long, env = "HASHROLL_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "HASHROLL_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
 
     /// Log level or filter (`info`, `debug`, `hashroll=debug,kube=warn`).
-    #[arg(long, env = "HASHROLL_LOG_LEVEL", default_value = "info", value_parser = parse_log_level)]
+    #[arg(long, global = true, env = "HASHROLL_LOG_LEVEL", default_value = "info", value_parser = parse_log_level)]
     pub log_level: String,
 
     /// Address of the admin server (`/metrics`, `/healthz`, `/readyz`); `off` disables it.
@@ -105,13 +115,17 @@ pub struct Args {
     pub admin_addr: AdminAddr,
 
     /// Name of the Secret (in the controller namespace) that holds the installation key for keyed hashes.
-    #[arg(long, env = "HASHROLL_KEY_SECRET", default_value = "hashroll-key", value_parser = parse_name)]
+    #[arg(long, global = true, env = "HASHROLL_KEY_SECRET", default_value = "hashroll-key", value_parser = parse_name)]
     pub key_secret: String,
 
     /// How many workload patches may be in flight at once.
     #[arg(long, env = "HASHROLL_PATCH_CONCURRENCY", default_value_t = 16,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub patch_concurrency: u16,
+
+    /// Label per-workload counters and per-watch metrics with the namespace (one series per namespace).
+    #[arg(long, env = "HASHROLL_METRICS_NAMESPACE_LABEL")]
+    pub metrics_namespace_label: bool,
 
     #[command(flatten)]
     pub election: LeaderElection,
@@ -123,6 +137,71 @@ pub struct Args {
     /// The pod's namespace, from the downward API: the default controller namespace.
     #[arg(long, env = "POD_NAMESPACE", hide = true)]
     pub pod_namespace: Option<String>,
+
+    /// Without a subcommand, hashroll runs the controller.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What hashroll can do besides running the controller.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Say, read-only, what hashroll tracks for a workload and whether it would roll it now and why; or
+    /// which workloads use a Secret or ConfigMap. Takes the controller's flags, so it judges as it does.
+    Explain(ExplainArgs),
+}
+
+/// `hashroll explain KIND/NAME [-n NAMESPACE] [-o text|json]`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ExplainArgs {
+    /// What to explain: `deployment/web`, `statefulset/db`, `daemonset/x`, `cronjob/x`, `rollout/x`,
+    /// `secret/db` or `configmap/app` (plural names and kinds in any case too).
+    #[arg(value_parser = parse_target)]
+    pub target: Target,
+
+    /// Its namespace; default: the kubeconfig's.
+    #[arg(short = 'n', long = "namespace", value_parser = parse_namespace)]
+    pub namespace: Option<String>,
+
+    /// `text` for people, `json` for tools.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+    pub output: Output,
+}
+
+/// The object `explain` is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Workload(WorkloadKind, String),
+    Source(SourceKind, String),
+}
+
+/// How `explain` prints.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// `kind/name`, the kind named as in the kind tables (singular, plural or the kind itself, any case).
+fn parse_target(s: &str) -> Result<Target, String> {
+    let (kind, name) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?} is not KIND/NAME (e.g. deployment/web, secret/db)"))?;
+    let name = parse_name(name)?;
+    let kind = kind.to_ascii_lowercase();
+    let is = |i: &crate::model::kind::KindInfo| {
+        kind == i.singular || kind == i.plural || kind == i.kind.to_ascii_lowercase()
+    };
+    if let Some(k) = WorkloadKind::ALL.into_iter().find(|k| is(k.info())) {
+        return Ok(Target::Workload(k, name));
+    }
+    if let Some(k) = SourceKind::ALL.into_iter().find(|k| is(k.info())) {
+        return Ok(Target::Source(k, name));
+    }
+    Err(format!(
+        "{kind:?} is not a kind hashroll knows: deployment, statefulset, daemonset, cronjob, rollout, \
+         secret or configmap"
+    ))
 }
 
 // The kind tables give the names accepted on the command line: the plural, and the singular as an alias.
@@ -626,6 +705,52 @@ mod tests {
                 assert!(text.contains(n), "{args:?}: {text}");
             }
         }
+    }
+
+    #[test]
+    fn without_a_subcommand_the_controller_runs_and_explain_takes_its_flags() {
+        let a = parse(&["--kubeconfig", "/k", "--watch", "configmaps"]).unwrap();
+        assert!(a.command.is_none());
+        assert!(!a.metrics_namespace_label);
+        let a = parse(&[
+            "explain",
+            "Deployment/web",
+            "-n",
+            "shop",
+            "--watch",
+            "configmaps",
+            "--auto-reload-all",
+            "-o",
+            "json",
+        ])
+        .unwrap();
+        let Some(Command::Explain(e)) = &a.command else {
+            panic!("explain: {a:?}")
+        };
+        assert_eq!(
+            e.target,
+            Target::Workload(WorkloadKind::Deployment, "web".into())
+        );
+        assert_eq!(
+            (e.namespace.as_deref(), e.output),
+            (Some("shop"), Output::Json)
+        );
+        assert_eq!(
+            a.source_kinds().len(),
+            1,
+            "the controller's flag, after the subcommand"
+        );
+        assert!(a.auto_reload_all);
+        let e = |args: &[&str]| parse(args).unwrap_err().to_string();
+        assert!(e(&["explain", "web"]).contains("KIND/NAME"));
+        assert!(e(&["explain", "pods/web"]).contains("not a kind"));
+        assert!(matches!(
+            parse(&["explain", "configmaps/app"]).unwrap().command,
+            Some(Command::Explain(ExplainArgs {
+                target: Target::Source(SourceKind::ConfigMap, _),
+                ..
+            }))
+        ));
     }
 
     #[test]

@@ -3,11 +3,12 @@
 //! Data flows one way: [`k8s::watch`] → reduced summaries ([`model`]) → the index and decision in
 //! [`reconcile`] → [`k8s::patch`]. The model is pure; I/O stays in [`k8s`] and [`telemetry`]; [`app`] wires.
 //!
-//! Only what the binary and the demo use is public: [`cli::Args`] and [`app::run`].
+//! Only what the binary and the demo use is public: [`cli::Args`], [`app::run`] and [`explain::run`].
 
 pub mod app;
 pub mod cli;
 mod error;
+pub mod explain;
 mod k8s;
 mod model;
 mod reconcile;

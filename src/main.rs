@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use hashroll::cli::{Args, LogFormat};
+use hashroll::cli::{Args, Command, LogFormat};
 
 fn main() -> ExitCode {
     // An invalid flag exits 2 here, naming the flag, before any connection.
@@ -21,6 +21,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(Command::Explain(explain)) = &args.command {
+        return match runtime.block_on(hashroll::explain::run(&args, explain)) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("hashroll explain: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match runtime.block_on(hashroll::app::run(args, wait_for_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -31,7 +43,12 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(args: &Args) {
-    let filter = tracing_subscriber::EnvFilter::new(&args.log_level);
+    // `explain` prints its answer on stdout; the controller's info lines would only be noise on stderr.
+    let level = match args.command {
+        Some(Command::Explain(_)) if args.log_level == "info" => "warn",
+        _ => args.log_level.as_str(),
+    };
+    let filter = tracing_subscriber::EnvFilter::new(level);
     // Colours only for a terminal: logs collected from a file or a pod must stay plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -62,6 +62,26 @@ pub async fn load_or_create(
             }
         }
     };
+    key_of(&secret, &object)
+}
+
+/// Reads the key Secret without ever creating it (`hashroll explain`): None if it does not exist.
+pub async fn load(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<InstallationKey>, Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let object = format!("Secret {namespace}/{name}");
+    match api.get_opt(name).await {
+        Ok(Some(secret)) => key_of(&secret, &object).map(Some),
+        Ok(None) => Ok(None),
+        Err(e) => Err(Error::api("reading", &object, e)),
+    }
+}
+
+/// The key in the Secret's data.
+fn key_of(secret: &Secret, object: &str) -> Result<InstallationKey, Error> {
     let bytes = secret
         .data
         .as_ref()

@@ -178,11 +178,16 @@ async fn forward<K, T>(
 {
     let Sink { scope, tx, metrics } = sink;
     let resource = scope.resource.resource_name();
+    let namespace = scope.namespace.as_deref();
+    let clock = metrics.watch_started(resource, namespace);
     let mut stream = stream.default_backoff().boxed();
     // (namespace, name) of every object of the list in progress.
     let mut listing: Option<Listed> = None;
     let mut failures = 0u32;
     while let Some(ev) = stream.next().await {
+        if matches!(&ev, Ok(e) if !matches!(e, Event::Init)) {
+            clock.touch();
+        }
         // At most one message per event.
         let msg: Option<Input> = match ev {
             Ok(Event::Init) => {
@@ -207,7 +212,7 @@ async fn forward<K, T>(
                 Some(deleted(&ns, &name))
             }
             Err(e) => {
-                metrics.watch_errors.with_label_values(&[resource]).inc();
+                metrics.watch_restarted(resource, namespace, restart_cause(&e));
                 failures += 1;
                 // One line per failure streak step, not one per retry storm.
                 if failures == 1 || failures.is_power_of_two() {
@@ -232,10 +237,76 @@ async fn forward<K, T>(
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
+/// Why a watch restarts, as the `cause` label says it: `expired` (410: it re-lists from scratch),
+/// `forbidden` (401/403), else the step that failed: `list_failed`, `watch_failed` (starting the watch),
+/// `watch_error` (an error event from the API server), `stream_failed` (the stream broke),
+/// `no_resource_version`.
+pub fn restart_cause(e: &watcher::Error) -> &'static str {
+    let forbidden =
+        |e: &kube::Error| matches!(e, kube::Error::Api(s) if matches!(s.code, 401 | 403));
+    match e {
+        watcher::Error::WatchError(s) if s.code == 410 => "expired",
+        watcher::Error::WatchError(s) if matches!(s.code, 401 | 403) => "forbidden",
+        watcher::Error::InitialListFailed(e)
+        | watcher::Error::WatchStartFailed(e)
+        | watcher::Error::WatchFailed(e)
+            if forbidden(e) =>
+        {
+            "forbidden"
+        }
+        watcher::Error::InitialListFailed(_) => "list_failed",
+        watcher::Error::WatchStartFailed(_) => "watch_failed",
+        watcher::Error::WatchError(_) => "watch_error",
+        watcher::Error::WatchFailed(_) => "stream_failed",
+        watcher::Error::NoResourceVersion => "no_resource_version",
+    }
+}
+
 fn ident<K: Resource>(obj: &K) -> (String, String) {
     let m = obj.meta();
     (
         m.namespace.clone().unwrap_or_default(),
         m.name.clone().unwrap_or_default(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure("x", "Reason")
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn restarts_are_told_apart_by_what_an_operator_does_about_them() {
+        let gone = kube::core::Status::failure("too old", "Expired")
+            .with_code(410)
+            .boxed();
+        assert_eq!(restart_cause(&watcher::Error::WatchError(gone)), "expired");
+        assert_eq!(
+            restart_cause(&watcher::Error::InitialListFailed(status(403))),
+            "forbidden"
+        );
+        assert_eq!(
+            restart_cause(&watcher::Error::InitialListFailed(status(500))),
+            "list_failed"
+        );
+        assert_eq!(
+            restart_cause(&watcher::Error::WatchStartFailed(status(503))),
+            "watch_failed"
+        );
+        assert_eq!(
+            restart_cause(&watcher::Error::WatchFailed(status(500))),
+            "stream_failed"
+        );
+        assert_eq!(
+            restart_cause(&watcher::Error::NoResourceVersion),
+            "no_resource_version"
+        );
+    }
 }

@@ -4,7 +4,7 @@
 //! annotations of Stakater Reloader keep their documented meaning, so a cluster can switch
 //! controllers without editing its workloads.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -155,6 +155,9 @@ pub struct Tracked {
     /// Name expressions: every matching source of that kind in the namespace is tracked whole and
     /// optional, unless excluded (check [`ReloadPolicy::is_excluded`]).
     pub patterns: Vec<(SourceKind, NamePattern)>,
+    /// Sources referenced or named that an exclude annotation removed, sorted: not tracked, but their
+    /// changes are counted as excluded, and `explain` lists them.
+    pub excluded: Vec<SourceId>,
 }
 
 /// None = the workload is not opted in. `workload` and `template` are the annotations of the
@@ -346,9 +349,17 @@ impl ReloadPolicy {
     /// since naming it is explicit. Excluded sources are dropped from both.
     pub fn tracked(&self, namespace: &str, refs: &[Reference]) -> Tracked {
         let mut exact: BTreeMap<SourceId, TrackedSource> = BTreeMap::new();
+        let mut excluded: BTreeSet<SourceId> = BTreeSet::new();
+        let mut exclude = |kind: SourceKind, name: &str| {
+            let hit = self.is_excluded(kind, name);
+            if hit {
+                excluded.insert(SourceId::new(kind, namespace, name));
+            }
+            hit
+        };
 
         for r in refs {
-            if !self.refs.tracks(r.kind) || self.is_excluded(r.kind, &r.name) {
+            if !self.refs.tracks(r.kind) || exclude(r.kind, &r.name) {
                 continue;
             }
             let named = self.is_named(r.kind, &r.name);
@@ -369,7 +380,7 @@ impl ReloadPolicy {
         for (kind, pattern) in &self.named {
             match pattern {
                 NamePattern::Exact(name) => {
-                    if self.is_excluded(*kind, name) {
+                    if exclude(*kind, name) {
                         continue;
                     }
                     let reference = refs.iter().find(|r| r.kind == *kind && r.name == *name);
@@ -387,7 +398,7 @@ impl ReloadPolicy {
                     // A referenced name the expression matches is tracked whole by name, keeping
                     // the reference's `optional`, even if reference tracking is off for its kind.
                     for r in refs.iter().filter(|r| r.kind == *kind) {
-                        if pattern.matches(&r.name) && !self.is_excluded(r.kind, &r.name) {
+                        if pattern.matches(&r.name) && !exclude(r.kind, &r.name) {
                             upsert(
                                 &mut exact,
                                 TrackedSource {
@@ -409,6 +420,7 @@ impl ReloadPolicy {
         Tracked {
             exact: exact.into_values().collect(),
             patterns,
+            excluded: excluded.into_iter().collect(),
         }
     }
 

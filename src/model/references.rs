@@ -92,23 +92,7 @@ pub struct Reference {
 /// configuration, and are ignored. Uses with an empty name are skipped.
 pub fn pod_spec_references(spec: &PodSpec) -> Vec<Reference> {
     let mut acc = Accumulator::default();
-
-    for c in spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-    {
-        acc.env(c.env.as_deref(), c.env_from.as_deref());
-    }
-    // Ephemeral containers cannot be added through a pod template, but a spec taken from a live
-    // pod may carry them; counting their uses is harmless.
-    for c in spec.ephemeral_containers.iter().flatten() {
-        acc.env(c.env.as_deref(), c.env_from.as_deref());
-    }
-    for v in spec.volumes.iter().flatten() {
-        acc.volume(v);
-    }
-
+    walk(spec, &mut acc);
     acc.uses
         .into_iter()
         .map(|((kind, name), (keys, optional))| Reference {
@@ -120,18 +104,183 @@ pub fn pod_spec_references(spec: &PodSpec) -> Vec<Reference> {
         .collect()
 }
 
+/// Where the pod spec uses each Secret/ConfigMap (`containers[app].env[DB_PASSWORD].valueFrom.secretKeyRef`,
+/// `volumes[certs].secret`), by (kind, name), in the order of the spec. For `hashroll explain` only: the
+/// controller keeps no path.
+pub fn reference_paths(spec: &PodSpec) -> BTreeMap<(SourceKind, String), Vec<String>> {
+    let mut paths = Paths::default();
+    walk(spec, &mut paths);
+    paths.0
+}
+
+/// Receives each use the walk finds. `path` says where it is; the controller's sink never calls it, so
+/// the controller builds no path.
+trait Uses {
+    fn add(
+        &mut self,
+        kind: SourceKind,
+        name: &str,
+        keys: impl FnOnce() -> KeySelection,
+        optional: Option<bool>,
+        path: impl FnOnce() -> String,
+    );
+}
+
+/// Walks every use of a Secret or ConfigMap in the pod spec, in the order of the spec.
+fn walk(spec: &PodSpec, uses: &mut impl Uses) {
+    // Ephemeral containers cannot be added through a pod template, but a spec taken from a live
+    // pod may carry them; counting their uses is harmless.
+    let ephemeral = spec.ephemeral_containers.iter().flatten();
+    let containers = (spec.containers.iter().map(|c| ("containers", c)))
+        .chain(
+            spec.init_containers
+                .iter()
+                .flatten()
+                .map(|c| ("initContainers", c)),
+        )
+        .map(|(list, c)| {
+            (
+                list,
+                c.name.as_str(),
+                c.env.as_deref(),
+                c.env_from.as_deref(),
+            )
+        })
+        .chain(ephemeral.map(|c| {
+            (
+                "ephemeralContainers",
+                c.name.as_str(),
+                c.env.as_deref(),
+                c.env_from.as_deref(),
+            )
+        }));
+    for (list, container, env, env_from) in containers {
+        let at = || format!("{list}[{container}]");
+        env_uses(uses, env, env_from, at);
+    }
+    for v in spec.volumes.iter().flatten() {
+        volume_uses(uses, v);
+    }
+}
+
+fn env_uses(
+    uses: &mut impl Uses,
+    env: Option<&[EnvVar]>,
+    env_from: Option<&[EnvFromSource]>,
+    at: impl Fn() -> String,
+) {
+    for var in env.into_iter().flatten() {
+        let Some(from) = &var.value_from else {
+            continue;
+        };
+        let path = |field: &str| format!("{}.env[{}].valueFrom.{field}", at(), var.name);
+        if let Some(r) = &from.secret_key_ref {
+            uses.add(
+                SourceKind::Secret,
+                &r.name,
+                || KeySelection::key(&r.key),
+                r.optional,
+                || path("secretKeyRef"),
+            );
+        }
+        if let Some(r) = &from.config_map_key_ref {
+            uses.add(
+                SourceKind::ConfigMap,
+                &r.name,
+                || KeySelection::key(&r.key),
+                r.optional,
+                || path("configMapKeyRef"),
+            );
+        }
+    }
+    for (i, from) in env_from.into_iter().flatten().enumerate() {
+        let path = |field: &str| format!("{}.envFrom[{i}].{field}", at());
+        if let Some(r) = &from.secret_ref {
+            uses.add(
+                SourceKind::Secret,
+                &r.name,
+                || KeySelection::All,
+                r.optional,
+                || path("secretRef"),
+            );
+        }
+        if let Some(r) = &from.config_map_ref {
+            uses.add(
+                SourceKind::ConfigMap,
+                &r.name,
+                || KeySelection::All,
+                r.optional,
+                || path("configMapRef"),
+            );
+        }
+    }
+}
+
+fn volume_uses(uses: &mut impl Uses, v: &Volume) {
+    let path = |field: &str| format!("volumes[{}].{field}", v.name);
+    if let Some(s) = &v.secret {
+        let name = s.secret_name.as_deref().unwrap_or_default();
+        uses.add(
+            SourceKind::Secret,
+            name,
+            || item_keys(&s.items),
+            s.optional,
+            || path("secret"),
+        );
+    }
+    if let Some(c) = &v.config_map {
+        uses.add(
+            SourceKind::ConfigMap,
+            &c.name,
+            || item_keys(&c.items),
+            c.optional,
+            || path("configMap"),
+        );
+    }
+    if let Some(p) = &v.projected {
+        for (i, src) in p.sources.iter().flatten().enumerate() {
+            let path = |field: &str| path(&format!("projected.sources[{i}].{field}"));
+            if let Some(s) = &src.secret {
+                uses.add(
+                    SourceKind::Secret,
+                    &s.name,
+                    || item_keys(&s.items),
+                    s.optional,
+                    || path("secret"),
+                );
+            }
+            if let Some(c) = &src.config_map {
+                uses.add(
+                    SourceKind::ConfigMap,
+                    &c.name,
+                    || item_keys(&c.items),
+                    c.optional,
+                    || path("configMap"),
+                );
+            }
+        }
+    }
+}
+
 /// Merges uses as they are found; the BTreeMap gives the (kind, name) ordering for free.
 #[derive(Default)]
 struct Accumulator {
     uses: BTreeMap<(SourceKind, String), (KeySelection, bool)>,
 }
 
-impl Accumulator {
-    fn add(&mut self, kind: SourceKind, name: &str, keys: KeySelection, optional: Option<bool>) {
+impl Uses for Accumulator {
+    fn add(
+        &mut self,
+        kind: SourceKind,
+        name: &str,
+        keys: impl FnOnce() -> KeySelection,
+        optional: Option<bool>,
+        _path: impl FnOnce() -> String,
+    ) {
         if name.is_empty() {
             return;
         }
-        let optional = optional.unwrap_or(false);
+        let (keys, optional) = (keys(), optional.unwrap_or(false));
         match self.uses.remove(&(kind, name.to_string())) {
             Some((prev_keys, prev_optional)) => {
                 self.uses.insert(
@@ -144,71 +293,26 @@ impl Accumulator {
             }
         }
     }
+}
 
-    fn env(&mut self, env: Option<&[EnvVar]>, env_from: Option<&[EnvFromSource]>) {
-        for var in env.into_iter().flatten() {
-            let Some(from) = &var.value_from else {
-                continue;
-            };
-            if let Some(r) = &from.secret_key_ref {
-                self.add(
-                    SourceKind::Secret,
-                    &r.name,
-                    KeySelection::key(&r.key),
-                    r.optional,
-                );
-            }
-            if let Some(r) = &from.config_map_key_ref {
-                self.add(
-                    SourceKind::ConfigMap,
-                    &r.name,
-                    KeySelection::key(&r.key),
-                    r.optional,
-                );
-            }
-        }
-        for from in env_from.into_iter().flatten() {
-            if let Some(r) = &from.secret_ref {
-                self.add(SourceKind::Secret, &r.name, KeySelection::All, r.optional);
-            }
-            if let Some(r) = &from.config_map_ref {
-                self.add(
-                    SourceKind::ConfigMap,
-                    &r.name,
-                    KeySelection::All,
-                    r.optional,
-                );
-            }
-        }
-    }
+/// Collects where each source is used.
+#[derive(Default)]
+struct Paths(BTreeMap<(SourceKind, String), Vec<String>>);
 
-    fn volume(&mut self, v: &Volume) {
-        if let Some(s) = &v.secret {
-            let name = s.secret_name.as_deref().unwrap_or_default();
-            self.add(SourceKind::Secret, name, item_keys(&s.items), s.optional);
-        }
-        if let Some(c) = &v.config_map {
-            self.add(
-                SourceKind::ConfigMap,
-                &c.name,
-                item_keys(&c.items),
-                c.optional,
-            );
-        }
-        if let Some(p) = &v.projected {
-            for src in p.sources.iter().flatten() {
-                if let Some(s) = &src.secret {
-                    self.add(SourceKind::Secret, &s.name, item_keys(&s.items), s.optional);
-                }
-                if let Some(c) = &src.config_map {
-                    self.add(
-                        SourceKind::ConfigMap,
-                        &c.name,
-                        item_keys(&c.items),
-                        c.optional,
-                    );
-                }
-            }
+impl Uses for Paths {
+    fn add(
+        &mut self,
+        kind: SourceKind,
+        name: &str,
+        _keys: impl FnOnce() -> KeySelection,
+        _optional: Option<bool>,
+        path: impl FnOnce() -> String,
+    ) {
+        if !name.is_empty() {
+            self.0
+                .entry((kind, name.to_string()))
+                .or_default()
+                .push(path());
         }
     }
 }
@@ -402,6 +506,46 @@ mod tests {
             "volumes": [{"name": "v", "secret": {}}],
         }));
         assert_eq!(pod_spec_references(&s), vec![]);
+    }
+
+    #[test]
+    fn paths_say_where_the_pod_spec_uses_each_source() {
+        let s = spec(json!({
+            "containers": [{"name": "app",
+                "env": [{"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}],
+                "envFrom": [{"configMapRef": {"name": "env"}}, {"secretRef": {"name": "db"}}]}],
+            "initContainers": [{"name": "init", "env": [
+                {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "env", "key": "mode"}}}]}],
+            "volumes": [
+                {"name": "certs", "secret": {"secretName": "tls"}},
+                {"name": "all", "projected": {"sources": [{"serviceAccountToken": {"path": "t"}},
+                    {"configMap": {"name": "env"}}]}},
+            ],
+        }));
+        let paths = reference_paths(&s);
+        let at = |kind, name: &str| paths[&(kind, name.to_string())].clone();
+        assert_eq!(
+            at(Secret, "db"),
+            [
+                "containers[app].env[DB_PASSWORD].valueFrom.secretKeyRef",
+                "containers[app].envFrom[1].secretRef",
+            ]
+        );
+        assert_eq!(
+            at(ConfigMap, "env"),
+            [
+                "containers[app].envFrom[0].configMapRef",
+                "initContainers[init].env[MODE].valueFrom.configMapKeyRef",
+                "volumes[all].projected.sources[1].configMap",
+            ]
+        );
+        assert_eq!(at(Secret, "tls"), ["volumes[certs].secret"]);
+        // The same sources, found by the same walk.
+        let refs: Vec<(SourceKind, String)> = pod_spec_references(&s)
+            .into_iter()
+            .map(|r| (r.kind, r.name))
+            .collect();
+        assert_eq!(refs, paths.keys().cloned().collect::<Vec<_>>());
     }
 
     #[test]

@@ -128,45 +128,18 @@ pub fn current(
             .sources
             .as_ref()
             .and_then(|m| m.get(label))
-            .cloned()
+            .map(String::as_str)
     };
 
     for t in &tracked.exact {
         let label = source_label(t.id.kind, &t.id.name);
-        match sources.get(&t.id) {
-            // Not watched, or filtered out: hashroll cannot know whether it exists, so does not track it.
-            None if !visible.sees_absence(t.id.kind) => unwatched.push(t.id.clone()),
-            // Known to exist, but of a type whose content is not watched.
-            Some(s) if s.excluded_type.is_some() => unwatched.push(t.id.clone()),
-            None if t.optional => {
-                out.insert(label, source_stamp(key, &UsedSource::Absent { id: &t.id }));
+        match source_state(t, sources.get(&t.id), visible, previous(&label), key) {
+            SourceState::Unwatched => unwatched.push(t.id.clone()),
+            SourceState::Missing(missing) => return Current::Hold(missing),
+            SourceState::Frozen(Some(digest)) | SourceState::Tracked { digest, .. } => {
+                out.insert(label, digest);
             }
-            None => {
-                return Current::Hold(Missing {
-                    source: t.id.clone(),
-                    key: None,
-                });
-            }
-            Some(s) if s.ignore || (t.require_stakater_match && !s.stakater_match) => {
-                // Changes of an ignored source never roll: keep what was recorded (or its state now, the
-                // first time), so removing the annotation later does not look like a change either.
-                if let Some(prev) = previous(&label) {
-                    out.insert(label, prev);
-                } else if !t.require_stakater_match {
-                    out.insert(label, present_stamp(key, t, s).unwrap_or_default());
-                }
-            }
-            Some(s) => match present_stamp(key, t, s) {
-                Ok(stamp) => {
-                    out.insert(label, stamp);
-                }
-                Err(missing_key) => {
-                    return Current::Hold(Missing {
-                        source: t.id.clone(),
-                        key: Some(missing_key),
-                    });
-                }
-            },
+            SourceState::Frozen(None) => {}
         }
     }
 
@@ -190,7 +163,7 @@ pub fn current(
                 require_stakater_match: false,
             };
             let stamp = match previous(&label) {
-                Some(prev) if s.ignore => prev,
+                Some(prev) if s.ignore => prev.to_string(),
                 _ => present_stamp(key, &t, s).unwrap_or_default(),
             };
             out.insert(label, stamp);
@@ -211,6 +184,67 @@ pub fn current(
         sources: out,
         ids,
         unwatched,
+    }
+}
+
+/// What one source known by name contributes to a workload's state now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceState {
+    /// Not watched, filtered out, or of a type whose content is not watched: hashroll cannot know
+    /// whether it exists, so does not track it.
+    Unwatched,
+    /// Required and missing, or missing a required key: rolling would start pods that cannot run.
+    Missing(Missing),
+    /// Ignored (or lacking the Stakater match a `search` workload needs): its changes never roll, so it
+    /// keeps the digest recorded before (None: not tracked at all).
+    Frozen(Option<String>),
+    /// Tracked: its digest now; `present` is false for an optional source that is absent.
+    Tracked { digest: String, present: bool },
+}
+
+/// The state of one tracked source: `s` is what hashroll holds of it (None: nothing), `previous` the
+/// digest recorded for it on the workload.
+pub fn source_state(
+    t: &TrackedSource,
+    s: Option<&SourceSummary>,
+    visible: &Visibility,
+    previous: Option<&str>,
+    key: &InstallationKey,
+) -> SourceState {
+    match s {
+        // Not watched, or filtered out: hashroll cannot know whether it exists, so does not track it.
+        None if !visible.sees_absence(t.id.kind) => SourceState::Unwatched,
+        // Known to exist, but of a type whose content is not watched.
+        Some(s) if s.excluded_type.is_some() => SourceState::Unwatched,
+        None if t.optional => SourceState::Tracked {
+            digest: source_stamp(key, &UsedSource::Absent { id: &t.id }),
+            present: false,
+        },
+        None => SourceState::Missing(Missing {
+            source: t.id.clone(),
+            key: None,
+        }),
+        Some(s) if s.ignore || (t.require_stakater_match && !s.stakater_match) => {
+            // Changes of an ignored source never roll: keep what was recorded (or its state now, the
+            // first time), so removing the annotation later does not look like a change either.
+            SourceState::Frozen(match previous {
+                Some(prev) => Some(prev.to_string()),
+                None if !t.require_stakater_match => {
+                    Some(present_stamp(key, t, s).unwrap_or_default())
+                }
+                None => None,
+            })
+        }
+        Some(s) => match present_stamp(key, t, s) {
+            Ok(digest) => SourceState::Tracked {
+                digest,
+                present: true,
+            },
+            Err(missing_key) => SourceState::Missing(Missing {
+                source: t.id.clone(),
+                key: Some(missing_key),
+            }),
+        },
     }
 }
 

@@ -9,11 +9,12 @@ pub mod input;
 mod memory;
 pub mod scheduler;
 pub mod scopes;
+pub mod skipped;
 pub mod state;
 pub mod wording;
 pub mod writer;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -60,11 +61,12 @@ pub async fn run(
                 while let Some(input) = next {
                     churn += 1;
                     watches_changed |= matches!(input, Input::Synced(..) | Input::WatchFailed(..));
-                    state.apply(input, &mut effects);
+                    state.apply(input, Instant::now(), &mut effects);
                     next = inputs.try_recv().ok();
                 }
             }
             id = scheduler.next_due() => {
+                let _timer = metrics.decision_timer();
                 let now = jiff::Timestamp::now();
                 effects.extend(state.decide(&id, now));
                 while let Some(id) = scheduler.next_ready() {
@@ -112,6 +114,7 @@ fn on_written(
     let Written {
         id,
         rolled_for,
+        changed_at,
         result,
     } = written;
     match result {
@@ -123,10 +126,12 @@ fn on_written(
             }
         }
         Err(e) => {
-            metrics
-                .patch_errors
-                .with_label_values(&[id.kind.as_str(), &e.code_label(), e.class.metric_label()])
-                .inc();
+            metrics.patch_error(
+                id.kind,
+                &id.namespace,
+                &e.code_label(),
+                e.class.metric_label(),
+            );
             if e.class == ErrorClass::NotFound {
                 tracing::info!(workload = %id, "workload is gone; nothing to roll");
                 scheduler.abandoned(&id);
@@ -139,6 +144,7 @@ fn on_written(
                     e.class,
                     &e.answer(),
                     rolled_for.as_deref(),
+                    changed_at,
                 ));
             }
         }

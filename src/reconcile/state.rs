@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
@@ -24,6 +24,7 @@ use crate::reconcile::index::ReverseIndex;
 use crate::reconcile::input::{Input, Listed, WatchScope, Watched};
 use crate::reconcile::scheduler::{Wid, shrink};
 use crate::reconcile::scopes::{NamespaceFilter, Readiness, Scopes};
+use crate::reconcile::skipped::{Pending, Reach, Reached, Skip, reach};
 use crate::reconcile::wording::{
     describe, invalid_annotation_event, reload_failed_event, roll_event,
 };
@@ -88,6 +89,8 @@ pub struct State {
     paused: HashSet<Wid>,
     /// Consecutive failed writes per workload, until one succeeds.
     failures: HashMap<Wid, FailureStreak>,
+    /// The source changes that may roll each workload, until its decision.
+    reached: Reached,
     /// How many workloads carry a malformed annotation (a gauge; counted, not recounted per change).
     invalid: usize,
     /// `--dry-run`: what would have been recorded on each workload.
@@ -117,17 +120,18 @@ impl State {
             unwatched: HashMap::new(),
             paused: HashSet::new(),
             failures: HashMap::new(),
+            reached: Reached::default(),
             invalid: 0,
             dry_records: HashMap::new(),
             settings,
         }
     }
 
-    /// Takes in what a watch reported; what must follow is pushed onto `out`.
-    pub fn apply(&mut self, input: Input, out: &mut Vec<Effect>) {
+    /// Takes in what a watch reported, received at `seen`; what must follow is pushed onto `out`.
+    pub fn apply(&mut self, input: Input, seen: Instant, out: &mut Vec<Effect>) {
         match input {
-            Input::SourceApplied(s) => self.source_applied(s, out),
-            Input::SourceDeleted(id) => self.source_deleted(&id, out),
+            Input::SourceApplied(s) => self.source_applied(s, seen, out),
+            Input::SourceDeleted(id) => self.source_deleted(&id, seen, out),
             Input::WorkloadApplied(w) => self.workload_applied(*w, out),
             Input::WorkloadDeleted(id) => self.workload_deleted(&id, out),
             Input::Namespace(name, present) => {
@@ -136,7 +140,7 @@ impl State {
                 }
             }
             Input::Synced(scope, listed) => {
-                self.forget_unlisted(&scope, &listed, out);
+                self.forget_unlisted(&scope, &listed, seen, out);
                 self.scopes.synced(&scope);
                 // After any (re-)list, re-check everything it covers: level-triggered.
                 match scope.namespace.clone() {
@@ -165,6 +169,8 @@ impl State {
             return None;
         }
         let entry = self.workloads.get_mut(id)?;
+        // The changes that may roll it are settled by this decision (or wait again, below).
+        let reached = self.reached.take(id);
         let (policy, references) = match &entry.summary.tracking {
             Tracking::Off => {
                 self.warned.remove(id);
@@ -210,14 +216,21 @@ impl State {
         let template_changed = std::mem::take(&mut entry.template_changed);
         let restart_at = id.kind == WorkloadKind::Rollout && policy.rollout_restart;
         let (pause, last_roll) = (policy.pause_period, stored.rolled_at);
+        let skipped = |reason: Skip, n: u32| {
+            self.metrics
+                .skipped(reason.label(), &id.namespace, u64::from(n))
+        };
+        let changes = reached.map_or(0, |r| r.changes);
         let effect = match decision::decide(&recorded, current, template_changed, &self.key) {
             Action::Nothing => {
+                skipped(Skip::Reverted, changes);
                 self.held.remove(id);
                 self.paused.remove(id);
                 self.nothing_to_write(id);
                 None
             }
             Action::Hold(Missing { source, key }) => {
+                skipped(Skip::Held, changes);
                 if self.held.get(id) != Some(&source) {
                     match &key {
                         Some(k) => tracing::info!(workload = %id, source = %source, key = %k,
@@ -230,6 +243,7 @@ impl State {
                 None
             }
             Action::Baseline { stamp, sources } => {
+                skipped(Skip::Recorded, changes);
                 self.held.remove(id);
                 self.paused.remove(id);
                 self.write(id, Write::Record, stamp, sources, None, now)
@@ -246,9 +260,18 @@ impl State {
                             "holding the roll until one pause period after the last one (deployment.reloader.stakater.com/pause-period)");
                     }
                     self.metrics.held_workloads.set(self.held.len() as i64);
+                    if let Some(r) = reached {
+                        self.reached.put_back(id.clone(), r);
+                    }
                     return Some(Effect::DecideAfter(id.clone(), wait));
                 }
                 self.paused.remove(id);
+                // One roll for every change of the burst; in a dry run, none.
+                if self.settings.dry_run {
+                    skipped(Skip::DryRun, changes);
+                } else {
+                    skipped(Skip::Debounced, changes.saturating_sub(1));
+                }
                 let what = describe(
                     &changed,
                     &tracked,
@@ -261,6 +284,13 @@ impl State {
                     Write::RollTemplate
                 };
                 self.write(id, write, stamp, sources, Some(what), now)
+                    .map(|e| match e {
+                        Effect::Write(mut w) => {
+                            w.changed_at = reached.map(|r| r.first_seen);
+                            Effect::Write(w)
+                        }
+                        other => other,
+                    })
             }
         };
         self.metrics.held_workloads.set(self.held.len() as i64);
@@ -299,7 +329,16 @@ impl State {
         class: ErrorClass,
         answer: &str,
         rolled_for: Option<&str>,
+        changed_at: Option<Instant>,
     ) -> Option<Effect> {
+        // The retry carries the changes this roll was for: its reaction counts from the first of them.
+        if let Some(first_seen) = changed_at {
+            let pending = Pending {
+                first_seen,
+                changes: 1,
+            };
+            self.reached.put_back(id.clone(), pending);
+        }
         let streak = self.failures.entry(id.clone()).or_default();
         streak.count += 1;
         let what = rolled_for?;
@@ -326,21 +365,63 @@ impl State {
         shrink(&mut self.changed_keys);
         shrink(&mut self.paused);
         shrink(&mut self.failures);
+        self.reached.shrink();
     }
 
-    fn source_deleted(&mut self, id: &SourceId, out: &mut Vec<Effect>) {
-        if self.sources.remove(id).is_some() {
-            self.changed_keys.remove(id);
-            self.metrics
-                .source_changes
-                .with_label_values(&[id.kind.as_str()])
-                .inc();
-            self.metrics.sources.set(self.sources.len() as i64);
-            out.extend(self.index.affected(id).into_iter().map(Effect::Debounce));
+    fn source_deleted(&mut self, id: &SourceId, seen: Instant, out: &mut Vec<Effect>) {
+        let Some(old) = self.sources.get(id) else {
+            return;
+        };
+        let reaches = self.reaches(id, Some(old), None, &BTreeSet::new());
+        self.sources.remove(id);
+        self.changed_keys.remove(id);
+        self.metrics
+            .source_changes
+            .with_label_values(&[id.kind.as_str()])
+            .inc();
+        self.metrics.sources.set(self.sources.len() as i64);
+        out.extend(
+            self.reached
+                .take_in(reaches, seen, &self.metrics)
+                .map(Effect::Debounce),
+        );
+    }
+
+    /// What a change of source `id` means for each workload it reaches; every one of them is
+    /// [`Reach::Untracked`] until the watches covering its namespace have listed (before that, what
+    /// arrives is the initial state, not a change).
+    fn reaches(
+        &self,
+        id: &SourceId,
+        old: Option<&SourceSummary>,
+        new: Option<&SourceSummary>,
+        changed: &BTreeSet<String>,
+    ) -> Vec<(Wid, Reach)> {
+        let affected = self.index.affected(id);
+        if !self.scopes.may_decide(&id.namespace) {
+            return affected
+                .into_iter()
+                .map(|w| (w, Reach::Untracked))
+                .collect();
         }
+        affected
+            .into_iter()
+            .map(|w| {
+                let r = match self.workloads.get(&w).map(|e| &e.summary.tracking) {
+                    Some(Tracking::On { policy, references }) => {
+                        let tracked = policy.tracked(&w.namespace, references);
+                        let visible = &self.settings.visibility;
+                        reach(policy, &tracked, id, old, new, changed, visible)
+                    }
+                    _ => Reach::Untracked,
+                };
+                (w, r)
+            })
+            .collect()
     }
 
     fn workload_deleted(&mut self, id: &WorkloadId, out: &mut Vec<Effect>) {
+        self.reached.forget(id);
         if let Some((id, old)) = self.workloads.remove_entry(id) {
             self.invalid -= usize::from(matches!(old.summary.tracking, Tracking::Invalid(_)));
             out.push(Effect::Forget(id));
@@ -357,7 +438,13 @@ impl State {
 
     /// A list is complete: what is known in its scope but was not listed was deleted meanwhile (while the
     /// watch was down, or hashroll was); forget it like a deletion seen on the watch.
-    fn forget_unlisted(&mut self, scope: &WatchScope, listed: &Listed, out: &mut Vec<Effect>) {
+    fn forget_unlisted(
+        &mut self,
+        scope: &WatchScope,
+        listed: &Listed,
+        seen: Instant,
+        out: &mut Vec<Effect>,
+    ) {
         let in_scope = |ns: &str| scope.namespace.as_deref().is_none_or(|n| n == ns);
         let unlisted = |ns: &str, name: &str| !listed.contains(ns, name);
         match scope.resource {
@@ -378,7 +465,7 @@ impl State {
                     .map(|(id, _)| id.clone())
                     .collect();
                 for id in gone {
-                    self.source_deleted(&id, out);
+                    self.source_deleted(&id, seen, out);
                 }
             }
             Watched::Workload(kind) => {
@@ -397,7 +484,7 @@ impl State {
         }
     }
 
-    fn source_applied(&mut self, mut s: SourceSummary, out: &mut Vec<Effect>) {
+    fn source_applied(&mut self, mut s: SourceSummary, seen: Instant, out: &mut Vec<Effect>) {
         // Keep the id allocation the map already holds: the key and the summary share it.
         if let Some((known, _)) = self.sources.get_key_value(&*s.id) {
             s.id = Arc::clone(known);
@@ -405,19 +492,27 @@ impl State {
         let id = Arc::clone(&s.id);
         let old = self.sources.get(&*id);
         if old == Some(&s) {
+            // Nothing hashroll holds changed: a no-op for every workload that tracks it.
+            for (w, r) in self.reaches(&id, old, Some(&s), &BTreeSet::new()) {
+                if r != Reach::Untracked {
+                    self.metrics.skipped(Skip::Noop.label(), &w.namespace, 1);
+                }
+            }
             return;
         }
         // Key names are remembered only for real content changes (to name them in Events): a source seen
         // for the first time costs nothing here.
-        if let Some(old) = old
-            && old.keys != s.keys
-        {
-            let changed = old
+        let changed: BTreeSet<String> = match old {
+            Some(old) if old.keys != s.keys => old
                 .keys
                 .changed_keys(&s.keys)
                 .into_iter()
                 .map(str::to_string)
-                .collect();
+                .collect(),
+            _ => BTreeSet::new(),
+        };
+        let reaches = self.reaches(&id, old, Some(&s), &changed);
+        if !changed.is_empty() {
             self.changed_keys.insert(SourceId::clone(&id), changed);
             self.metrics
                 .source_changes
@@ -426,7 +521,11 @@ impl State {
         }
         self.sources.insert(Arc::clone(&id), s);
         self.metrics.sources.set(self.sources.len() as i64);
-        out.extend(self.index.affected(&id).into_iter().map(Effect::Debounce));
+        out.extend(
+            self.reached
+                .take_in(reaches, seen, &self.metrics)
+                .map(Effect::Debounce),
+        );
     }
 
     fn workload_applied(&mut self, mut w: WorkloadSummary, out: &mut Vec<Effect>) {
@@ -466,11 +565,13 @@ impl State {
         out.push(Effect::DecideNow(id));
     }
 
+    /// Indexes the workload under what it tracks, and what it excludes (so those changes are counted).
     fn index_workload(&mut self, id: &Wid, tracked: &Tracked) {
         let kinds: BTreeSet<SourceKind> = tracked.patterns.iter().map(|(k, _)| *k).collect();
         let kinds: Vec<SourceKind> = kinds.into_iter().collect();
+        let exact = tracked.exact.iter().map(|t| t.id.clone());
         self.index
-            .set(id, tracked.exact.iter().map(|t| t.id.clone()), &kinds);
+            .set(id, exact.chain(tracked.excluded.iter().cloned()), &kinds);
     }
 
     fn refresh_failing(&self) {
@@ -543,6 +644,7 @@ impl State {
             event,
             uid,
             rolled_for,
+            changed_at: None,
         }))
     }
 }
@@ -672,7 +774,7 @@ mod tests {
     fn apply(s: &mut State, inputs: Vec<Input>) -> Vec<Effect> {
         let mut out = Vec::new();
         for i in inputs {
-            s.apply(i, &mut out);
+            s.apply(i, Instant::now(), &mut out);
         }
         out
     }
@@ -711,6 +813,135 @@ mod tests {
             deployment(&w.id.name, &[("hashroll.dev/reload", "true")], &stored),
             &mut out,
         );
+    }
+
+    /// The non-zero samples of `hashroll_skipped_changes_total`, by reason.
+    fn skipped(s: &State) -> BTreeMap<String, u64> {
+        s.metrics
+            .render()
+            .lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix("hashroll_skipped_changes_total{reason=\"")?;
+                let (reason, n) = rest.split_once("\"} ")?;
+                Some((reason.to_string(), n.parse().ok()?))
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+        pairs.iter().map(|(r, n)| (r.to_string(), *n)).collect()
+    }
+
+    #[test]
+    fn each_change_reaching_a_workload_rolls_it_or_is_counted_skipped_once() {
+        let mut s = state();
+        let excludes = [
+            ("hashroll.dev/reload", "true"),
+            ("hashroll.dev/exclude-secrets", "db"),
+        ];
+        synced_state(&mut s);
+        let ex = Input::WorkloadApplied(Box::new(deployment("ex", &excludes, &[])));
+        apply(&mut s, vec![ex]);
+        for (name, annotations) in [("web", &excludes[..1]), ("ex", &excludes[..])] {
+            let Some(Effect::Write(w)) = s.decide(&wid(name), now()) else {
+                panic!("first sight records {name}");
+            };
+            let stored = [
+                ("hashroll.dev/hash", w.stamp.as_str()),
+                ("hashroll.dev/sources", w.sources.as_json()),
+            ];
+            s.written(deployment(name, annotations, &stored), &mut Vec::new());
+        }
+        assert!(skipped(&s).is_empty(), "the initial state is no change");
+
+        // The same data written again (a no-op for both); then a change while the Secret is ignored, and
+        // the annotation removed again with the content as recorded.
+        let db = |v: &str| source(SourceKind::Secret, "db", &[("password", v)]);
+        let Input::SourceApplied(mut ignored) = db("b") else {
+            unreachable!()
+        };
+        ignored.ignore = true;
+        apply(&mut s, vec![db("a"), Input::SourceApplied(ignored)]);
+        assert!(s.decide(&wid("web"), now()).is_none());
+        apply(&mut s, vec![db("a")]);
+        assert!(s.decide(&wid("web"), now()).is_none(), "as recorded");
+        assert_eq!(
+            skipped(&s),
+            counts(&[
+                ("noop", 2),
+                ("ignored", 1),
+                ("reverted", 1),
+                ("excluded", 2)
+            ])
+        );
+
+        // Two changes in one burst: one roll, carrying when the first was seen; the excluding workload
+        // is not even decided.
+        let before = Instant::now();
+        let out = apply(&mut s, vec![db("c"), db("d")]);
+        assert!(
+            out.iter()
+                .all(|e| matches!(e, Effect::Debounce(id) if id.name == "web")),
+            "{out:?}"
+        );
+        let Some(Effect::Write(w)) = s.decide(&wid("web"), now()) else {
+            panic!("rolls");
+        };
+        assert_eq!(w.write, Write::RollTemplate);
+        assert!(w.changed_at.is_some_and(|t| t >= before));
+        record(&mut s, &w);
+        // A required Secret deleted: held.
+        apply(
+            &mut s,
+            vec![Input::SourceDeleted(SourceId::new(
+                SourceKind::Secret,
+                NS,
+                "db",
+            ))],
+        );
+        assert!(s.decide(&wid("web"), now()).is_none());
+        assert_eq!(
+            skipped(&s),
+            counts(&[
+                ("noop", 2),
+                ("ignored", 1),
+                ("reverted", 1),
+                ("excluded", 5),
+                ("debounced", 1),
+                ("held", 1),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_failed_roll_is_retried_with_the_time_of_its_first_change() {
+        let mut s = state();
+        synced_state(&mut s);
+        let Some(Effect::Write(w)) = s.decide(&wid("web"), now()) else {
+            panic!("first sight records");
+        };
+        record(&mut s, &w);
+        apply(
+            &mut s,
+            vec![source(SourceKind::Secret, "db", &[("password", "b")])],
+        );
+        let Some(Effect::Write(w)) = s.decide(&wid("web"), now()) else {
+            panic!("rolls");
+        };
+        let first = w.changed_at.expect("a roll for a change seen");
+        s.write_failed(
+            &w.id,
+            ErrorClass::Transient,
+            "500 InternalError",
+            w.rolled_for.as_deref(),
+            w.changed_at,
+        );
+        let Some(Effect::Write(retry)) = s.decide(&wid("web"), now()) else {
+            panic!("retried");
+        };
+        assert_eq!(retry.changed_at, Some(first));
+        assert!(skipped(&s).is_empty(), "{:?}", skipped(&s));
     }
 
     #[test]
@@ -1131,14 +1362,16 @@ mod tests {
             &web,
             Forbidden,
             "403 Forbidden",
-            what
+            what,
+            None
         )));
         assert_eq!(s.metrics.failing_workloads.get(), 1);
         assert!(!reported(s.write_failed(
             &web,
             Forbidden,
             "403 Forbidden",
-            what
+            what,
+            None
         )));
         s.write_succeeded(&web);
         assert_eq!(s.metrics.failing_workloads.get(), 0);
@@ -1147,6 +1380,7 @@ mod tests {
             &web,
             Transient,
             "500 InternalError",
+            None,
             None
         )));
         for _ in 0..3 {
@@ -1154,11 +1388,12 @@ mod tests {
                 &web,
                 Transient,
                 "500 InternalError",
-                what
+                what,
+                None
             )));
         }
         assert!(matches!(
-            s.write_failed(&web, Transient, "500 InternalError", what),
+            s.write_failed(&web, Transient, "500 InternalError", what, None),
             Some(Effect::Publish(e)) if e.event.note.contains("500 InternalError")
         ));
         // Nothing left to roll (the source went back): the streak is over.
@@ -1177,6 +1412,7 @@ mod tests {
             &web,
             Forbidden,
             "403 Forbidden",
+            None,
             None
         )));
     }

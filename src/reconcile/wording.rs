@@ -107,6 +107,7 @@ mod tests {
                 })
                 .collect(),
             patterns: Vec::new(),
+            excluded: Vec::new(),
         };
         let changed_keys = HashMap::from([
             (

@@ -3,7 +3,7 @@
 //! wait in a queue as what they are made of, and are built into request bodies only when sent.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube::Client;
 use tokio::task::JoinSet;
@@ -30,6 +30,8 @@ pub struct WriteRequest {
     pub uid: Option<String>,
     /// For a roll, what changed (`Secret db (keys: password)`), for the Event if it fails for good.
     pub rolled_for: Option<String>,
+    /// For a roll, when the first change it carries was seen: its reaction time counts from there.
+    pub changed_at: Option<Instant>,
 }
 
 /// An Event on its own (a malformed annotation, a dry run's `WouldReload`).
@@ -48,8 +50,9 @@ enum Job {
 /// The outcome of one write: the workload as stored afterwards, or why it failed.
 pub struct Written {
     pub id: Wid,
-    /// The roll's [`WriteRequest::rolled_for`], when it failed.
+    /// The roll's [`WriteRequest::rolled_for`] and [`WriteRequest::changed_at`], when it failed.
     pub rolled_for: Option<String>,
+    pub changed_at: Option<Instant>,
     pub result: Result<Option<WorkloadSummary>, Error>,
 }
 
@@ -172,18 +175,23 @@ async fn send(
         event,
         uid,
         rolled_for,
+        changed_at,
     } = w;
     // `now` only matters for Argo Rollouts' restartAt: the time the patch is sent.
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let body = patch::patch_body(id.kind, write, &stamp, &sources, &now);
-    let result = patch::send(client, &id, &body).await;
-    let kind = id.kind.as_str();
+    let result = {
+        let _timer = metrics.patch_timer(id.kind);
+        patch::send(client, &id, &body).await
+    };
     match write {
-        Write::Record if result.is_ok() => metrics.records.with_label_values(&[kind]).inc(),
+        Write::Record if result.is_ok() => metrics.record(id.kind, &id.namespace),
         Write::Record => {}
         Write::RollTemplate | Write::RestartAt => {
-            let outcome = if result.is_ok() { "success" } else { "failure" };
-            metrics.rolls.with_label_values(&[kind, outcome]).inc();
+            metrics.roll(id.kind, &id.namespace, result.is_ok());
+            if let (Ok(_), Some(seen)) = (&result, changed_at) {
+                metrics.reaction(id.kind, seen.elapsed());
+            }
         }
     }
     match result {
@@ -194,12 +202,14 @@ async fn send(
             Written {
                 result: Ok(obj.summary(id.kind, policy)),
                 rolled_for: None,
+                changed_at: None,
                 id,
             }
         }
         Err(e) => Written {
             result: Err(Error::api("patching", &*id, e)),
             rolled_for,
+            changed_at,
             id,
         },
     }

@@ -1292,3 +1292,43 @@ impl Env {
             .unwrap_or_else(|e| panic!("{kind} {ns}/{name}: rolled-at {at:?}: {e}"))
     }
 }
+
+impl Env {
+    /// Runs `hashroll explain` with `args` against this server, as a user would (the controller namespace
+    /// `hashroll`, the harness's debounce of 0 and the admin kubeconfig unless `args` sets them): (exit
+    /// code, stdout, stderr).
+    pub async fn explain(&self, args: &[&str]) -> (i32, String, String) {
+        let mut all: Vec<String> = vec![
+            "explain".into(),
+            "--controller-namespace".into(),
+            "hashroll".into(),
+        ];
+        if !args.contains(&"--kubeconfig") {
+            all.extend(["--kubeconfig".into(), self.kubeconfig.display().to_string()]);
+        }
+        if !args.iter().any(|a| a.starts_with("--debounce")) {
+            all.push("--debounce=0".into());
+        }
+        all.extend(args.iter().map(|a| a.to_string()));
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_hashroll"))
+            .args(&all)
+            .env_remove("POD_NAMESPACE")
+            .output()
+            .await
+            .expect("hashroll explain runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// [`Env::explain`] with `-o json`, parsed; fails unless it exits 0.
+    pub async fn explain_json(&self, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.extend(["-o", "json"]);
+        let (code, out, err) = self.explain(&args).await;
+        assert_eq!(code, 0, "hashroll explain {args:?}: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("explain -o json: {e}:\n{out}"))
+    }
+}
