@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::k8s::watch::WatchSettings;
+use crate::k8s::watch::{InitialList, ListPath, WatchSettings};
 use crate::model::kind::{SourceKind, WorkloadKind};
 use crate::model::names::{is_dns1123_label, is_dns1123_subdomain};
 use crate::model::policy::PolicySettings;
@@ -112,6 +112,17 @@ pub struct Args {
     #[arg(long, env = "HASHROLL_PATCH_CONCURRENCY", default_value_t = 16,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub patch_concurrency: u16,
+
+    /// How watches read their initial state: `stream` (one watch with `sendInitialEvents`, no list page
+    /// held; Kubernetes 1.32+ with the WatchList feature), `pages` (paged LISTs), or `auto` (a probe at
+    /// start-up picks `stream` where the server offers it).
+    #[arg(
+        long,
+        env = "HASHROLL_INITIAL_LIST",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub initial_list: InitialList,
 
     #[command(flatten)]
     pub election: LeaderElection,
@@ -474,6 +485,8 @@ impl From<&Args> for WatchSettings {
             excluded_secret_types: a.excluded_secret_types(),
             namespace_selector: a.namespace_selector.clone(),
             policy: a.into(),
+            // Decided at start-up from `--initial-list` (see `watch::initial_list_path`).
+            initial_list: ListPath::Pages,
         }
     }
 }

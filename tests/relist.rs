@@ -7,6 +7,9 @@
 //! is deleted and the server's history compacted, then the test itself uses up the remaining faults. The
 //! next watch hashroll opens resumes from a compacted resourceVersion, gets 410 Expired and must list
 //! again; the server's request log shows that list.
+//!
+//! Each case runs on both initial-list paths (`--initial-list`): paged LISTs, and streaming lists (a
+//! watch with `sendInitialEvents=true`), where the re-list is a watch, not a LIST.
 
 mod common;
 
@@ -67,8 +70,9 @@ async fn take_watch_down(env: &Env, resource: &str) {
 }
 
 /// Compacts the server's history (so hashroll's resourceVersion has expired), lets watches on `resource`
-/// succeed again by using up the remaining faults, and waits until hashroll has listed `resource` again.
-async fn relist(env: &Env, resource: &str) {
+/// succeed again by using up the remaining faults, and waits until hashroll has listed `resource` again
+/// (`path` "pages": a LIST; "stream": a resumed watch refused with 410, then a streaming-list watch).
+async fn relist(env: &Env, resource: &str, path: &str) {
     let ctl = env.server.control();
     ctl.compact();
     let lists = ctl.request_count("list", resource);
@@ -85,6 +89,15 @@ async fn relist(env: &Env, resource: &str) {
         }
         assert!(drained <= DOWN_FAULTS, "the watch faults never ran out");
     }
+    if path == "stream" {
+        let watches = ctl.request_count("watch", resource);
+        wait_until(&format!("hashroll streams {resource} again"), || {
+            ctl.request_count("watch", resource) >= watches + 2
+        })
+        .await;
+        assert_eq!(ctl.request_count("list", resource), lists, "no LIST");
+        return;
+    }
     wait_until(&format!("hashroll lists {resource} again"), || {
         ctl.request_count("list", resource) > lists
     })
@@ -99,13 +112,26 @@ async fn recorded_sources(env: &Env, name: &str) -> BTreeMap<String, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn optional_secret_deleted_while_the_secret_watch_was_down_rolls_once_after_the_relist() {
+    optional_secret_deleted(PAGES).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optional_secret_deleted_while_the_secret_stream_was_down_rolls_once_after_the_relist() {
+    optional_secret_deleted(STREAM).await;
+}
+
+const PAGES: &str = "pages";
+const STREAM: &str = "stream";
+
+async fn optional_secret_deleted(path: &str) {
     let env = Env::start().await;
     env.namespace(NS).await;
     env.secret(NS, "extra", &[("flag", "on")]).await;
     env.deployment(NS, "web", optional_env_from_secret("extra"))
         .await;
     // One hashroll process throughout: the relist alone must bring it up to date.
-    let _hr = env.hashroll(&[]).await;
+    let flag = format!("--initial-list={path}");
+    let _hr = env.hashroll(&[&flag]).await;
     env.wait_recorded("deployments", NS, "web").await;
     env.barrier(NS).await;
     env.assert_rolls("deployments", NS, "web", 0);
@@ -114,7 +140,7 @@ async fn optional_secret_deleted_while_the_secret_watch_was_down_rolls_once_afte
     take_watch_down(&env, "secrets").await;
     env.delete_secret(NS, "extra").await;
     env.assert_rolls("deployments", NS, "web", 0);
-    relist(&env, "secrets").await;
+    relist(&env, "secrets", path).await;
 
     env.wait_rolls("deployments", NS, "web", 1).await;
     env.barrier(NS).await;
@@ -137,13 +163,23 @@ async fn optional_secret_deleted_while_the_secret_watch_was_down_rolls_once_afte
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployment_deleted_while_the_deployment_watch_was_down_is_forgotten_after_the_relist() {
+    deployment_deleted(PAGES).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_deleted_while_the_deployment_stream_was_down_is_forgotten_after_the_relist() {
+    deployment_deleted(STREAM).await;
+}
+
+async fn deployment_deleted(path: &str) {
     let env = Env::start().await;
     env.namespace(NS).await;
     env.secret(NS, "only-old", &[("password", "p1")]).await;
     env.secret(NS, "db", &[("password", "p1")]).await;
     env.deployment(NS, "old", env_from_secret("only-old")).await;
     env.deployment(NS, "web", env_from_secret("db")).await;
-    let hr = env.hashroll(&[]).await;
+    let flag = format!("--initial-list={path}");
+    let hr = env.hashroll(&[&flag]).await;
     env.wait_recorded("deployments", NS, "old").await;
     env.wait_recorded("deployments", NS, "web").await;
     env.barrier(NS).await;
@@ -158,7 +194,7 @@ async fn deployment_deleted_while_the_deployment_watch_was_down_is_forgotten_aft
         .delete("old", &Default::default())
         .await
         .expect("delete deployment");
-    relist(&env, "deployments").await;
+    relist(&env, "deployments", path).await;
 
     hr.wait_metric("hashroll_workloads", &[], tracked - 1.0)
         .await;
