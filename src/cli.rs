@@ -114,7 +114,7 @@ pub struct Args {
     pub patch_concurrency: u16,
 
     /// How watches read their initial state: `stream` (one watch with `sendInitialEvents`, no list page
-    /// held; Kubernetes 1.32+ with the WatchList feature), `pages` (paged LISTs), or `auto` (a probe at
+    /// held; servers with the WatchList feature on), `pages` (paged LISTs), or `auto` (a probe at
     /// start-up picks `stream` where the server offers it).
     #[arg(
         long,
