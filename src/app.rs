@@ -19,7 +19,7 @@ use crate::error::Error;
 use crate::k8s::events::EventPublisher;
 use crate::k8s::key_secret;
 use crate::k8s::leader::{self, ElectionSettings, Elector};
-use crate::k8s::watch::{WatchSettings, run_scope};
+use crate::k8s::watch::{WatchSettings, initial_list_path, run_scope};
 use crate::model::hashing::InstallationKey;
 use crate::model::kind::{SourceKind, WorkloadKind};
 use crate::reconcile::input::{WatchScope, Watched};
@@ -142,7 +142,14 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
     }
 
     let (tx, rx) = mpsc::channel(1024);
-    let watch_settings = WatchSettings::from(&args);
+    let mut watch_settings = WatchSettings::from(&args);
+    watch_settings.initial_list =
+        initial_list_path(&client, args.initial_list, scopes.first()).await;
+    tracing::info!(
+        initial_list = watch_settings.initial_list.as_str(),
+        asked = ?args.initial_list,
+        "initial list path chosen"
+    );
     let mut watches = JoinSet::new();
     for scope in &scopes {
         watches.spawn(run_scope(

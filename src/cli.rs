@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::k8s::watch::WatchSettings;
+use crate::k8s::watch::{InitialList, ListPath, WatchSettings};
 use crate::model::kind::{SourceKind, WorkloadKind};
 use crate::model::names::{is_dns1123_label, is_dns1123_subdomain};
 use crate::model::policy::PolicySettings;
@@ -126,6 +126,17 @@ pub struct Args {
     /// Label per-workload counters and per-watch metrics with the namespace (one series per namespace).
     #[arg(long, env = "HASHROLL_METRICS_NAMESPACE_LABEL")]
     pub metrics_namespace_label: bool,
+
+    /// How watches read their initial state: `stream` (one watch with `sendInitialEvents`, no list page
+    /// held; servers with the WatchList feature on), `pages` (paged LISTs), or `auto` (a probe at
+    /// start-up picks `stream` where the server offers it).
+    #[arg(
+        long,
+        env = "HASHROLL_INITIAL_LIST",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub initial_list: InitialList,
 
     #[command(flatten)]
     pub election: LeaderElection,
@@ -553,6 +564,8 @@ impl From<&Args> for WatchSettings {
             excluded_secret_types: a.excluded_secret_types(),
             namespace_selector: a.namespace_selector.clone(),
             policy: a.into(),
+            // Decided at start-up from `--initial-list` (see `watch::initial_list_path`).
+            initial_list: ListPath::Pages,
         }
     }
 }

@@ -7,6 +7,9 @@
 //! is deleted and the server's history compacted, then the test itself uses up the remaining faults. The
 //! next watch hashroll opens resumes from a compacted resourceVersion, gets 410 Expired and must list
 //! again; the server's request log shows that list.
+//!
+//! Each case runs on both initial-list paths (`--initial-list`): paged LISTs, and streaming lists (a
+//! watch with `sendInitialEvents=true`), where the re-list is a watch, not a LIST.
 
 mod common;
 
@@ -67,8 +70,9 @@ async fn take_watch_down(env: &Env, resource: &str) {
 }
 
 /// Compacts the server's history (so hashroll's resourceVersion has expired), lets watches on `resource`
-/// succeed again by using up the remaining faults, and waits until hashroll has listed `resource` again.
-async fn relist(env: &Env, resource: &str) {
+/// succeed again by using up the remaining faults, and waits until hashroll has listed `resource` again
+/// (`path` "pages": a LIST; "stream": a resumed watch refused with 410, then a streaming-list watch).
+async fn relist(env: &Env, resource: &str, path: &str) {
     let ctl = env.control();
     ctl.compact();
     let lists = ctl.request_count("list", resource);
@@ -85,6 +89,15 @@ async fn relist(env: &Env, resource: &str) {
         }
         assert!(drained <= DOWN_FAULTS, "the watch faults never ran out");
     }
+    if path == "stream" {
+        let watches = ctl.request_count("watch", resource);
+        wait_until(&format!("hashroll streams {resource} again"), || {
+            ctl.request_count("watch", resource) >= watches + 2
+        })
+        .await;
+        assert_eq!(ctl.request_count("list", resource), lists, "no LIST");
+        return;
+    }
     wait_until(&format!("hashroll lists {resource} again"), || {
         ctl.request_count("list", resource) > lists
     })
@@ -97,6 +110,9 @@ async fn recorded_sources(env: &Env, name: &str) -> BTreeMap<String, String> {
     serde_json::from_str(&a["hashroll.dev/sources"]).expect("sources is a JSON map")
 }
 
+const PAGES: &str = "pages";
+const STREAM: &str = "stream";
+
 e2e!(
     optional_secret_deleted_while_the_secret_watch_was_down_rolls_once_after_the_relist,
     test_server_only =
@@ -105,13 +121,29 @@ e2e!(
 async fn optional_secret_deleted_while_the_secret_watch_was_down_rolls_once_after_the_relist(
     on: Server,
 ) {
+    optional_secret_deleted(on, PAGES).await;
+}
+
+e2e!(
+    optional_secret_deleted_while_the_secret_stream_was_down_rolls_once_after_the_relist,
+    test_server_only =
+        "fault injection and compaction take the watch down; the request log shows the relist"
+);
+async fn optional_secret_deleted_while_the_secret_stream_was_down_rolls_once_after_the_relist(
+    on: Server,
+) {
+    optional_secret_deleted(on, STREAM).await;
+}
+
+async fn optional_secret_deleted(on: Server, path: &str) {
     let env = Env::start(on).await;
     env.namespace(NS).await;
     env.secret(NS, "extra", &[("flag", "on")]).await;
     env.deployment(NS, "web", optional_env_from_secret("extra"))
         .await;
     // One hashroll process throughout: the relist alone must bring it up to date.
-    let _hr = env.hashroll(&[]).await;
+    let flag = format!("--initial-list={path}");
+    let _hr = env.hashroll(&[&flag]).await;
     env.wait_recorded("deployments", NS, "web").await;
     env.barrier(NS).await;
     env.assert_rolls("deployments", NS, "web", 0).await;
@@ -120,7 +152,7 @@ async fn optional_secret_deleted_while_the_secret_watch_was_down_rolls_once_afte
     take_watch_down(&env, "secrets").await;
     env.delete_secret(NS, "extra").await;
     env.assert_rolls("deployments", NS, "web", 0).await;
-    relist(&env, "secrets").await;
+    relist(&env, "secrets", path).await;
 
     env.wait_rolls("deployments", NS, "web", 1).await;
     env.barrier(NS).await;
@@ -149,13 +181,29 @@ e2e!(
 async fn deployment_deleted_while_the_deployment_watch_was_down_is_forgotten_after_the_relist(
     on: Server,
 ) {
+    deployment_deleted(on, PAGES).await;
+}
+
+e2e!(
+    deployment_deleted_while_the_deployment_stream_was_down_is_forgotten_after_the_relist,
+    test_server_only =
+        "fault injection and compaction take the watch down; the request log counts patches"
+);
+async fn deployment_deleted_while_the_deployment_stream_was_down_is_forgotten_after_the_relist(
+    on: Server,
+) {
+    deployment_deleted(on, STREAM).await;
+}
+
+async fn deployment_deleted(on: Server, path: &str) {
     let env = Env::start(on).await;
     env.namespace(NS).await;
     env.secret(NS, "only-old", &[("password", "p1")]).await;
     env.secret(NS, "db", &[("password", "p1")]).await;
     env.deployment(NS, "old", env_from_secret("only-old")).await;
     env.deployment(NS, "web", env_from_secret("db")).await;
-    let hr = env.hashroll(&[]).await;
+    let flag = format!("--initial-list={path}");
+    let hr = env.hashroll(&[&flag]).await;
     env.wait_recorded("deployments", NS, "old").await;
     env.wait_recorded("deployments", NS, "web").await;
     env.barrier(NS).await;
@@ -170,7 +218,7 @@ async fn deployment_deleted_while_the_deployment_watch_was_down_is_forgotten_aft
         .delete("old", &Default::default())
         .await
         .expect("delete deployment");
-    relist(&env, "deployments").await;
+    relist(&env, "deployments", path).await;
 
     hr.wait_metric("hashroll_workloads", &[], tracked - 1.0)
         .await;

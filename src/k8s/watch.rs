@@ -32,6 +32,129 @@ pub struct WatchSettings {
     pub excluded_secret_types: Vec<String>,
     pub namespace_selector: Option<String>,
     pub policy: PolicySettings,
+    /// How each watch reads the initial state (decided once at start-up, see [`initial_list_path`]).
+    pub initial_list: ListPath,
+}
+
+/// `--initial-list`: how a watch reads the state it starts from.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum InitialList {
+    /// Stream where the server offers it (probed at start-up), pages otherwise.
+    Auto,
+    /// Always stream (`sendInitialEvents`); a server without it never finishes the initial list.
+    Stream,
+    /// Always list in pages.
+    Pages,
+}
+
+/// The path the watches take, once decided.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ListPath {
+    /// A watch with `sendInitialEvents=true`: the initial state arrives one object at a time, ending in a
+    /// bookmark annotated `k8s.io/initial-events-end`; no list page is ever held.
+    Stream,
+    /// Paged LISTs, then a watch from the list's resource version.
+    Pages,
+}
+
+impl ListPath {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListPath::Stream => "stream",
+            ListPath::Pages => "pages",
+        }
+    }
+}
+
+/// How long the start-up probe waits for the end-of-initial-events bookmark.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Decides the initial-list path. `auto` asks the server: below v1.27 (before `sendInitialEvents`
+/// existed) pages without a probe; otherwise one watch with `sendInitialEvents=true` on `probe`'s resource,
+/// selecting no object by name, which a server that streams lists answers with the end bookmark at once.
+/// A server with the WatchList feature off rejects the parameters (400); one that ignores them never sends
+/// the bookmark: both, and any error or a silence of [`PROBE_TIMEOUT`], mean pages.
+pub async fn initial_list_path(
+    client: &Client,
+    choice: InitialList,
+    probe: Option<&WatchScope>,
+) -> ListPath {
+    match choice {
+        InitialList::Stream => return ListPath::Stream,
+        InitialList::Pages => return ListPath::Pages,
+        InitialList::Auto => {}
+    }
+    if let Ok(v) = client.apiserver_version().await
+        && let (Ok(major), Ok(minor)) = (
+            v.major.trim_end_matches('+').parse::<u32>(),
+            v.minor.trim_end_matches('+').parse::<u32>(),
+        )
+        && (major, minor) < (1, 27)
+    {
+        return ListPath::Pages;
+    }
+    let Some(scope) = probe else {
+        return ListPath::Pages;
+    };
+    if streams_initial_events(client, scope, PROBE_TIMEOUT).await {
+        ListPath::Stream
+    } else {
+        ListPath::Pages
+    }
+}
+
+/// True if a streaming-list watch on `scope`'s resource ends its (empty) initial state with the
+/// `k8s.io/initial-events-end` bookmark within `wait`.
+pub async fn streams_initial_events(client: &Client, scope: &WatchScope, wait: Duration) -> bool {
+    use kube::api::{ApiResource, DynamicObject, WatchEvent, WatchParams};
+    let ar = match scope.resource {
+        Watched::Source(SourceKind::Secret) | Watched::ExcludedSecrets(_) => {
+            ApiResource::erase::<Secret>(&())
+        }
+        Watched::Source(SourceKind::ConfigMap) => {
+            ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&())
+        }
+        Watched::Workload(kind) => api_resource(kind),
+        Watched::Namespaces => ApiResource::erase::<Namespace>(&()),
+    };
+    let api: Api<DynamicObject> = match (&scope.resource, scope.namespace.as_deref()) {
+        (Watched::Namespaces, _) | (_, None) => Api::all_with(client.clone(), &ar),
+        (_, Some(n)) => Api::namespaced_with(client.clone(), n, &ar),
+    };
+    let wp = WatchParams::streaming_lists()
+        .fields("metadata.name=hashroll-streaming-list-probe")
+        .timeout(u32::try_from(wait.as_secs()).unwrap_or(5).max(1));
+    let probe = async {
+        let mut stream = match api.watch_metadata(&wp, "0").await {
+            Ok(s) => s.boxed(),
+            Err(e) => {
+                tracing::debug!(error = %e, "streaming-list probe refused");
+                return false;
+            }
+        };
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(WatchEvent::Bookmark(b))
+                    if b.metadata
+                        .annotations
+                        .contains_key("k8s.io/initial-events-end") =>
+                {
+                    return true;
+                }
+                Ok(WatchEvent::Error(e)) => {
+                    tracing::debug!(error = %e.message, "streaming-list probe failed");
+                    return false;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "streaming-list probe failed");
+                    return false;
+                }
+                Ok(_) => {}
+            }
+        }
+        false
+    };
+    tokio::time::timeout(wait, probe).await.unwrap_or(false)
 }
 
 /// Runs one watch until the receiver is dropped.
@@ -48,7 +171,7 @@ pub async fn run_scope(
         let compat = settings.policy.stakater_compat;
         match sink.scope.resource {
             Watched::Source(kind) => {
-                let mut cfg = list_config();
+                let mut cfg = list_config(settings.initial_list, SOURCE_PAGE_SIZE);
                 if let Some(l) = &settings.resource_labels {
                     cfg = cfg.labels(l);
                 }
@@ -80,7 +203,7 @@ pub async fn run_scope(
                 let reduce = move |o: &WorkloadWire| o.summary(kind, policy);
                 run(
                     api,
-                    list_config(),
+                    list_config(settings.initial_list, LIST_PAGE_SIZE),
                     sink,
                     reduce,
                     move |ns, name| Input::WorkloadDeleted(WorkloadId::new(kind, ns, name)),
@@ -92,7 +215,8 @@ pub async fn run_scope(
                 let Some(type_) = settings.excluded_secret_types.get(usize::from(i)) else {
                     return;
                 };
-                let cfg = list_config().fields(&format!("type={type_}"));
+                let cfg = list_config(settings.initial_list, LIST_PAGE_SIZE)
+                    .fields(&format!("type={type_}"));
                 // Metadata only: a Helm release Secret's data never crosses the wire.
                 let api: Api<PartialObjectMeta<Secret>> = api_for(&client, ns.as_deref());
                 let stream = watcher::watcher(api, cfg);
@@ -104,7 +228,7 @@ pub async fn run_scope(
                 forward(stream, sink, reduce, deleted, Input::SourceApplied).await
             }
             Watched::Namespaces => {
-                let mut cfg = list_config();
+                let mut cfg = list_config(settings.initial_list, LIST_PAGE_SIZE);
                 if let Some(l) = &settings.namespace_selector {
                     cfg = cfg.labels(l);
                 }
@@ -135,13 +259,22 @@ where
     }
 }
 
-/// Objects per list page. Small pages bound what one page costs in memory (its JSON and the objects
-/// parsed from it, which the allocator keeps afterwards), so memory follows the number of objects held,
-/// not their size; the extra requests happen only at (re-)list time.
+/// Objects per list page where lists are paged (metadata-only watches, workloads, namespaces). Small pages
+/// bound what one page costs in memory (its JSON and the objects parsed from it, which the allocator keeps
+/// afterwards); the extra requests happen only at (re-)list time.
 pub const LIST_PAGE_SIZE: u32 = 100;
 
-fn list_config() -> watcher::Config {
-    watcher::Config::default().page_size(LIST_PAGE_SIZE)
+/// Objects per list page of Secrets and ConfigMaps where lists are paged. The API cannot bound a page in
+/// bytes; an object can be up to ~1.5 MiB (etcd's limit), so a page of these is at most ~37 MiB, and with
+/// typical data (a few KiB, some 100 KiB) well under 1 MiB.
+pub const SOURCE_PAGE_SIZE: u32 = 25;
+
+fn list_config(path: ListPath, page_size: u32) -> watcher::Config {
+    let cfg = watcher::Config::default().page_size(page_size);
+    match path {
+        ListPath::Stream => cfg.streaming_lists(),
+        ListPath::Pages => cfg,
+    }
 }
 
 /// Where one watch's results go.
@@ -307,6 +440,130 @@ mod tests {
         assert_eq!(
             restart_cause(&watcher::Error::NoResourceVersion),
             "no_resource_version"
+        );
+    }
+
+    use std::convert::Infallible;
+
+    use axum::body::{Body, Bytes};
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+
+    /// How the fake server answers a watch with `sendInitialEvents=true`.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        /// A server that streams lists: the end bookmark.
+        Bookmark,
+        /// The WatchList feature off: 400.
+        Refused,
+        /// An old server that ignores the parameters: an open watch with no bookmark.
+        Ignored,
+    }
+
+    /// A fake API server reporting v1.`minor` and answering watches on Secrets as `answer` says.
+    async fn server(minor: &'static str, answer: Answer) -> (Client, tokio::task::JoinHandle<()>) {
+        let version = move || async move {
+            axum::Json(serde_json::json!({
+                "major": "1", "minor": minor, "gitVersion": format!("v1.{minor}.0"), "gitCommit": "",
+                "gitTreeState": "clean", "buildDate": "", "goVersion": "", "compiler": "gc",
+                "platform": "linux/amd64"
+            }))
+        };
+        let watch = move || async move {
+            match answer {
+                Answer::Bookmark => {
+                    let line = serde_json::json!({"type": "BOOKMARK", "object": {
+                        "kind": "Secret", "apiVersion": "v1", "metadata": {"resourceVersion": "7",
+                        "annotations": {"k8s.io/initial-events-end": "true"}}}});
+                    let chunk = Bytes::from(format!("{line}\n"));
+                    let body = futures::stream::iter([Ok::<_, Infallible>(chunk)])
+                        .chain(futures::stream::pending());
+                    Body::from_stream(body).into_response()
+                }
+                Answer::Refused => {
+                    let status = serde_json::json!({"kind": "Status", "apiVersion": "v1",
+                        "status": "Failure", "reason": "Invalid", "code": 400,
+                        "message": "sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled"});
+                    (StatusCode::BAD_REQUEST, axum::Json(status)).into_response()
+                }
+                Answer::Ignored => {
+                    Body::from_stream(futures::stream::pending::<Result<Bytes, Infallible>>())
+                        .into_response()
+                }
+            }
+        };
+        let app = axum::Router::new()
+            .route("/version", get(version))
+            .route("/api/v1/secrets", get(watch));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        let url = format!("http://{addr}").parse().unwrap();
+        let client = Client::try_from(kube::Config::new(url)).unwrap();
+        (client, task)
+    }
+
+    fn secrets() -> WatchScope {
+        WatchScope {
+            resource: Watched::Source(SourceKind::Secret),
+            namespace: None,
+        }
+    }
+
+    async fn path(minor: &'static str, answer: Answer, choice: InitialList) -> ListPath {
+        let (client, task) = server(minor, answer).await;
+        let path = initial_list_path(&client, choice, Some(&secrets())).await;
+        task.abort();
+        path
+    }
+
+    #[tokio::test]
+    async fn auto_streams_where_the_server_ends_the_initial_events_with_the_bookmark() {
+        assert_eq!(
+            path("37", Answer::Bookmark, InitialList::Auto).await,
+            ListPath::Stream
+        );
+    }
+
+    #[tokio::test]
+    async fn auto_pages_where_the_server_refuses_streaming_lists() {
+        assert_eq!(
+            path("33", Answer::Refused, InitialList::Auto).await,
+            ListPath::Pages
+        );
+    }
+
+    #[tokio::test]
+    async fn auto_pages_below_1_27_without_asking() {
+        // Even a server that would answer with the bookmark: below 1.27 nothing is probed.
+        assert_eq!(
+            path("26", Answer::Bookmark, InitialList::Auto).await,
+            ListPath::Pages
+        );
+    }
+
+    #[tokio::test]
+    async fn the_probe_gives_up_on_a_server_that_ignores_the_parameters() {
+        let (client, task) = server("30", Answer::Ignored).await;
+        let started = std::time::Instant::now();
+        let streams = streams_initial_events(&client, &secrets(), Duration::from_secs(1)).await;
+        task.abort();
+        assert!(!streams);
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    #[tokio::test]
+    async fn explicit_choices_are_taken_as_given() {
+        assert_eq!(
+            path("26", Answer::Refused, InitialList::Stream).await,
+            ListPath::Stream
+        );
+        assert_eq!(
+            path("37", Answer::Bookmark, InitialList::Pages).await,
+            ListPath::Pages
         );
     }
 }
