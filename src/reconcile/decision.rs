@@ -345,11 +345,9 @@ pub fn fails_for_good(class: ErrorClass, consecutive: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::hashing::{Section, key_digest};
-    use crate::model::kind::WorkloadKind;
-    use crate::model::policy::{PolicySettings, parse_policy};
     use crate::model::references::Reference;
     use crate::model::workload::Stored;
+    use crate::reconcile::fixtures;
 
     const NS: &str = "team-a";
 
@@ -358,16 +356,7 @@ mod tests {
     }
 
     fn secret(name: &str, kv: &[(&str, &str)]) -> SourceSummary {
-        SourceSummary {
-            id: Arc::new(SourceId::new(SourceKind::Secret, NS, name)),
-            keys: kv
-                .iter()
-                .map(|(k, v)| (k.to_string(), key_digest(Section::Data, k, v.as_bytes())))
-                .collect(),
-            ignore: false,
-            stakater_match: false,
-            excluded_type: None,
-        }
+        fixtures::secret(NS, name, kv)
     }
 
     fn store(items: Vec<SourceSummary>) -> BTreeMap<Arc<SourceId>, SourceSummary> {
@@ -375,17 +364,7 @@ mod tests {
     }
 
     fn policy(annotations: &[(&str, &str)]) -> ReloadPolicy {
-        let a = annotations
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let settings = PolicySettings {
-            auto_reload_all: false,
-            stakater_compat: true,
-        };
-        parse_policy(&a, &BTreeMap::new(), WorkloadKind::Deployment, settings)
-            .unwrap()
-            .unwrap()
+        fixtures::policy(annotations)
     }
 
     fn key_ref(name: &str, k: &str, optional: bool) -> Reference {

@@ -4,6 +4,8 @@
 //! number at a time. The loop only moves messages between them.
 
 pub mod decision;
+#[cfg(test)]
+mod fixtures;
 pub mod index;
 pub mod input;
 mod memory;

@@ -218,41 +218,20 @@ impl Reached {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
     use std::sync::Arc;
 
-    use crate::model::hashing::{Section, key_digest};
     use crate::model::kind::{SourceKind, WorkloadKind};
-    use crate::model::policy::{PolicySettings, parse_policy};
     use crate::model::references::Reference;
+    use crate::reconcile::fixtures;
 
     const NS: &str = "shop";
 
     fn policy(annotations: &[(&str, &str)]) -> ReloadPolicy {
-        let a = annotations
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let settings = PolicySettings {
-            auto_reload_all: false,
-            stakater_compat: true,
-        };
-        parse_policy(&a, &BTreeMap::new(), WorkloadKind::Deployment, settings)
-            .unwrap()
-            .unwrap()
+        fixtures::policy(annotations)
     }
 
     fn secret(name: &str, kv: &[(&str, &str)]) -> SourceSummary {
-        SourceSummary {
-            id: Arc::new(SourceId::new(SourceKind::Secret, NS, name)),
-            keys: kv
-                .iter()
-                .map(|(k, v)| (k.to_string(), key_digest(Section::Data, k, v.as_bytes())))
-                .collect(),
-            ignore: false,
-            stakater_match: false,
-            excluded_type: None,
-        }
+        fixtures::secret(NS, name, kv)
     }
 
     fn uses(name: &str, key: Option<&str>) -> Reference {
