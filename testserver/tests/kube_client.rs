@@ -612,6 +612,24 @@ async fn streaming_lists_and_bookmarks() {
         .unwrap();
     }
 
+    // kube-runtime starts a streaming list at resourceVersion "0" (any version the server holds), and
+    // a real server answers that from its watch cache, which may not hold a write made a moment ago.
+    // Wait until a resourceVersion-0 list (served the same way) shows all three.
+    let any = ListParams::default().labels("app=s").match_any();
+    for attempt in 0.. {
+        if cms.list(&any).await.unwrap().items.len() == 3 {
+            break;
+        }
+        assert!(
+            attempt < 100,
+            "the watch cache never caught up with three creates"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if let Some(ctl) = server.control() {
+        ctl.reset_request_log();
+    }
+
     // Streaming lists only finish when the server sends the initial-events-end bookmark.
     let mut events: Events<ConfigMap> = watcher(
         cms.clone(),
