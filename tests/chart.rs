@@ -10,8 +10,9 @@ mod common;
 
 use std::process::{Command, Stdio};
 
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use tokio::io::AsyncWriteExt;
 
@@ -19,18 +20,27 @@ use common::{Env, Server, e2e, secret_key_ref};
 
 /// Rendered manifests; None (test skipped) only outside CI when Helm's engine is not installed.
 fn render(values_json: &str) -> Option<String> {
+    let (ok, out) = render_result(&["--set-json", values_json])?;
+    assert!(ok, "chart renders: {out}");
+    Some(out)
+}
+
+/// The manifests of a variant of charts/variants.json (release `hashroll`, namespace `hashroll`).
+fn render_variant(variant: &str) -> Option<String> {
+    let (ok, out) = render_result(&["--variant", variant])?;
+    assert!(ok, "chart variant {variant} renders: {out}");
+    Some(out)
+}
+
+/// charts/render.py with `args`: (succeeded, its output, or its error message when it failed).
+fn render_result(args: &[&str]) -> Option<(bool, String)> {
     let out = Command::new("python3")
-        .args([
-            "charts/render.py",
-            "--namespace",
-            "hashroll",
-            "--set-json",
-            values_json,
-        ])
+        .args(["charts/render.py", "--namespace", "hashroll"])
+        .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("python3 runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     if !out.status.success() && stderr.contains("No module named 'helm_python'") {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -39,8 +49,11 @@ fn render(values_json: &str) -> Option<String> {
         eprintln!("SKIPPED: pip install helm-python-sdk to run the chart tests");
         return None;
     }
-    assert!(out.status.success(), "chart renders: {stderr}");
-    Some(String::from_utf8(out.stdout).unwrap())
+    if out.status.success() {
+        Some((true, String::from_utf8(out.stdout).unwrap()))
+    } else {
+        Some((false, stderr))
+    }
 }
 
 /// Applies the documents that grant permissions (everything but the Deployment and Service) as admin.
@@ -57,6 +70,11 @@ async fn apply_rbac(env: &Env, manifests: &str) {
         docs.len() >= 4,
         "chart renders a ServiceAccount and RBAC:\n{manifests}"
     );
+    kubectl_apply(env, &docs.join("\n---\n")).await;
+}
+
+/// `kubectl apply` of a YAML stream as admin (the server checks every field: strict validation).
+async fn kubectl_apply(env: &Env, yaml: &str) {
     // Async: the test API server runs on this runtime and must answer kubectl meanwhile.
     let mut child = tokio::process::Command::new("kubectl")
         .args([
@@ -75,7 +93,7 @@ async fn apply_rbac(env: &Env, manifests: &str) {
         .stdin
         .take()
         .unwrap()
-        .write_all(docs.join("\n---\n").as_bytes())
+        .write_all(yaml.as_bytes())
         .await
         .unwrap();
     let out = child.wait_with_output().await.unwrap();
@@ -86,14 +104,125 @@ async fn apply_rbac(env: &Env, manifests: &str) {
     );
 }
 
-/// The args the chart gives hashroll, but those the harness sets itself (admin address, logging, and a
+/// A controller flag, as `hashroll --help` lists it.
+struct Flag {
+    name: String,
+    env: Option<String>,
+    default: Option<String>,
+    /// Takes no value (`--dry-run`), so `HASHROLL_DRY_RUN=true` is `--dry-run`.
+    switch: bool,
+}
+
+/// The controller flags `hashroll --help` lists, with their variable and default.
+fn controller_flags() -> Vec<Flag> {
+    let out = Command::new(env!("CARGO_BIN_EXE_hashroll"))
+        .arg("--help")
+        .output()
+        .expect("hashroll --help");
+    let help = String::from_utf8(out.stdout).unwrap();
+    let bracket = |text: &str, key: &str| -> Option<String> {
+        let (_, rest) = text.split_once(&format!("[{key}: "))?;
+        Some(rest.split(']').next().unwrap().to_string())
+    };
+    let mut flags: Vec<(Flag, String)> = Vec::new();
+    for line in help.lines() {
+        let l = line.trim_start();
+        let header = l.strip_prefix("--").or_else(|| {
+            l.strip_prefix('-')
+                .and_then(|r| r.split_once(", --"))
+                .map(|(_, r)| r)
+        });
+        match (header, flags.last_mut()) {
+            (Some(rest), _) => {
+                let name = rest.split([' ', '=', '<', '[']).next().unwrap().to_string();
+                let switch = !rest.contains('<');
+                flags.push((
+                    Flag {
+                        name,
+                        env: None,
+                        default: None,
+                        switch,
+                    },
+                    String::new(),
+                ));
+            }
+            (None, Some((_, text))) => {
+                text.push_str(line);
+                text.push(' ');
+            }
+            (None, None) => {}
+        }
+    }
+    let flags: Vec<Flag> = flags
+        .into_iter()
+        .map(|(mut f, text)| {
+            f.env = bracket(&text, "env").map(|e| {
+                e.trim_end_matches('=')
+                    .split('=')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            });
+            f.default = bracket(&text, "default");
+            f
+        })
+        .collect();
+    assert!(
+        flags.len() > 20
+            && flags
+                .iter()
+                .any(|f| f.env.as_deref() == Some("HASHROLL_DEBOUNCE")),
+        "flags parsed from --help:\n{help}"
+    );
+    flags
+}
+
+/// The HASHROLL_* variables of the rendered Deployment: (name, value).
+fn chart_env(manifests: &str) -> Vec<(String, String)> {
+    let lines: Vec<&str> = manifests.lines().map(str::trim).collect();
+    lines
+        .windows(2)
+        .filter_map(|w| {
+            let name = w[0].strip_prefix("- name: ")?;
+            let value = w[1].strip_prefix("value: ")?;
+            name.starts_with("HASHROLL_").then(|| {
+                let value: String = serde_json::from_str(value)
+                    .unwrap_or_else(|e| panic!("{name}: value {value} is not quoted: {e}"));
+                (name.to_string(), value)
+            })
+        })
+        .collect()
+}
+
+/// The chart's settings as flags: each HASHROLL_* variable turned into the flag it sets (a variable no
+/// flag reads fails the test: hashroll would ignore it without a word).
+fn chart_flags(manifests: &str) -> Vec<(Flag, String)> {
+    let mut flags = controller_flags();
+    chart_env(manifests)
+        .into_iter()
+        .map(|(name, value)| {
+            let i = flags
+                .iter()
+                .position(|f| f.env.as_deref() == Some(name.as_str()))
+                .unwrap_or_else(|| panic!("{name} is the variable of no hashroll flag"));
+            (flags.remove(i), value)
+        })
+        .collect()
+}
+
+/// The chart's settings as args, but those the harness sets itself (admin address, logging, and a
 /// debounce of 0 so the test need not wait out the chart's).
-fn chart_args(manifests: &str) -> Vec<&str> {
-    const HARNESS: [&str; 4] = ["--admin-addr", "--log-format", "--log-level", "--debounce"];
-    manifests
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("- "))
-        .filter(|a| a.starts_with("--") && !HARNESS.iter().any(|h| a.starts_with(h)))
+fn chart_args(manifests: &str) -> Vec<String> {
+    const HARNESS: [&str; 4] = ["admin-addr", "log-format", "log-level", "debounce"];
+    chart_flags(manifests)
+        .into_iter()
+        .filter(|(f, _)| !HARNESS.contains(&f.name.as_str()))
+        .filter_map(|(f, value)| match (f.switch, value.as_str()) {
+            (true, "true") => Some(format!("--{}", f.name)),
+            (true, "false") => None,
+            (true, v) => panic!("--{}: a switch set to {v:?}", f.name),
+            (false, v) => Some(format!("--{}={v}", f.name)),
+        })
         .collect()
 }
 
@@ -146,9 +275,10 @@ async fn rolls_with_chart_permissions(on: Server, values_json: &str, expect_lead
     env.deployment("app", "web", secret_key_ref("db", "password"))
         .await;
     // The chart's own flags (leader election, scope), so its permissions are exercised as deployed.
-    let flags = chart_args(&manifests);
-    // A change in how the chart writes its args must not silently drop leader election from this test.
-    let leader = flags.iter().any(|a| a.starts_with("--leader-elect"));
+    let args = chart_args(&manifests);
+    let flags: Vec<&str> = args.iter().map(String::as_str).collect();
+    // A change in how the chart writes its settings must not silently drop leader election here.
+    let leader = flags.contains(&"--leader-elect");
     assert_eq!(leader, expect_leader, "{manifests}");
     // Ready: every watch has listed and, with leader election, it leads (a standby answers `standby`).
     let hashroll = env.hashroll_with_kubeconfig(&kubeconfig, &flags).await;
@@ -181,16 +311,19 @@ async fn rolls_with_chart_permissions(on: Server, values_json: &str, expect_lead
             hashroll.metrics().await
         );
     }
-    refused_what_the_chart_does_not_grant(&env, &kubeconfig, per_namespace).await;
+    let narrowed = values_json.contains("workloadKinds");
+    refused_what_the_chart_does_not_grant(&env, &kubeconfig, per_namespace, narrowed).await;
 }
 
 /// The server refuses (403) the chart's ServiceAccount what the chart does not grant: patching a Pod,
 /// writing the installation key (update, patch, delete: hashroll only creates and reads it), and, when
-/// the chart lists namespaces, reading Secrets in another.
+/// the chart lists namespaces, reading Secrets in another; when it narrows `watch` to Secrets and
+/// `workloadKinds` to Deployments, reading ConfigMaps and reading or patching StatefulSets.
 async fn refused_what_the_chart_does_not_grant(
     env: &Env,
     kubeconfig: &std::path::Path,
     per_namespace: bool,
+    narrowed: bool,
 ) {
     let sa = common::client_from(kubeconfig).await;
     let forbidden = |what: &str, result: Result<(), kube::Error>| match result {
@@ -242,6 +375,27 @@ async fn refused_what_the_chart_does_not_grant(
             .await
             .map(drop),
     );
+    if narrowed {
+        forbidden(
+            "list ConfigMaps (not watched)",
+            Api::<ConfigMap>::namespaced(sa.clone(), "app")
+                .list(&Default::default())
+                .await
+                .map(drop),
+        );
+        let statefulsets = Api::<StatefulSet>::namespaced(sa.clone(), "app");
+        forbidden(
+            "list StatefulSets (not a workload kind rolled)",
+            statefulsets.list(&Default::default()).await.map(drop),
+        );
+        forbidden(
+            "patch a StatefulSet (not a workload kind rolled)",
+            statefulsets
+                .patch("db", &PatchParams::default(), &Patch::Merge(&label))
+                .await
+                .map(drop),
+        );
+    }
     if per_namespace {
         let elsewhere = Api::<Secret>::namespaced(sa, "other");
         forbidden(
@@ -280,6 +434,16 @@ async fn per_namespace_chart_rbac_with_a_namespace_selector_is_enough(on: Server
     .await;
 }
 
+e2e!(chart_rbac_narrowed_to_secrets_and_deployments_is_enough);
+async fn chart_rbac_narrowed_to_secrets_and_deployments_is_enough(on: Server) {
+    rolls_with_chart_permissions(
+        on,
+        r#"{"watch": ["secrets"], "workloadKinds": ["deployments"]}"#,
+        true,
+    )
+    .await;
+}
+
 e2e!(chart_rbac_without_leader_election_is_enough);
 async fn chart_rbac_without_leader_election_is_enough(on: Server) {
     rolls_with_chart_permissions(on, r#"{"leaderElection": {"enabled": false}}"#, false).await;
@@ -290,15 +454,16 @@ fn leader_election_sets_two_replicas_and_a_lease_role() {
     let Some(on) = render("{}") else {
         return;
     };
+    let leader = |manifests: &str| chart_args(manifests).contains(&"--leader-elect".to_string());
     assert!(on.contains("replicas: 2"), "{on}");
-    assert!(on.contains("- --leader-elect\n"), "{on}");
+    assert!(leader(&on), "{on}");
     assert!(on.contains("resources: [leases]"), "{on}");
     let Some(off) = render(r#"{"leaderElection": {"enabled": false}}"#) else {
         return;
     };
     assert!(off.contains("replicas: 1"), "{off}");
     assert!(
-        !off.contains("--leader-elect") && !off.contains("leases"),
+        !leader(&off) && !off.contains("LEADER_ELECTION") && !off.contains("leases"),
         "{off}"
     );
     let Some(three) = render(r#"{"replicaCount": 3}"#) else {
@@ -333,4 +498,306 @@ fn a_namespace_selector_in_per_namespace_mode_grants_reading_namespaces_cluster_
         !plain.contains("kind: ClusterRole"),
         "per-namespace mode without a selector needs nothing cluster-wide:\n{plain}"
     );
+}
+
+/// `helm install` with a bad value fails, and Helm's message names the value (values.schema.json);
+/// good values of the same keys pass.
+#[test]
+fn the_schema_rejects_bad_values_naming_them() {
+    for (values, named) in [
+        (r#"{"debounce": "soon"}"#, "'/debounce'"),
+        (r#"{"debounce": 2}"#, "'/debounce'"),
+        (
+            r#"{"workloadKinds": ["deployments", "jobs"]}"#,
+            "'/workloadKinds/1'",
+        ),
+        (r#"{"workloadKinds": []}"#, "'/workloadKinds'"),
+        (r#"{"watch": ["secret"]}"#, "'/watch/0'"),
+        (r#"{"replicaCount": -1}"#, "'/replicaCount'"),
+        (r#"{"replicaCount": "two"}"#, "'/replicaCount'"),
+        (r#"{"patchConcurrency": 0}"#, "'/patchConcurrency'"),
+        (
+            r#"{"leaderElection": {"leaseDuration": "15"}}"#,
+            "'/leaderElection/leaseDuration'",
+        ),
+        (r#"{"logFormat": "xml"}"#, "'/logFormat'"),
+        (r#"{"initialList": "all"}"#, "'/initialList'"),
+        (r#"{"watchNamespaces": ["Shop"]}"#, "'/watchNamespaces/0'"),
+        (r#"{"image": {"digest": "latest"}}"#, "'/image/digest'"),
+        // A misspelt key would otherwise be ignored without a word.
+        (r#"{"debouce": "1s"}"#, "'debouce' not allowed"),
+        (
+            r#"{"metrics": {"prometheusRule": {"disabled": ["HashrollNoSuchAlert"]}}}"#,
+            "'/metrics/prometheusRule/disabled/0'",
+        ),
+    ] {
+        let Some((ok, message)) = render_result(&["--set-json", values]) else {
+            return;
+        };
+        assert!(!ok, "{values} must be refused");
+        assert!(
+            message.contains(named),
+            "{values}: the message names {named}:\n{message}"
+        );
+    }
+    for values in [
+        r#"{"debounce": "0"}"#,
+        r#"{"debounce": "1m30s"}"#,
+        r#"{"debounce": "500ms"}"#,
+        r#"{"workloadKinds": ["rollouts"], "watch": ["configmaps"]}"#,
+        r#"{"replicaCount": 0}"#,
+    ] {
+        render(values);
+    }
+}
+
+/// What the chart cannot express is refused with a message naming the values, not rendered wrong.
+#[test]
+fn contradictory_values_fail_naming_them() {
+    for (values, named) in [
+        (
+            r#"{"leaderElection": {"enabled": false}, "replicaCount": 2}"#,
+            "leaderElection.enabled",
+        ),
+        (
+            r#"{"metrics": {"serviceMonitor": {"enabled": true}, "podMonitor": {"enabled": true}}}"#,
+            "metrics.serviceMonitor and metrics.podMonitor",
+        ),
+        (
+            r#"{"metrics": {"service": false, "serviceMonitor": {"enabled": true}}}"#,
+            "metrics.service",
+        ),
+        (
+            r#"{"metrics": {"prometheusRule": {"enabled": true}}, "resources": {"limits": {"memory": "lots"}}}"#,
+            "resources.limits.memory",
+        ),
+    ] {
+        let Some((ok, message)) = render_result(&["--set-json", values]) else {
+            return;
+        };
+        assert!(!ok, "{values} must be refused");
+        assert!(
+            message.contains(named),
+            "{values}: the message names {named}:\n{message}"
+        );
+    }
+}
+
+/// Every controller flag has a value in the chart (set in the `every-value` variant), but those that
+/// make no sense in a pod (which cluster to talk to: the pod's own) and help/version.
+#[test]
+fn every_controller_flag_has_a_value() {
+    let Some(manifests) = render_variant("every-value") else {
+        return;
+    };
+    let set: Vec<String> = chart_flags(&manifests)
+        .into_iter()
+        .map(|(f, _)| f.name)
+        .collect();
+    let not_in_a_pod = ["kubeconfig", "context", "help", "version"];
+    let missing: Vec<String> = controller_flags()
+        .into_iter()
+        .map(|f| f.name)
+        .filter(|f| !not_in_a_pod.contains(&f.as_str()) && !set.contains(f))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "flags the chart has no value for: {missing:?}"
+    );
+}
+
+/// The chart's defaults are the binary's, but those it chooses on purpose (README "Helm chart").
+#[test]
+fn the_chart_defaults_are_the_binarys() {
+    let Some(manifests) = render("{}") else {
+        return;
+    };
+    let on_purpose = [
+        ("log-format", "json"),
+        ("leader-elect", "true"),
+        ("leader-election-lease-name", "hashroll"),
+    ];
+    for (flag, value) in chart_flags(&manifests) {
+        if on_purpose.contains(&(flag.name.as_str(), value.as_str())) {
+            continue;
+        }
+        match (&flag.default, flag.switch) {
+            (Some(d), _) => assert_eq!(&value, d, "--{}: the chart's default", flag.name),
+            (None, true) => assert_eq!(value, "false", "--{}: the chart's default", flag.name),
+            (None, false) => panic!(
+                "--{}={value}: set by default, the binary has none",
+                flag.name
+            ),
+        }
+    }
+}
+
+/// hashroll accepts the settings of every variant, given as the chart gives them (variables and args):
+/// it gets past its flags (an invalid one exits 2 naming it, before any connection) to the cluster,
+/// which here does not exist.
+#[test]
+fn hashroll_accepts_the_settings_of_every_variant() {
+    let variants: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/charts/variants.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        kube_testserver::kubeconfig_yaml("http://127.0.0.1:1", "none"),
+    )
+    .unwrap();
+    let mut running = Vec::new();
+    for name in variants.keys() {
+        let Some(manifests) = render_variant(name) else {
+            return;
+        };
+        let env = chart_env(&manifests);
+        let child = Command::new(env!("CARGO_BIN_EXE_hashroll"))
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("POD_NAMESPACE", "hashroll")
+            .env("HASHROLL_KUBECONFIG", &kubeconfig)
+            // Its own admin port: another variant's may be taken.
+            .env("HASHROLL_ADMIN_ADDR", "127.0.0.1:0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("hashroll runs");
+        running.push((name, env, child));
+    }
+    // Settings are checked at once; after that hashroll retries the cluster until it is stopped.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    for (name, env, mut child) in running {
+        let exited = child.try_wait().unwrap();
+        if exited.is_none() {
+            child.kill().unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_ne!(
+            exited.and_then(|s| s.code()),
+            Some(2),
+            "{name}: hashroll refuses the chart's settings {env:?}:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// More than one replica: a PodDisruptionBudget and replicas preferring different nodes; one replica:
+/// neither (a budget of one pod that may not be evicted would block every node drain).
+#[test]
+fn several_replicas_get_a_disruption_budget_and_spread_over_nodes() {
+    let Some(two) = render("{}") else {
+        return;
+    };
+    assert!(two.contains("\nkind: PodDisruptionBudget\n"), "{two}");
+    assert!(
+        two.contains("preferredDuringSchedulingIgnoredDuringExecution"),
+        "{two}"
+    );
+    let Some(one) = render_variant("single-replica") else {
+        return;
+    };
+    assert!(one.contains("replicas: 1"), "{one}");
+    assert!(
+        !one.contains("PodDisruptionBudget") && !one.contains("podAntiAffinity"),
+        "{one}"
+    );
+    let Some(own) = render(r#"{"affinity": {"nodeAffinity": {}}}"#) else {
+        return;
+    };
+    assert!(
+        own.contains("nodeAffinity") && !own.contains("podAntiAffinity"),
+        "the user's affinity replaces the default:\n{own}"
+    );
+}
+
+/// The Prometheus Operator's kinds the chart may render (ServiceMonitor, PodMonitor, PrometheusRule),
+/// served by the API server as the operator's CustomResourceDefinitions would. Their schemas here accept
+/// any spec: what a spec says is checked by tests/chart_monitoring.rs (the alerts) and by the tests of
+/// what the monitors select.
+async fn serve_monitoring_kinds(client: &kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for (kind, plural) in [
+        ("ServiceMonitor", "servicemonitors"),
+        ("PodMonitor", "podmonitors"),
+        ("PrometheusRule", "prometheusrules"),
+    ] {
+        let name = format!("{plural}.monitoring.coreos.com");
+        if crds.get_opt(&name).await.unwrap().is_none() {
+            let crd = serde_json::json!({
+                "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                "metadata": {"name": name},
+                "spec": {
+                    "group": "monitoring.coreos.com", "scope": "Namespaced",
+                    "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(),
+                              "listKind": format!("{kind}List")},
+                    "versions": [{"name": "v1", "served": true, "storage": true, "schema": {
+                        "openAPIV3Schema": {"type": "object", "properties": {"spec": {
+                            "type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}],
+                },
+            });
+            crds.create(
+                &PostParams::default(),
+                &serde_json::from_value(crd).unwrap(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("create the {kind} CRD: {e}"));
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !client
+            .list_api_group_resources("monitoring.coreos.com/v1")
+            .await
+            .is_ok_and(|l| l.resources.iter().any(|r| r.name == plural))
+        {
+            assert!(std::time::Instant::now() < deadline, "{kind} never served");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Every variant of charts/variants.json, rendered by Helm's engine as release `hashroll-<variant>`, is
+/// accepted whole by a real API server with RBAC on (strict field validation, RBAC's escalation check on
+/// the Roles, the Deployment, PodDisruptionBudget, NetworkPolicy, Service and dashboard ConfigMap as
+/// served). Real server only: the test server serves none of those kinds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_chart_variant_applies_to_a_real_api_server() {
+    Server::Real.run(every_variant_applies).await;
+}
+
+async fn every_variant_applies(on: Server) {
+    let variants: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/charts/variants.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let mut rendered = Vec::new();
+    for name in variants.keys() {
+        let release = format!("hashroll-{name}");
+        let Some((ok, manifests)) = render_result(&["--variant", name, "--release", &release])
+        else {
+            return;
+        };
+        assert!(ok, "{name} renders: {manifests}");
+        rendered.push((name.clone(), manifests));
+    }
+    let env = Env::start(on).await;
+    serve_monitoring_kinds(&env.client).await;
+    for (name, manifests) in &rendered {
+        // The namespaces the objects go to (the release's, listed ones, the controller's).
+        let namespaces: std::collections::BTreeSet<&str> = manifests
+            .lines()
+            .filter_map(|l| l.strip_prefix("  namespace: "))
+            .collect();
+        for ns in namespaces {
+            env.namespace(ns).await;
+        }
+        let started = std::time::Instant::now();
+        kubectl_apply(&env, manifests).await;
+        eprintln!("{name}: applied in {:?}", started.elapsed());
+    }
 }
