@@ -4,6 +4,7 @@
     python3 charts/render.py [--lint-only] [--namespace NS] [--set-json '{"watchNamespaces": ["a"]}']
     python3 charts/render.py --variant monitoring      # values from charts/variants.json
     python3 charts/render.py --all-variants            # lint and render every variant (CI)
+    python3 charts/render.py --variant monitoring --json   # the objects as JSON
 
 Helm's engine checks the values against values.schema.json as `helm install` does: a bad value fails with
 Helm's message naming it (e.g. `- at '/debounce': 'soon' does not match pattern …`), exit status 1.
@@ -75,6 +76,7 @@ def main() -> int:
     p.add_argument("--set-json", default="{}", help="values overriding values.yaml, as JSON")
     p.add_argument("--variant", help="values from charts/variants.json (--set-json goes over them)")
     p.add_argument("--all-variants", action="store_true", help="lint and render every variant")
+    p.add_argument("--json", action="store_true", help="print the objects as a JSON list")
     a = p.parse_args()
     variants = json.loads(VARIANTS.read_text())
 
@@ -95,6 +97,9 @@ def main() -> int:
         print(out, file=sys.stderr)
     elif a.lint_only:
         print("chart lint: clean", file=sys.stderr)
+    elif a.json:
+        docs = [helm.values_from_yaml(d) for d in out.split("\n---\n")]
+        print(json.dumps([d for d in docs if d], indent=1))
     else:
         print(out)
     return code

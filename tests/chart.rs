@@ -717,8 +717,8 @@ fn several_replicas_get_a_disruption_budget_and_spread_over_nodes() {
 
 /// The Prometheus Operator's kinds the chart may render (ServiceMonitor, PodMonitor, PrometheusRule),
 /// served by the API server as the operator's CustomResourceDefinitions would. Their schemas here accept
-/// any spec: what a spec says is checked by tests/chart_monitoring.rs (the alerts) and by the tests of
-/// what the monitors select.
+/// any spec: what a spec says is checked by tests/chart_monitoring.rs (the alerts and the dashboard) and
+/// by `the_monitoring_objects_point_at_the_admin_port`.
 async fn serve_monitoring_kinds(client: &kube::Client) {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -796,8 +796,114 @@ async fn every_variant_applies(on: Server) {
         for ns in namespaces {
             env.namespace(ns).await;
         }
+        eprintln!("{name}: applying");
         let started = std::time::Instant::now();
         kubectl_apply(&env, manifests).await;
         eprintln!("{name}: applied in {:?}", started.elapsed());
     }
+}
+
+/// The objects of a variant, parsed (Helm's YAML parser, through render.py).
+fn objects(variant: &str) -> Option<Vec<serde_json::Value>> {
+    let (ok, out) = render_result(&["--variant", variant, "--json"])?;
+    assert!(ok, "{variant} renders: {out}");
+    Some(serde_json::from_str(&out).expect("render.py --json prints JSON"))
+}
+
+fn the<'a>(objects: &'a [serde_json::Value], kind: &str) -> &'a serde_json::Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind)
+        .unwrap_or_else(|| panic!("a {kind} among {objects:#?}"))
+}
+
+/// `selector` (matchLabels) selects an object labelled `labels`.
+fn selects(selector: &serde_json::Value, labels: &serde_json::Value) -> bool {
+    let wanted = selector.as_object().expect("matchLabels");
+    !wanted.is_empty() && wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// What each monitoring object points at exists: the ServiceMonitor selects the Service and scrapes
+/// its admin port, which reaches the pods' admin port; the PodMonitor selects the pods and their admin
+/// port; both name the job the alerts select; the NetworkPolicy lets that port in; the dashboard
+/// ConfigMap holds the dashboard, as valid JSON, labelled for Grafana's sidecar.
+#[test]
+fn the_monitoring_objects_point_at_the_admin_port() {
+    let Some(monitoring) = objects("monitoring") else {
+        return;
+    };
+    let deployment = the(&monitoring, "Deployment");
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["ports"][0]["name"], "admin", "{container}");
+    let service = the(&monitoring, "Service");
+    assert!(
+        selects(&service["spec"]["selector"], pod_labels),
+        "{service}"
+    );
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "admin");
+    let sm = the(&monitoring, "ServiceMonitor");
+    assert!(
+        selects(
+            &sm["spec"]["selector"]["matchLabels"],
+            &service["metadata"]["labels"]
+        ),
+        "{sm}"
+    );
+    assert_eq!(sm["spec"]["namespaceSelector"]["matchNames"][0], "hashroll");
+    assert_eq!(sm["metadata"]["labels"]["release"], "prometheus");
+    let endpoint = &sm["spec"]["endpoints"][0];
+    assert_eq!(endpoint["port"], service["spec"]["ports"][0]["name"]);
+    assert_eq!(endpoint["path"], "/metrics");
+    let job =
+        serde_json::json!([{"action": "replace", "targetLabel": "job", "replacement": "hashroll"}]);
+    assert_eq!(endpoint["relabelings"], job, "{sm}");
+    let rule = the(&monitoring, "PrometheusRule");
+    for r in rule["spec"]["groups"][0]["rules"].as_array().unwrap() {
+        assert!(
+            r["expr"]
+                .as_str()
+                .unwrap()
+                .contains(r#"job="hashroll", namespace="hashroll""#),
+            "{r}"
+        );
+        assert_eq!(r["labels"]["team"], "platform", "{r}");
+    }
+    let policy = the(&monitoring, "NetworkPolicy");
+    assert!(
+        selects(&policy["spec"]["podSelector"]["matchLabels"], pod_labels),
+        "{policy}"
+    );
+    assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], "admin");
+    let dashboard = the(&monitoring, "ConfigMap");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let shipped: serde_json::Value =
+        serde_json::from_str(dashboard["data"]["hashroll.json"].as_str().unwrap())
+            .expect("the dashboard ConfigMap holds valid JSON");
+    let file: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/charts/hashroll/dashboards/hashroll.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(shipped, file, "the ConfigMap holds the chart's dashboard");
+
+    let Some(pods) = objects("pod-monitor") else {
+        return;
+    };
+    let pod_labels = &the(&pods, "Deployment")["spec"]["template"]["metadata"]["labels"];
+    let pm = the(&pods, "PodMonitor");
+    assert!(
+        selects(&pm["spec"]["selector"]["matchLabels"], pod_labels),
+        "{pm}"
+    );
+    let endpoint = &pm["spec"]["podMetricsEndpoints"][0];
+    assert_eq!(endpoint["port"], "admin");
+    assert_eq!(endpoint["relabelings"], job, "{pm}");
+    assert!(
+        !pods.iter().any(|o| o["kind"] == "Service"),
+        "metrics.service: false"
+    );
 }
