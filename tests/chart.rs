@@ -194,6 +194,17 @@ fn chart_env(manifests: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The container's args: only `extraArgs`, as given.
+fn extra_args(manifests: &str) -> Vec<String> {
+    let Some((_, args)) = manifests.split_once("\n          args:\n") else {
+        return Vec::new();
+    };
+    args.lines()
+        .map_while(|l| l.strip_prefix("            - "))
+        .map(|a| serde_json::from_str(a).unwrap_or_else(|e| panic!("{a} is not quoted: {e}")))
+        .collect()
+}
+
 /// The chart's settings as flags: each HASHROLL_* variable turned into the flag it sets (a variable no
 /// flag reads fails the test: hashroll would ignore it without a word).
 fn chart_flags(manifests: &str) -> Vec<(Flag, String)> {
@@ -656,6 +667,7 @@ fn hashroll_accepts_the_settings_of_every_variant() {
         };
         let env = chart_env(&manifests);
         let child = Command::new(env!("CARGO_BIN_EXE_hashroll"))
+            .args(extra_args(&manifests))
             .env_clear()
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("POD_NAMESPACE", "hashroll")
@@ -906,4 +918,23 @@ fn the_monitoring_objects_point_at_the_admin_port() {
         !pods.iter().any(|o| o["kind"] == "Service"),
         "metrics.service: false"
     );
+}
+
+/// `extraArgs` reach hashroll as given, each one argument, after the chart's own settings (variables,
+/// which an argument overrides).
+#[test]
+fn extra_args_are_passed_as_given() {
+    let Some(manifests) =
+        render(r#"{"extraArgs": ["--log-level=hashroll=debug, kube=warn", "--dry-run"]}"#)
+    else {
+        return;
+    };
+    assert_eq!(
+        extra_args(&manifests),
+        ["--log-level=hashroll=debug, kube=warn", "--dry-run"]
+    );
+    let Some(none) = render("{}") else {
+        return;
+    };
+    assert!(!none.contains("args:"), "{none}");
 }
