@@ -32,6 +32,18 @@ fn render_variant(variant: &str) -> Option<String> {
     Some(out)
 }
 
+/// charts/render.py with each of `runs` (args), at once (each run spends most of a second starting
+/// Helm's engine); None when skipped.
+fn render_many(runs: &[Vec<&str>]) -> Option<Vec<(bool, String)>> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = runs
+            .iter()
+            .map(|args| s.spawn(move || render_result(args)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
 /// charts/render.py with `args`: (succeeded, its output, or its error message when it failed).
 fn render_result(args: &[&str]) -> Option<(bool, String)> {
     let out = Command::new("python3")
@@ -515,7 +527,7 @@ fn a_namespace_selector_in_per_namespace_mode_grants_reading_namespaces_cluster_
 /// good values of the same keys pass.
 #[test]
 fn the_schema_rejects_bad_values_naming_them() {
-    for (values, named) in [
+    let bad = [
         (r#"{"debounce": "soon"}"#, "'/debounce'"),
         (r#"{"debounce": 2}"#, "'/debounce'"),
         (
@@ -541,31 +553,39 @@ fn the_schema_rejects_bad_values_naming_them() {
             r#"{"metrics": {"prometheusRule": {"disabled": ["HashrollNoSuchAlert"]}}}"#,
             "'/metrics/prometheusRule/disabled/0'",
         ),
-    ] {
-        let Some((ok, message)) = render_result(&["--set-json", values]) else {
-            return;
-        };
+    ];
+    let good = [
+        r#"{"debounce": "0"}"#,
+        r#"{"debounce": "1m30s"}"#,
+        r#"{"debounce": "500ms"}"#,
+        r#"{"workloadKinds": ["rollouts"], "watch": ["configmaps"]}"#,
+        r#"{"replicaCount": 0}"#,
+    ];
+    let runs: Vec<Vec<&str>> = bad
+        .iter()
+        .map(|(values, _)| *values)
+        .chain(good)
+        .map(|values| vec!["--set-json", values])
+        .collect();
+    let Some(results) = render_many(&runs) else {
+        return;
+    };
+    for ((values, named), (ok, message)) in bad.iter().zip(&results) {
         assert!(!ok, "{values} must be refused");
         assert!(
             message.contains(named),
             "{values}: the message names {named}:\n{message}"
         );
     }
-    for values in [
-        r#"{"debounce": "0"}"#,
-        r#"{"debounce": "1m30s"}"#,
-        r#"{"debounce": "500ms"}"#,
-        r#"{"workloadKinds": ["rollouts"], "watch": ["configmaps"]}"#,
-        r#"{"replicaCount": 0}"#,
-    ] {
-        render(values);
+    for (values, (ok, message)) in good.iter().zip(&results[bad.len()..]) {
+        assert!(ok, "{values} is accepted: {message}");
     }
 }
 
 /// What the chart cannot express is refused with a message naming the values, not rendered wrong.
 #[test]
 fn contradictory_values_fail_naming_them() {
-    for (values, named) in [
+    let bad = [
         (
             r#"{"leaderElection": {"enabled": false}, "replicaCount": 2}"#,
             "leaderElection.enabled",
@@ -582,10 +602,12 @@ fn contradictory_values_fail_naming_them() {
             r#"{"metrics": {"prometheusRule": {"enabled": true}}, "resources": {"limits": {"memory": "lots"}}}"#,
             "resources.limits.memory",
         ),
-    ] {
-        let Some((ok, message)) = render_result(&["--set-json", values]) else {
-            return;
-        };
+    ];
+    let runs: Vec<Vec<&str>> = bad.iter().map(|(v, _)| vec!["--set-json", *v]).collect();
+    let Some(results) = render_many(&runs) else {
+        return;
+    };
+    for ((values, named), (ok, message)) in bad.iter().zip(results) {
         assert!(!ok, "{values} must be refused");
         assert!(
             message.contains(named),
@@ -660,11 +682,13 @@ fn hashroll_accepts_the_settings_of_every_variant() {
         kube_testserver::kubeconfig_yaml("http://127.0.0.1:1", "none"),
     )
     .unwrap();
+    let runs: Vec<Vec<&str>> = variants.keys().map(|n| vec!["--variant", n]).collect();
+    let Some(rendered) = render_many(&runs) else {
+        return;
+    };
     let mut running = Vec::new();
-    for name in variants.keys() {
-        let Some(manifests) = render_variant(name) else {
-            return;
-        };
+    for (name, (ok, manifests)) in variants.keys().zip(rendered) {
+        assert!(ok, "{name} renders: {manifests}");
         let env = chart_env(&manifests);
         let child = Command::new(env!("CARGO_BIN_EXE_hashroll"))
             .args(extra_args(&manifests))
@@ -787,13 +811,17 @@ async fn every_variant_applies(on: Server) {
             .unwrap(),
     )
     .unwrap();
+    let releases: Vec<String> = variants.keys().map(|n| format!("hashroll-{n}")).collect();
+    let runs: Vec<Vec<&str>> = variants
+        .keys()
+        .zip(&releases)
+        .map(|(n, r)| vec!["--variant", n, "--release", r])
+        .collect();
+    let Some(results) = render_many(&runs) else {
+        return;
+    };
     let mut rendered = Vec::new();
-    for name in variants.keys() {
-        let release = format!("hashroll-{name}");
-        let Some((ok, manifests)) = render_result(&["--variant", name, "--release", &release])
-        else {
-            return;
-        };
+    for (name, (ok, manifests)) in variants.keys().zip(results) {
         assert!(ok, "{name} renders: {manifests}");
         rendered.push((name.clone(), manifests));
     }
