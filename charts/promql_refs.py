@@ -9,7 +9,8 @@ which must be valid JSON). Each is parsed with promql-parser (Prometheus's gramm
 does not parse is reported with its error. tests/chart_monitoring.rs checks the result against the metrics
 hashroll serves.
 
-Prints a list of {"where", "expr", "error"?, "selectors": [{"metric", "labels"}], "grouping": [labels]}.
+Prints a list of {"where", "expr", "error"?, "selectors": [{"metric", "labels"}], "grouping": [labels],
+"legend"?: [labels a dashboard legend shows]}.
 Needs `pip install helm-python-sdk promql-parser`.
 """
 import json
@@ -85,7 +86,9 @@ def dashboard_exprs() -> list[dict]:
         for p in ps:
             title = f"{path}/{p.get('title', '?')}"
             for t in p.get("targets", []):
-                out.append(entry(f"dashboard panel {title!r} target {t.get('refId')}", t["expr"]))
+                e = entry(f"dashboard panel {title!r} target {t.get('refId')}", t["expr"])
+                e["legend"] = sorted(set(re.findall(r"\{\{\s*(\w+)\s*\}\}", t.get("legendFormat", ""))))
+                out.append(e)
             panels(p.get("panels", []), title)
 
     panels(dash["panels"], "")

@@ -82,6 +82,8 @@ struct Expression {
     error: Option<String>,
     selectors: Vec<Selector>,
     grouping: Vec<String>,
+    #[serde(default)]
+    legend: Vec<String>,
 }
 
 /// charts/promql_refs.py's answer; None (skipped) only outside CI when its libraries are missing.
@@ -136,6 +138,12 @@ fn the_alerts_and_dashboard_refer_only_to_served_metrics_and_labels() {
                     }
                 }
             }
+        }
+        for l in e.legend.iter().filter(|l| !labels_here.contains(*l)) {
+            problems.push(format!(
+                "{}: its legend shows {{{{{l}}}}}, which none of its metrics carries\n  {}",
+                e.where_, e.expr
+            ));
         }
         for l in e.grouping.iter().filter(|l| !labels_here.contains(*l)) {
             problems.push(format!(
