@@ -966,3 +966,30 @@ fn extra_args_are_passed_as_given() {
     };
     assert!(!none.contains("args:"), "{none}");
 }
+
+/// `podLabels` label the pods, but cannot take the selector's labels away (the Deployment would no longer
+/// select its pods, and the monitors and PodDisruptionBudget would miss them).
+#[test]
+fn pod_labels_add_to_the_selector_labels() {
+    let Some(manifests) =
+        render(r#"{"podLabels": {"team": "a", "app.kubernetes.io/name": "other"}}"#)
+    else {
+        return;
+    };
+    let pod = manifests
+        .split_once("  template:\n    metadata:\n      labels:\n")
+        .unwrap_or_else(|| panic!("a pod template:\n{manifests}"))
+        .1;
+    let labels: Vec<&str> = pod
+        .lines()
+        .take_while(|l| l.starts_with("        "))
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            "        app.kubernetes.io/instance: hashroll",
+            "        app.kubernetes.io/name: hashroll",
+            "        team: a",
+        ]
+    );
+}
