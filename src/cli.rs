@@ -141,6 +141,10 @@ pub struct Args {
     #[command(flatten)]
     pub election: LeaderElection,
 
+    /// `--alert-webhook-url`, `--alert-sink`, `--alert-additional-info` (`alerts::settings`).
+    #[command(flatten)]
+    pub alerts: crate::alerts::settings::AlertFlags,
+
     /// The pod's name, from the downward API: names this replica in Events and in the Lease.
     #[arg(long, env = "POD_NAME", hide = true)]
     pub pod_name: Option<String>,

@@ -279,11 +279,27 @@ impl Env {
         self.hashroll_until(kubeconfig, extra, Until::Ready).await
     }
 
+    /// Starts hashroll like [`Env::hashroll`], with these environment variables set as well.
+    pub async fn hashroll_with_vars(&self, extra: &[&str], vars: &[(&str, &str)]) -> Hashroll {
+        self.hashroll_full(&self.kubeconfig, extra, vars, Until::Ready)
+            .await
+    }
+
     /// Starts hashroll like [`Env::hashroll`] but waits for `until` instead of readiness (e.g. a standby).
     pub async fn hashroll_until(
         &self,
         kubeconfig: &std::path::Path,
         extra: &[&str],
+        until: Until,
+    ) -> Hashroll {
+        self.hashroll_full(kubeconfig, extra, &[], until).await
+    }
+
+    async fn hashroll_full(
+        &self,
+        kubeconfig: &std::path::Path,
+        extra: &[&str],
+        vars: &[(&str, &str)],
         until: Until,
     ) -> Hashroll {
         assert!(
@@ -293,7 +309,7 @@ impl Env {
         // The port is free when chosen, but another process may take it before hashroll binds it (rare):
         // then start again on another port.
         for _ in 0..5 {
-            if let Some(h) = self.spawn_hashroll(kubeconfig, extra).await {
+            if let Some(h) = self.spawn_hashroll(kubeconfig, extra, vars).await {
                 h.wait_until(until).await;
                 return h;
             }
@@ -307,6 +323,7 @@ impl Env {
         &self,
         kubeconfig: &std::path::Path,
         extra: &[&str],
+        vars: &[(&str, &str)],
     ) -> Option<Hashroll> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -339,6 +356,7 @@ impl Env {
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hashroll"))
             .args(&args)
             .env_remove("POD_NAMESPACE")
+            .envs(vars.iter().copied())
             .stdout(Stdio::null())
             .stderr(file)
             .kill_on_drop(true)
