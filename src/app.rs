@@ -58,7 +58,7 @@ pub(crate) async fn client_config(args: &Args) -> anyhow::Result<Config> {
 /// Runs hashroll until `shutdown` resolves: connect, load the key, watch, reconcile; then stop cleanly.
 /// With `--leader-elect` it first waits for the Lease, and fails (so the process exits non-zero) the moment
 /// it loses it.
-pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(mut args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let config = client_config(&args).await?;
     let controller_ns = args.controller_namespace(&config.default_namespace);
     let client = Client::try_from(config).context("building the Kubernetes client")?;
@@ -132,6 +132,16 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
             "argoproj.io/v1alpha1 Rollouts are not served by this cluster; not watching them"
         );
         kinds.remove(&WorkloadKind::Rollout);
+    }
+    if args
+        .source_kinds()
+        .contains(&SourceKind::SecretProviderClass)
+        && !crate::k8s::csi::served(&client).await
+    {
+        tracing::info!(
+            "secrets-store.csi.x-k8s.io/v1 SecretProviderClasses are not served by this cluster; not watching them"
+        );
+        args.watch.retain(|k| *k != SourceKind::SecretProviderClass);
     }
     let scopes = watch_scopes(&args, &kinds);
     let reasons: Vec<&str> = Skip::ALL.iter().map(|s| s.label()).collect();

@@ -727,7 +727,7 @@ mod tests {
     }
 
     fn state() -> State {
-        state_with(&SourceKind::ALL, false)
+        state_with(&[SourceKind::Secret, SourceKind::ConfigMap], false)
     }
 
     fn source(kind: SourceKind, name: &str, kv: &[(&str, &str)]) -> Input {
@@ -1208,7 +1208,7 @@ mod tests {
 
     #[test]
     fn a_dry_run_announces_each_roll_once_and_writes_nothing() {
-        let mut s = state_with(&SourceKind::ALL, true);
+        let mut s = state_with(&[SourceKind::Secret, SourceKind::ConfigMap], true);
         synced_state(&mut s);
         assert!(
             s.decide(&wid("web"), now()).is_none(),
@@ -1227,7 +1227,7 @@ mod tests {
 
     #[test]
     fn a_dry_run_keeps_what_it_would_have_recorded_across_the_workloads_own_updates() {
-        let mut s = state_with(&SourceKind::ALL, true);
+        let mut s = state_with(&[SourceKind::Secret, SourceKind::ConfigMap], true);
         synced_state(&mut s);
         assert!(s.decide(&wid("web"), now()).is_none());
         // The Secret changes, then the workload's controller updates it (a label, its status) before the
@@ -1257,7 +1257,7 @@ mod tests {
 
     #[test]
     fn a_dry_run_announces_a_change_seen_before_an_update_of_the_workload_that_changes_nothing() {
-        let mut s = state_with(&SourceKind::ALL, true);
+        let mut s = state_with(&[SourceKind::Secret, SourceKind::ConfigMap], true);
         synced_state(&mut s);
         assert!(s.decide(&wid("web"), now()).is_none());
         // A label or status update: a new version of the object, same template, no record on it.

@@ -94,6 +94,26 @@ impl Server {
     }
 }
 
+/// The Secrets Store CSI driver's two resources, for the test server.
+fn csi_resources() -> Vec<CustomResource> {
+    let resource = |kind: &str, plural: &str| CustomResource {
+        group: "secrets-store.csi.x-k8s.io".into(),
+        version: "v1".into(),
+        kind: kind.into(),
+        plural: plural.into(),
+        singular: kind.to_lowercase(),
+        short_names: Vec::new(),
+        namespaced: true,
+    };
+    vec![
+        resource("SecretProviderClass", "secretproviderclasses"),
+        resource(
+            "SecretProviderClassPodStatus",
+            "secretproviderclasspodstatuses",
+        ),
+    ]
+}
+
 /// What an [`Env`] starts with.
 #[derive(Debug, Clone, Copy)]
 pub struct Setup {
@@ -135,15 +155,28 @@ impl Env {
     }
 
     pub async fn start_with(on: Server, setup: Setup) -> Env {
+        Self::start_full(on, setup, false).await
+    }
+
+    /// A server that also serves the Secrets Store CSI driver's SecretProviderClasses and
+    /// SecretProviderClassPodStatuses (`secrets-store.csi.x-k8s.io/v1`, both with a status subresource).
+    pub async fn start_csi(on: Server) -> Env {
+        Self::start_full(on, Setup::default(), true).await
+    }
+
+    async fn start_full(on: Server, setup: Setup, csi: bool) -> Env {
         let dir = tempfile::tempdir().expect("temp dir");
         let env = match on {
             Server::Test => {
+                let mut custom = Vec::new();
+                if setup.rollouts {
+                    custom.push(CustomResource::argo_rollouts());
+                }
+                if csi {
+                    custom.extend(csi_resources());
+                }
                 let server = TestServer::start_with(ServerOptions {
-                    custom_resources: if setup.rollouts {
-                        vec![CustomResource::argo_rollouts()]
-                    } else {
-                        Vec::new()
-                    },
+                    custom_resources: custom,
                     rbac: setup.rbac,
                     ..ServerOptions::default()
                 })
@@ -166,6 +199,9 @@ impl Env {
             }
             Server::Real => {
                 let (turn, cluster, client) = real::acquire(setup.rollouts).await;
+                if csi {
+                    real::csi_crds(&client).await;
+                }
                 Env {
                     on,
                     client,
