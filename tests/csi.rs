@@ -163,6 +163,14 @@ async fn a_rotation_seen_through_three_pods_statuses_rolls_once(on: Server) {
     }
     env.barrier(NS).await;
     env.assert_rolls("deployments", NS, "web", 2).await;
+
+    // `explain` reads the class as the controller does: tracked, and as recorded.
+    let (code, out, err) = env.explain(&["deployment/web", "-n", NS]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("SecretProviderClass vault-db: same as recorded"),
+        "{out}"
+    );
 }
 
 e2e!(an_ignored_secret_provider_class_rolls_nothing);
