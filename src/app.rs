@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts::{self, AlertQueue};
 use crate::cli::{AdminAddr, Args};
 use crate::error::Error;
 use crate::k8s::events::EventPublisher;
@@ -57,7 +58,7 @@ pub(crate) async fn client_config(args: &Args) -> anyhow::Result<Config> {
 /// Runs hashroll until `shutdown` resolves: connect, load the key, watch, reconcile; then stop cleanly.
 /// With `--leader-elect` it first waits for the Lease, and fails (so the process exits non-zero) the moment
 /// it loses it.
-pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(mut args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let config = client_config(&args).await?;
     let controller_ns = args.controller_namespace(&config.default_namespace);
     let client = Client::try_from(config).context("building the Kubernetes client")?;
@@ -132,6 +133,16 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
         );
         kinds.remove(&WorkloadKind::Rollout);
     }
+    if args
+        .source_kinds()
+        .contains(&SourceKind::SecretProviderClass)
+        && !crate::k8s::csi::served(&client).await
+    {
+        tracing::info!(
+            "secrets-store.csi.x-k8s.io/v1 SecretProviderClasses are not served by this cluster; not watching them"
+        );
+        args.watch.retain(|k| *k != SourceKind::SecretProviderClass);
+    }
     let scopes = watch_scopes(&args, &kinds);
     let reasons: Vec<&str> = Skip::ALL.iter().map(|s| s.label()).collect();
     metrics.preset(kinds.iter().copied(), &reasons);
@@ -178,12 +189,14 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
         key,
         metrics.clone(),
     );
+    let (alerts, alert_sender) = start_alerts(&args, &metrics);
     let writer = Writer::new(
         client.clone(),
         EventPublisher::new(client, args.instance()),
         metrics.clone(),
         (&args).into(),
         usize::from(args.patch_concurrency),
+        alerts,
     );
     let mut reconcile = tokio::spawn(crate::reconcile::run(
         state,
@@ -208,12 +221,42 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
     watches.abort_all();
     stop.cancel();
     let _ = reconcile.await;
+    if let Some(sender) = alert_sender {
+        // The loop's queue handle is gone: what is queued goes out, a bounded while.
+        if tokio::time::timeout(ALERT_DRAIN_LIMIT, sender)
+            .await
+            .is_err()
+        {
+            tracing::warn!("alerts still queued after {ALERT_DRAIN_LIMIT:?}; exiting anyway");
+        }
+    }
     drop(lost);
     if let Some(l) = leadership {
         l.release().await;
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long alerts still queued at shutdown may take to go out.
+const ALERT_DRAIN_LIMIT: Duration = Duration::from_secs(3);
+
+/// The alert queue, from the flags or (under `--stakater-compat`) Reloader's `ALERT_*` variables; a queue
+/// that does nothing when alerts are off.
+fn start_alerts(
+    args: &Args,
+    metrics: &Metrics,
+) -> (AlertQueue, Option<tokio::task::JoinHandle<()>>) {
+    let (settings, warning) = alerts::settings::resolve(&args.alerts, args.stakater_compat, |k| {
+        std::env::var(k).ok()
+    });
+    if let Some(w) = warning {
+        tracing::warn!("{w}");
+    }
+    match settings {
+        Some(s) => alerts::sender::start(s, metrics.clone()),
+        None => (AlertQueue::off(metrics.clone()), None),
+    }
 }
 
 /// One watch per source kind and workload kind, per namespace (or cluster-wide), plus the namespace watch

@@ -47,14 +47,15 @@ pub struct Args {
     #[arg(long, global = true, env = "HASHROLL_RESOURCE_LABEL_SELECTOR", value_parser = parse_label_selector)]
     pub resource_label_selector: Option<String>,
 
-    /// Which sources to watch: secrets, configmaps (comma-separated).
+    /// Which sources to watch: secrets, configmaps, secretproviderclasses (comma-separated; the last only
+    /// where the API server serves the Secrets Store CSI driver's resources).
     #[arg(
         long,
         global = true,
         env = "HASHROLL_WATCH",
         value_delimiter = ',',
         ignore_case = true,
-        default_value = "secrets,configmaps"
+        default_value = "secrets,configmaps,secretproviderclasses"
     )]
     pub watch: Vec<SourceKind>,
 
@@ -140,6 +141,10 @@ pub struct Args {
 
     #[command(flatten)]
     pub election: LeaderElection,
+
+    /// `--alert-webhook-url`, `--alert-sink`, `--alert-additional-info` (`alerts::settings`).
+    #[command(flatten)]
+    pub alerts: crate::alerts::settings::AlertFlags,
 
     /// The pod's name, from the downward API: names this replica in Events and in the Lease.
     #[arg(long, env = "POD_NAME", hide = true)]
@@ -584,7 +589,7 @@ mod tests {
         assert_eq!(a.debounce, Duration::from_secs(2));
         assert!(a.stakater_compat);
         assert!(!a.dry_run);
-        assert_eq!(a.source_kinds().len(), 2);
+        assert_eq!(a.source_kinds().len(), 3);
         assert_eq!(a.workload_kinds().len(), 5);
         assert_eq!(
             a.secret_field_selector().as_deref(),

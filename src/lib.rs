@@ -5,6 +5,7 @@
 //!
 //! Only what the binary and the demo use is public: [`cli::Args`], [`app::run`] and [`explain::run`].
 
+mod alerts;
 pub mod app;
 pub mod cli;
 mod error;

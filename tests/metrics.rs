@@ -104,7 +104,10 @@ async fn the_readme_table_is_what_metrics_serves_both_ways(on: Server) {
         .await;
     env.deployment(NS, "web", secret_key_ref("db", "password"))
         .await;
-    let hr = env.hashroll(&[]).await;
+    // Alerts on (their series exist once a sink is set), to a port nobody listens on.
+    let hr = env
+        .hashroll(&["--alert-webhook-url=http://127.0.0.1:9/hook"])
+        .await;
     env.wait_recorded("deployments", NS, "web").await;
 
     // A roll whose first patch fails and whose Event cannot be published; a change of a key it does not

@@ -12,6 +12,8 @@ mod users;
 mod wording;
 mod workload;
 
+use crate::k8s::csi;
+use crate::model::provider_class::ProviderClasses;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -148,6 +150,32 @@ async fn read_cluster(
                 let api: Api<ConfigMapDigests> = Api::namespaced(client.clone(), namespace);
                 for c in list_all(&api, params.clone()).await.with_context(what)? {
                     keep(&c.metadata, c.summary(compat));
+                }
+            }
+            SourceKind::SecretProviderClass => {
+                // As the controller: only where served, each class with its newest status's versions.
+                if !csi::served(client).await {
+                    continue;
+                }
+                let statuses: Api<csi::StatusWire> =
+                    Api::namespaced_with(client.clone(), namespace, &csi::status_resource());
+                let mut known = ProviderClasses::default();
+                for s in list_all(&statuses, ListParams::default())
+                    .await
+                    .with_context(what)?
+                {
+                    if let Some(s) = s.reduce() {
+                        known.status_applied(s);
+                    }
+                }
+                let classes: Api<csi::ClassWire> =
+                    Api::namespaced_with(client.clone(), namespace, &csi::class_resource());
+                for c in list_all(&classes, params.clone())
+                    .await
+                    .with_context(what)?
+                {
+                    let class = SourceSummary::new(kind, &c.metadata, BTreeMap::new(), compat);
+                    keep(&c.metadata, class.and_then(|c| known.class_applied(c)));
                 }
             }
         }

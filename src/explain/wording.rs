@@ -47,6 +47,8 @@ pub fn own_list_annotation(kind: SourceKind) -> &'static str {
     match kind {
         SourceKind::Secret => SECRETS,
         SourceKind::ConfigMap => CONFIGMAPS,
+        // No list of its own: named only through Reloader's annotation.
+        SourceKind::SecretProviderClass => STAKATER_SPC_RELOAD,
     }
 }
 
@@ -54,6 +56,7 @@ pub fn stakater_reload_annotation(kind: SourceKind) -> &'static str {
     match kind {
         SourceKind::Secret => STAKATER_SECRET_RELOAD,
         SourceKind::ConfigMap => STAKATER_CONFIGMAP_RELOAD,
+        SourceKind::SecretProviderClass => STAKATER_SPC_RELOAD,
     }
 }
 
@@ -73,6 +76,7 @@ pub fn exclude_annotation(kind: SourceKind) -> &'static str {
         SourceKind::ConfigMap => {
             "hashroll.dev/exclude-configmaps or configmaps.exclude.reloader.stakater.com/reload"
         }
+        SourceKind::SecretProviderClass => STAKATER_SPC_EXCLUDE,
     }
 }
 
@@ -144,6 +148,10 @@ pub fn opted_in(
     for (kind, mode) in [
         (SourceKind::Secret, policy.refs.secrets),
         (SourceKind::ConfigMap, policy.refs.configmaps),
+        (
+            SourceKind::SecretProviderClass,
+            policy.refs.provider_classes,
+        ),
     ] {
         match mode {
             RefMode::All => tracks.push(format!("the {} its pod spec uses", kind.info().plural)),

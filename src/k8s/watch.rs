@@ -3,6 +3,7 @@
 //! saw, so the controller forgets what vanished meanwhile and converges on the cluster as it is now.
 //! Between lists a watch remembers no names: the controller's own state is the only copy.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::time::Duration;
 
@@ -16,9 +17,11 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
 use crate::k8s::api_resource;
+use crate::k8s::csi::{self, ClassWire, STATUSES, StatusWire};
 use crate::k8s::wire::{ConfigMapDigests, SecretDigests, WorkloadWire};
 use crate::model::kind::{SourceId, SourceKind, WorkloadId};
 use crate::model::policy::PolicySettings;
+use crate::model::provider_class::ProviderClasses;
 use crate::model::source::SourceSummary;
 use crate::reconcile::input::{Input, Listed, WatchScope, Watched};
 use crate::telemetry::metrics::Metrics;
@@ -114,6 +117,7 @@ pub async fn streams_initial_events(client: &Client, scope: &WatchScope, wait: D
         Watched::Source(SourceKind::ConfigMap) => {
             ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&())
         }
+        Watched::Source(SourceKind::SecretProviderClass) => csi::class_resource(),
         Watched::Workload(kind) => api_resource(kind),
         Watched::Namespaces => ApiResource::erase::<Namespace>(&()),
     };
@@ -191,6 +195,10 @@ pub async fn run_scope(
                         let reduce = move |c: &ConfigMapDigests| c.summary(compat);
                         run(api, cfg, sink, reduce, deleted, Input::SourceApplied).await
                     }
+                    SourceKind::SecretProviderClass => {
+                        let Sink { scope, tx, metrics } = sink;
+                        run_provider_classes(client, scope, settings, tx, metrics).await
+                    }
                 }
             }
             Watched::Workload(kind) => {
@@ -243,6 +251,121 @@ pub async fn run_scope(
                     |n| Input::Namespace(n, true),
                 )
                 .await
+            }
+        }
+    }
+}
+
+/// Watches the classes and their statuses in `scope`, and reports each class as a source to `tx`: once
+/// the statuses have been listed (before that a class's content is unknown, and taking it for empty would
+/// roll), and then whenever its newest status reports other versions. The class watch's list ends only
+/// after that, so readiness waits for both.
+pub async fn run_provider_classes(
+    client: Client,
+    scope: WatchScope,
+    settings: WatchSettings,
+    tx: mpsc::Sender<Input>,
+    metrics: Metrics,
+) {
+    let ns = scope.namespace.clone();
+    let compat = settings.policy.stakater_compat;
+    // The class watch goes through the common path, into a channel of its own.
+    let (class_tx, mut class_rx) = mpsc::channel(64);
+    let mut cfg = list_config(settings.initial_list, LIST_PAGE_SIZE);
+    if let Some(l) = &settings.resource_labels {
+        cfg = cfg.labels(l);
+    }
+    let classes = watcher::watcher(
+        csi::api::<ClassWire>(&client, ns.as_deref(), &csi::class_resource()),
+        cfg,
+    );
+    let sink = Sink {
+        scope: scope.clone(),
+        tx: class_tx,
+        metrics: metrics.clone(),
+    };
+    let reduce = move |c: &ClassWire| {
+        SourceSummary::new(
+            SourceKind::SecretProviderClass,
+            &c.metadata,
+            BTreeMap::new(),
+            compat,
+        )
+    };
+    let deleted = |ns: &str, name: &str| {
+        Input::SourceDeleted(SourceId::new(SourceKind::SecretProviderClass, ns, name))
+    };
+    let class_watch = forward(classes, sink, reduce, deleted, Input::SourceApplied);
+    let mut class_watch = std::pin::pin!(class_watch);
+
+    let statuses = watcher::watcher(
+        csi::api::<StatusWire>(&client, ns.as_deref(), &csi::status_resource()),
+        list_config(settings.initial_list, LIST_PAGE_SIZE),
+    );
+    let mut statuses = statuses.default_backoff().boxed();
+    let clock = metrics.watch_started(STATUSES, ns.as_deref());
+
+    let mut known = ProviderClasses::default();
+    let mut statuses_listed = false;
+    let mut pending_sync = None;
+    loop {
+        let out: Vec<Input> = tokio::select! {
+            _ = &mut class_watch => return,
+            msg = class_rx.recv() => {
+                let Some(msg) = msg else { return };
+                match msg {
+                    Input::SourceApplied(class) => {
+                        let now = known.class_applied(class);
+                        now.filter(|_| statuses_listed).map(Input::SourceApplied).into_iter().collect()
+                    }
+                    Input::SourceDeleted(id) => {
+                        known.class_deleted(&id.namespace, &id.name);
+                        vec![Input::SourceDeleted(id)]
+                    }
+                    Input::Synced(scope, listed) => {
+                        known.retain_classes(|ns, name| listed.contains(ns, name));
+                        if statuses_listed {
+                            vec![Input::Synced(scope, listed)]
+                        } else {
+                            pending_sync = Some((scope, listed));
+                            Vec::new()
+                        }
+                    }
+                    other => vec![other],
+                }
+            }
+            ev = statuses.next() => {
+                let Some(ev) = ev else { return };
+                if matches!(&ev, Ok(e) if !matches!(e, Event::Init)) {
+                    clock.touch();
+                }
+                match ev {
+                    Ok(Event::InitApply(s) | Event::Apply(s)) => s
+                        .reduce()
+                        .and_then(|s| known.status_applied(s))
+                        .filter(|_| statuses_listed)
+                        .map(Input::SourceApplied)
+                        .into_iter()
+                        .collect(),
+                    Ok(Event::InitDone) if !statuses_listed => {
+                        statuses_listed = true;
+                        let mut out: Vec<Input> = known.summaries().map(Input::SourceApplied).collect();
+                        out.extend(pending_sync.take().map(|(s, l)| Input::Synced(s, l)));
+                        out
+                    }
+                    // A status that goes away changes nothing: the newest set seen stays the content.
+                    Ok(_) => Vec::new(),
+                    Err(e) => {
+                        metrics.watch_restarted(STATUSES, ns.as_deref(), restart_cause(&e));
+                        tracing::warn!(resource = STATUSES, error = %e, "watch failed; retrying with backoff");
+                        vec![Input::WatchFailed(scope.clone(), format!("{STATUSES}: {e}"))]
+                    }
+                }
+            }
+        };
+        for msg in out {
+            if tx.send(msg).await.is_err() {
+                return;
             }
         }
     }

@@ -43,6 +43,12 @@ pub const STAKATER_CONFIGMAP_RELOAD: &str = "configmap.reloader.stakater.com/rel
 pub const STAKATER_SECRET_EXCLUDE: &str = "secrets.exclude.reloader.stakater.com/reload";
 /// Stakater: comma list of ConfigMap names (exact) never tracked; read on the workload's metadata only.
 pub const STAKATER_CONFIGMAP_EXCLUDE: &str = "configmaps.exclude.reloader.stakater.com/reload";
+/// Stakater: true tracks SecretProviderClass references (csi volumes of the Secrets Store CSI driver).
+pub const STAKATER_SPC_AUTO: &str = "secretproviderclass.reloader.stakater.com/auto";
+/// Stakater: comma list of anchored regular expressions naming SecretProviderClasses to track.
+pub const STAKATER_SPC_RELOAD: &str = "secretproviderclass.reloader.stakater.com/reload";
+/// Stakater: comma list of SecretProviderClass names (exact) never tracked; on the metadata only.
+pub const STAKATER_SPC_EXCLUDE: &str = "secretproviderclasses.exclude.reloader.stakater.com/reload";
 /// Stakater: exactly `"true"` tracks references, but only to sources annotated with [`STAKATER_MATCH`].
 pub const STAKATER_SEARCH: &str = "reloader.stakater.com/search";
 /// Stakater: on a Secret or ConfigMap, exactly `"true"` makes it eligible for [`STAKATER_SEARCH`]

@@ -31,15 +31,22 @@ impl KindInfo {
     }
 }
 
-/// The two kinds of object whose changes roll workloads.
+/// The kinds of object whose changes roll workloads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SourceKind {
     Secret,
     ConfigMap,
+    /// The Secrets Store CSI driver's `SecretProviderClass`: its content is the versions of the objects
+    /// it mounts, as the driver reports them per pod (`k8s::csi`).
+    SecretProviderClass,
 }
 
 impl SourceKind {
-    pub const ALL: [SourceKind; 2] = [SourceKind::Secret, SourceKind::ConfigMap];
+    pub const ALL: [SourceKind; 3] = [
+        SourceKind::Secret,
+        SourceKind::ConfigMap,
+        SourceKind::SecretProviderClass,
+    ];
 
     pub const fn info(self) -> &'static KindInfo {
         &SOURCE_TABLE[self as usize]
@@ -63,7 +70,7 @@ impl fmt::Display for SourceKind {
 }
 
 /// The source kinds, in the order of [`SourceKind`]'s variants.
-const SOURCE_TABLE: [KindInfo; 2] = [
+const SOURCE_TABLE: [KindInfo; 3] = [
     KindInfo {
         kind: "Secret",
         group: "",
@@ -77,6 +84,13 @@ const SOURCE_TABLE: [KindInfo; 2] = [
         version: "v1",
         plural: "configmaps",
         singular: "configmap",
+    },
+    KindInfo {
+        kind: "SecretProviderClass",
+        group: "secrets-store.csi.x-k8s.io",
+        version: "v1",
+        plural: "secretproviderclasses",
+        singular: "secretproviderclass",
     },
 ];
 
@@ -278,8 +292,13 @@ mod tests {
                 format!("{k:?}"),
                 "the table is in variant order"
             );
-            assert_eq!(k.info().api_version(), "v1");
+            assert_eq!(k.info().singular, k.info().kind.to_ascii_lowercase());
         }
+        assert_eq!(SourceKind::Secret.info().api_version(), "v1");
+        assert_eq!(
+            SourceKind::SecretProviderClass.info().api_version(),
+            "secrets-store.csi.x-k8s.io/v1"
+        );
         assert_eq!(WorkloadKind::CronJob.info().api_version(), "batch/v1");
         assert_eq!(
             SourceId::new(SourceKind::ConfigMap, "ns", "app").label(),

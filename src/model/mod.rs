@@ -7,6 +7,7 @@ pub mod hashing;
 pub mod kind;
 pub mod names;
 pub mod policy;
+pub mod provider_class;
 pub mod references;
 pub mod source;
 pub mod workload;

@@ -88,6 +88,8 @@ pub enum RefMode {
 pub struct RefTracking {
     pub secrets: RefMode,
     pub configmaps: RefMode,
+    /// SecretProviderClasses mounted through csi volumes.
+    pub provider_classes: RefMode,
 }
 
 impl RefTracking {
@@ -95,6 +97,7 @@ impl RefTracking {
         match kind {
             SourceKind::Secret => self.secrets,
             SourceKind::ConfigMap => self.configmaps,
+            SourceKind::SecretProviderClass => self.provider_classes,
         }
     }
 
@@ -222,7 +225,8 @@ pub fn parse_policy(
 
     // Without Reloader's annotations, every kind follows hashroll's own opt-in.
     let own = reload == Some(true) || (settings.auto_reload_all && reload.is_none());
-    let mut modes = [own, own].map(|on| if on { RefMode::All } else { RefMode::Off });
+    let mut modes =
+        [own; SourceKind::ALL.len()].map(|on| if on { RefMode::All } else { RefMode::Off });
     let mut pause_period = None;
     if settings.stakater_compat {
         for (i, kind) in SourceKind::ALL.into_iter().enumerate() {
@@ -262,9 +266,10 @@ pub fn parse_policy(
     let refs = RefTracking {
         secrets: modes[0],
         configmaps: modes[1],
+        provider_classes: modes[2],
     };
 
-    if !refs.tracks(SourceKind::Secret) && !refs.tracks(SourceKind::ConfigMap) && named.is_empty() {
+    if !SourceKind::ALL.into_iter().any(|k| refs.tracks(k)) && named.is_empty() {
         return Ok(None);
     }
     Ok(Some(ReloadPolicy {
@@ -295,6 +300,11 @@ impl StakaterKeys {
                 reload: STAKATER_CONFIGMAP_RELOAD,
                 typed_auto: STAKATER_CONFIGMAP_AUTO,
                 exclude: STAKATER_CONFIGMAP_EXCLUDE,
+            },
+            SourceKind::SecretProviderClass => StakaterKeys {
+                reload: STAKATER_SPC_RELOAD,
+                typed_auto: STAKATER_SPC_AUTO,
+                exclude: STAKATER_SPC_EXCLUDE,
             },
         }
     }
@@ -971,6 +981,45 @@ mod tests {
         assert!(!p.is_excluded(ConfigMap, "cfgxv1"));
         assert!(!p.is_excluded(ConfigMap, "tmp-9"));
         assert!(!p.is_excluded(Secret, "c1"), "excludes are per kind");
+    }
+
+    #[test]
+    fn secret_provider_classes_opt_in_and_out_like_reloader_reads_them() {
+        use SourceKind::SecretProviderClass as Spc;
+        let refs = [
+            reference(Secret, "s", &[], false),
+            reference(Spc, "vault", &[], false),
+            reference(Spc, "tmp", &[], false),
+        ];
+        let tracked = |p: &ReloadPolicy| -> Vec<(SourceKind, String)> {
+            let t = p.tracked(NS, &refs);
+            t.exact
+                .iter()
+                .map(|t| (t.id.kind, t.id.name.clone()))
+                .collect()
+        };
+        let both = vec![(Spc, "tmp".into()), (Spc, "vault".into())];
+        // Reloader's class-kind `auto` tracks only classes; `auto`, and hashroll's own reload, everything.
+        let p = on(&[(STAKATER_SPC_AUTO, "true")], COMPAT);
+        assert_eq!(tracked(&p), both);
+        for opt_in in [(STAKATER_AUTO, "true"), (RELOAD, "true")] {
+            let p = on(&[opt_in], COMPAT);
+            assert_eq!(tracked(&p).len(), 3, "{opt_in:?}");
+        }
+        // Its reload list names classes; its exclude list (exact names, metadata only) removes them.
+        let p = on(&[(STAKATER_SPC_RELOAD, "vault")], COMPAT);
+        assert_eq!(tracked(&p), vec![(Spc, "vault".into())]);
+        let p = on(
+            &[(STAKATER_AUTO, "true"), (STAKATER_SPC_EXCLUDE, "tmp")],
+            COMPAT,
+        );
+        assert_eq!(
+            tracked(&p),
+            vec![(Secret, "s".into()), (Spc, "vault".into())]
+        );
+        assert!(p.is_excluded(Spc, "tmp") && !p.is_excluded(Secret, "tmp"));
+        // Without the compat, Reloader's annotations mean nothing.
+        assert_eq!(parse(&[(STAKATER_SPC_AUTO, "true")], PLAIN), Ok(None));
     }
 
     #[test]

@@ -216,8 +216,28 @@ fn env_uses(
     }
 }
 
+/// The Secrets Store CSI driver's name in a pod's `csi` volume.
+pub const SECRETS_STORE_DRIVER: &str = "secrets-store.csi.k8s.io";
+
 fn volume_uses(uses: &mut impl Uses, v: &Volume) {
     let path = |field: &str| format!("volumes[{}].{field}", v.name);
+    // A csi volume of the Secrets Store driver mounts what its SecretProviderClass names; the pod cannot
+    // start without the class, so the use is required.
+    if let Some(csi) = v.csi.as_ref().filter(|c| c.driver == SECRETS_STORE_DRIVER) {
+        let class = csi
+            .volume_attributes
+            .as_ref()
+            .and_then(|a| a.get("secretProviderClass"));
+        if let Some(name) = class {
+            uses.add(
+                SourceKind::SecretProviderClass,
+                name,
+                || KeySelection::All,
+                Some(false),
+                || path("csi.volumeAttributes.secretProviderClass"),
+            );
+        }
+    }
     if let Some(s) = &v.secret {
         let name = s.secret_name.as_deref().unwrap_or_default();
         uses.add(
@@ -423,6 +443,33 @@ mod tests {
                 r(ConfigMap, "files", KeySelection::All, true),
                 r(ConfigMap, "some", keys(&["x"]), false),
             ]
+        );
+    }
+
+    #[test]
+    fn secrets_store_csi_volumes_use_their_secret_provider_class() {
+        let s = spec(json!({
+            "containers": [{"name": "app"}],
+            "volumes": [
+                {"name": "vault", "csi": {"driver": "secrets-store.csi.k8s.io", "readOnly": true,
+                    "volumeAttributes": {"secretProviderClass": "db-creds"}}},
+                {"name": "other", "csi": {"driver": "example.csi.k8s.io",
+                    "volumeAttributes": {"secretProviderClass": "not-this"}}},
+                {"name": "nameless", "csi": {"driver": "secrets-store.csi.k8s.io"}},
+            ],
+        }));
+        assert_eq!(
+            pod_spec_references(&s),
+            vec![r(
+                SourceKind::SecretProviderClass,
+                "db-creds",
+                KeySelection::All,
+                false
+            )]
+        );
+        assert_eq!(
+            reference_paths(&s)[&(SourceKind::SecretProviderClass, "db-creds".into())],
+            ["volumes[vault].csi.volumeAttributes.secretProviderClass"]
         );
     }
 

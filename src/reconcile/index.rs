@@ -30,6 +30,7 @@ pub struct ReverseIndex {
 struct PatternTrackers {
     secrets: BTreeSet<Arc<WorkloadId>>,
     config_maps: BTreeSet<Arc<WorkloadId>>,
+    provider_classes: BTreeSet<Arc<WorkloadId>>,
 }
 
 impl PatternTrackers {
@@ -37,6 +38,7 @@ impl PatternTrackers {
         match kind {
             SourceKind::Secret => &self.secrets,
             SourceKind::ConfigMap => &self.config_maps,
+            SourceKind::SecretProviderClass => &self.provider_classes,
         }
     }
 
@@ -44,11 +46,12 @@ impl PatternTrackers {
         match kind {
             SourceKind::Secret => &mut self.secrets,
             SourceKind::ConfigMap => &mut self.config_maps,
+            SourceKind::SecretProviderClass => &mut self.provider_classes,
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.secrets.is_empty() && self.config_maps.is_empty()
+        self.secrets.is_empty() && self.config_maps.is_empty() && self.provider_classes.is_empty()
     }
 }
 

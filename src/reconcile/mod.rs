@@ -1,7 +1,8 @@
 //! The reconcile loop: a thin `select!` over three parts with one job each. The [`state`] machine turns
 //! inputs into effects (record, roll, hold, forget, publish); the [`scheduler`] says when each workload is
 //! due (debounce, backoff, redo after a write in flight); the [`writer`] carries writes out, a bounded
-//! number at a time. The loop only moves messages between them.
+//! number at a time (and hands alerts to their own queue, never waiting). The loop only moves messages
+//! between them.
 
 pub mod decision;
 #[cfg(test)]
@@ -87,6 +88,7 @@ pub async fn run(
                     writer.write(w);
                 }
                 Effect::Publish(e) => writer.publish(e),
+                Effect::Alert(a) => writer.alert(a),
             }
         }
         if watches_changed {
@@ -122,7 +124,7 @@ fn on_written(
     match result {
         Ok(summary) => {
             scheduler.succeeded(&id);
-            state.write_succeeded(&id);
+            effects.extend(state.write_succeeded(&id, rolled_for));
             if let Some(s) = summary {
                 state.written(s, effects);
             }
@@ -145,7 +147,7 @@ fn on_written(
                     &id,
                     e.class,
                     &e.answer(),
-                    rolled_for.as_deref(),
+                    rolled_for.as_ref(),
                     changed_at,
                 ));
             }

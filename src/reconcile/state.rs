@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
+use crate::alerts::{Alert, Changes, Outcome};
 use crate::error::ErrorClass;
 
 use crate::k8s::patch::Write;
@@ -57,6 +58,8 @@ pub enum Effect {
     Write(WriteRequest),
     /// Publish an Event of its own.
     Publish(EventRequest),
+    /// Send an alert (a roll, or a roll that failed for good); dropped when alerts are off.
+    Alert(Alert),
 }
 
 struct Entry {
@@ -302,14 +305,22 @@ impl State {
         self.workload_applied(summary, out);
     }
 
-    /// A write succeeded: its workload's failure streak, if any, is over.
-    pub fn write_succeeded(&mut self, id: &Wid) {
+    /// A write succeeded: its workload's failure streak, if any, is over. A roll (`rolled_for` names what
+    /// changed) is alerted.
+    pub fn write_succeeded(&mut self, id: &Wid, rolled_for: Option<Changes>) -> Option<Effect> {
         if let Some(streak) = self.failures.remove(id) {
             if streak.reported {
                 tracing::info!(workload = %id, failures = streak.count, "patch succeeded again");
             }
             self.refresh_failing();
         }
+        rolled_for.map(|changes| {
+            Effect::Alert(Alert {
+                workload: (**id).clone(),
+                changes,
+                outcome: Outcome::Rolled,
+            })
+        })
     }
 
     /// Nothing is left to write (the sources went back to what is recorded, or the workload opted out):
@@ -322,15 +333,15 @@ impl State {
 
     /// A write failed with an error of `class` (the API's `answer`) and will be retried. When it was a roll
     /// (`rolled_for` names what changed) and it has now failed for good, say so once per streak of
-    /// failures, with a Warning Event on the workload.
+    /// failures, with a Warning Event on the workload and an alert.
     pub fn write_failed(
         &mut self,
         id: &Wid,
         class: ErrorClass,
         answer: &str,
-        rolled_for: Option<&str>,
+        rolled_for: Option<&Changes>,
         changed_at: Option<Instant>,
-    ) -> Option<Effect> {
+    ) -> Vec<Effect> {
         // The retry carries the changes this roll was for: its reaction counts from the first of them.
         if let Some(first_seen) = changed_at {
             let pending = Pending {
@@ -341,20 +352,31 @@ impl State {
         }
         let streak = self.failures.entry(id.clone()).or_default();
         streak.count += 1;
-        let what = rolled_for?;
+        let Some(what) = rolled_for else {
+            return Vec::new();
+        };
         if streak.reported || !decision::fails_for_good(class, streak.count) {
-            return None;
+            return Vec::new();
         }
         streak.reported = true;
         let failures = streak.count;
         self.refresh_failing();
-        tracing::warn!(workload = %id, failures, answer, changed = what,
+        tracing::warn!(workload = %id, failures, answer, changed = %what,
             "roll failed for good; still retrying");
-        Some(Effect::Publish(EventRequest {
-            id: id.clone(),
-            uid: self.workloads.get(id).and_then(|e| e.summary.uid.clone()),
-            event: reload_failed_event(id.kind, what, answer),
-        }))
+        vec![
+            Effect::Publish(EventRequest {
+                id: id.clone(),
+                uid: self.workloads.get(id).and_then(|e| e.summary.uid.clone()),
+                event: reload_failed_event(id.kind, what, answer),
+            }),
+            Effect::Alert(Alert {
+                workload: (**id).clone(),
+                changes: what.clone(),
+                outcome: Outcome::Failed {
+                    answer: answer.to_string(),
+                },
+            }),
+        ]
     }
 
     /// After a burst, give the maps' spare capacity back.
@@ -600,7 +622,7 @@ impl State {
         write: Write,
         stamp: Stamp,
         sources: BTreeMap<String, String>,
-        rolled_for: Option<String>,
+        rolled_for: Option<Changes>,
         now: Timestamp,
     ) -> Option<Effect> {
         let dry_run = self.settings.dry_run;
@@ -705,7 +727,7 @@ mod tests {
     }
 
     fn state() -> State {
-        state_with(&SourceKind::ALL, false)
+        state_with(&[SourceKind::Secret, SourceKind::ConfigMap], false)
     }
 
     fn source(kind: SourceKind, name: &str, kv: &[(&str, &str)]) -> Input {
@@ -934,7 +956,7 @@ mod tests {
             &w.id,
             ErrorClass::Transient,
             "500 InternalError",
-            w.rolled_for.as_deref(),
+            w.rolled_for.as_ref(),
             w.changed_at,
         );
         let Some(Effect::Write(retry)) = s.decide(&wid("web"), now()) else {
@@ -1186,7 +1208,7 @@ mod tests {
 
     #[test]
     fn a_dry_run_announces_each_roll_once_and_writes_nothing() {
-        let mut s = state_with(&SourceKind::ALL, true);
+        let mut s = state_with(&[SourceKind::Secret, SourceKind::ConfigMap], true);
         synced_state(&mut s);
         assert!(
             s.decide(&wid("web"), now()).is_none(),
@@ -1205,7 +1227,7 @@ mod tests {
 
     #[test]
     fn a_dry_run_keeps_what_it_would_have_recorded_across_the_workloads_own_updates() {
-        let mut s = state_with(&SourceKind::ALL, true);
+        let mut s = state_with(&[SourceKind::Secret, SourceKind::ConfigMap], true);
         synced_state(&mut s);
         assert!(s.decide(&wid("web"), now()).is_none());
         // The Secret changes, then the workload's controller updates it (a label, its status) before the
@@ -1235,7 +1257,7 @@ mod tests {
 
     #[test]
     fn a_dry_run_announces_a_change_seen_before_an_update_of_the_workload_that_changes_nothing() {
-        let mut s = state_with(&SourceKind::ALL, true);
+        let mut s = state_with(&[SourceKind::Secret, SourceKind::ConfigMap], true);
         synced_state(&mut s);
         assert!(s.decide(&wid("web"), now()).is_none());
         // A label or status update: a new version of the object, same template, no record on it.
@@ -1342,20 +1364,32 @@ mod tests {
         let mut s = state();
         synced_state(&mut s);
         let web = wid("web");
-        let what = Some("Secret db (keys: password)");
-        let reported = |e: Option<Effect>| match e {
-            Some(Effect::Publish(e)) => {
+        let changes = Changes(vec![crate::alerts::ChangedSource {
+            kind: SourceKind::Secret,
+            name: "db".into(),
+            keys: vec!["password".into()],
+            deleted: false,
+        }]);
+        let what = Some(&changes);
+        // Once failed for good: a ReloadFailed Warning and an alert, each naming what changed and the answer.
+        let reported = |e: Vec<Effect>| match &e[..] {
+            [Effect::Publish(e), Effect::Alert(a)] => {
                 assert_eq!(e.event.reason, "ReloadFailed");
                 assert!(
                     e.event.note.contains("Secret db (keys: password)"),
                     "{}",
                     e.event.note
                 );
-                assert!(e.event.note.contains("403 Forbidden"), "{}", e.event.note);
+                let answer = match &a.outcome {
+                    Outcome::Failed { answer } => answer,
+                    other => panic!("a failure alert, got {other:?}"),
+                };
+                assert!(e.event.note.contains(answer.as_str()), "{}", e.event.note);
+                assert_eq!((&a.workload, &a.changes), (&*web, &changes));
                 true
             }
-            None => false,
-            other => panic!("expected an Event or nothing, got {other:?}"),
+            [] => false,
+            other => panic!("expected an Event and an alert, or nothing, got {other:?}"),
         };
         // A refused roll fails for good at once; said once however often it is retried.
         assert!(reported(s.write_failed(
@@ -1373,7 +1407,15 @@ mod tests {
             what,
             None
         )));
-        s.write_succeeded(&web);
+        // A roll that goes through is alerted; a record is not.
+        assert!(matches!(
+            s.write_succeeded(&web, Some(changes.clone())),
+            Some(Effect::Alert(Alert {
+                outcome: Outcome::Rolled,
+                ..
+            }))
+        ));
+        assert!(s.write_succeeded(&web, None).is_none());
         assert_eq!(s.metrics.failing_workloads.get(), 0);
         // A failing server: after five failures in a row (a record's included), once.
         assert!(!reported(s.write_failed(
@@ -1393,8 +1435,8 @@ mod tests {
             )));
         }
         assert!(matches!(
-            s.write_failed(&web, Transient, "500 InternalError", what, None),
-            Some(Effect::Publish(e)) if e.event.note.contains("500 InternalError")
+            &s.write_failed(&web, Transient, "500 InternalError", what, None)[..],
+            [Effect::Publish(e), Effect::Alert(_)] if e.event.note.contains("500 InternalError")
         ));
         // Nothing left to roll (the source went back): the streak is over.
         assert_eq!(s.metrics.failing_workloads.get(), 1);

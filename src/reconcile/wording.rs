@@ -3,47 +3,44 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use crate::alerts::{ChangedSource, Changes};
 use crate::k8s::events::{EventType, WorkloadEvent};
 use crate::model::kind::{SourceId, WorkloadKind};
 use crate::model::policy::Tracked;
 
-/// "Secret db (keys: password), ConfigMap app": what changed, as a roll's Event names it. `exists` says
-/// whether a source is there now; `changed_keys` holds the keys each source's latest change touched.
+/// What changed, as a roll's Event and alert name it ("Secret db (keys: password), ConfigMap app"). `exists`
+/// says whether a source is there now; `changed_keys` holds the keys each source's latest change touched.
 pub fn describe(
     changed: &[SourceId],
     tracked: &Tracked,
     exists: impl Fn(&SourceId) -> bool,
     changed_keys: &HashMap<SourceId, BTreeSet<String>>,
-) -> String {
-    changed
-        .iter()
-        .map(|id| {
-            if !exists(id) {
-                return format!("{} {} (deleted)", id.kind, id.name);
-            }
-            // Tracked through a name pattern, the whole object counts: no keys to name.
-            let Some(t) = tracked.exact.iter().find(|t| t.id == *id) else {
-                return format!("{} {}", id.kind, id.name);
-            };
-            let keys: Vec<&str> = changed_keys
+) -> Changes {
+    let source = |id: &SourceId| {
+        let deleted = !exists(id);
+        // Tracked through a name pattern, the whole object counts: no keys to name.
+        let keys = match tracked.exact.iter().find(|t| t.id == *id) {
+            Some(t) if !deleted => changed_keys
                 .get(id)
                 .into_iter()
                 .flatten()
                 .filter(|k| t.keys.contains(k))
-                .map(String::as_str)
-                .collect();
-            if keys.is_empty() {
-                format!("{} {}", id.kind, id.name)
-            } else {
-                format!("{} {} (keys: {})", id.kind, id.name, keys.join(", "))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        };
+        ChangedSource {
+            kind: id.kind,
+            name: id.name.clone(),
+            keys,
+            deleted,
+        }
+    };
+    Changes(changed.iter().map(source).collect())
 }
 
 /// The Event of a roll (`Reloaded`), or of a roll a dry run would make (`WouldReload`).
-pub fn roll_event(kind: WorkloadKind, what: &str, dry_run: bool) -> WorkloadEvent {
+pub fn roll_event(kind: WorkloadKind, what: &Changes, dry_run: bool) -> WorkloadEvent {
     WorkloadEvent {
         type_: EventType::Normal,
         reason: if dry_run { "WouldReload" } else { "Reloaded" },
@@ -57,7 +54,7 @@ pub fn roll_event(kind: WorkloadKind, what: &str, dry_run: bool) -> WorkloadEven
 
 /// The Warning for a roll that failed for good (`what` as [`describe`] says it, `answer` the API's
 /// status and reason): hashroll keeps retrying, but someone has to act.
-pub fn reload_failed_event(kind: WorkloadKind, what: &str, answer: &str) -> WorkloadEvent {
+pub fn reload_failed_event(kind: WorkloadKind, what: &Changes, answer: &str) -> WorkloadEvent {
     WorkloadEvent {
         type_: EventType::Warning,
         reason: "ReloadFailed",
@@ -123,7 +120,7 @@ mod tests {
             &changed_keys,
         );
         assert_eq!(
-            text,
+            text.to_string(),
             "ConfigMap app, Secret db (keys: password), Secret old (deleted), Secret db-2"
         );
         assert_eq!(
@@ -131,7 +128,7 @@ mod tests {
             format!("Rolled Deployment because {text} changed")
         );
         assert_eq!(
-            roll_event(WorkloadKind::CronJob, "x", true).reason,
+            roll_event(WorkloadKind::CronJob, &text, true).reason,
             "WouldReload"
         );
         let failed = reload_failed_event(WorkloadKind::Deployment, &text, "403 Forbidden");

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use kube::Client;
 use tokio::task::JoinSet;
 
+use crate::alerts::{Alert, AlertQueue, Changes};
 use crate::error::Error;
 use crate::k8s::events::{EventPublisher, WorkloadEvent};
 use crate::k8s::patch::{self, Write};
@@ -28,8 +29,9 @@ pub struct WriteRequest {
     pub event: Option<WorkloadEvent>,
     /// The workload's uid, for the Event's reference.
     pub uid: Option<String>,
-    /// For a roll, what changed (`Secret db (keys: password)`), for the Event if it fails for good.
-    pub rolled_for: Option<String>,
+    /// For a roll, what changed (`Secret db (keys: password)`), for its alert and, if it fails for good,
+    /// its Event.
+    pub rolled_for: Option<Changes>,
     /// For a roll, when the first change it carries was seen: its reaction time counts from there.
     pub changed_at: Option<Instant>,
 }
@@ -50,8 +52,8 @@ enum Job {
 /// The outcome of one write: the workload as stored afterwards, or why it failed.
 pub struct Written {
     pub id: Wid,
-    /// The roll's [`WriteRequest::rolled_for`] and [`WriteRequest::changed_at`], when it failed.
-    pub rolled_for: Option<String>,
+    /// The roll's [`WriteRequest::rolled_for`]; its [`WriteRequest::changed_at`] when it failed.
+    pub rolled_for: Option<Changes>,
     pub changed_at: Option<Instant>,
     pub result: Result<Option<WorkloadSummary>, Error>,
 }
@@ -63,6 +65,8 @@ pub struct Writer {
     metrics: Metrics,
     policy: PolicySettings,
     concurrency: usize,
+    /// Alerts are not API writes: they go to their own queue at once, whatever is in flight here.
+    alerts: AlertQueue,
     queued: VecDeque<Job>,
     /// Each task returns its write's outcome (None for an Event on its own).
     tasks: JoinSet<Option<Written>>,
@@ -75,6 +79,7 @@ impl Writer {
         metrics: Metrics,
         policy: PolicySettings,
         concurrency: usize,
+        alerts: AlertQueue,
     ) -> Writer {
         Writer {
             client,
@@ -82,6 +87,7 @@ impl Writer {
             metrics,
             policy,
             concurrency: concurrency.max(1),
+            alerts,
             queued: VecDeque::new(),
             tasks: JoinSet::new(),
         }
@@ -95,6 +101,11 @@ impl Writer {
     pub fn publish(&mut self, e: EventRequest) {
         self.queued.push_back(Job::Event(e));
         self.pump();
+    }
+
+    /// Hands an alert to the alert queue, without waiting (dropped and counted if it is full).
+    pub fn alert(&self, a: Alert) {
+        self.alerts.send(a);
     }
 
     /// Nothing queued or running.
@@ -201,7 +212,7 @@ async fn send(
             }
             Written {
                 result: Ok(obj.summary(id.kind, policy)),
-                rolled_for: None,
+                rolled_for,
                 changed_at: None,
                 id,
             }

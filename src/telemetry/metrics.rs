@@ -45,6 +45,8 @@ pub struct Metrics {
     pub source_changes: IntCounterVec,
     /// Events that could not be published, by reason.
     pub event_errors: IntCounterVec,
+    /// Alerts by sink and result (`sent`, `failed`, `dropped`).
+    alerts: IntCounterVec,
     reaction: HistogramVec,
     patch_duration: HistogramVec,
     decision_batch: Histogram,
@@ -244,6 +246,12 @@ impl Metrics {
                 &["reason"],
                 false,
             ),
+            alerts: counter(
+                "alerts_total",
+                "Alerts sent, failed after retries, or dropped from a full queue",
+                &["sink", "result"],
+                false,
+            ),
             reaction: histogram(
                 "reaction_seconds",
                 "From a source change seen on the watch to the roll patch acknowledged",
@@ -317,6 +325,16 @@ impl Metrics {
     pub fn roll(&self, kind: WorkloadKind, namespace: &str, success: bool) {
         let result = if success { "success" } else { "failure" };
         self.inc(&self.rolls, [kind.as_str(), result], namespace, 1);
+    }
+
+    /// An alert to `sink` was `sent`, `failed` (after its retries) or `dropped` (the queue was full).
+    pub fn alert(&self, sink: &str, result: &str) {
+        self.alerts.with_label_values(&[sink, result]).inc();
+    }
+
+    /// The alert series of the configured sink, at zero from the start.
+    pub fn preset_alert(&self, sink: &str, result: &str) {
+        self.alerts.with_label_values(&[sink, result]);
     }
 
     /// A state was recorded without rolling.

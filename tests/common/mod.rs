@@ -94,6 +94,26 @@ impl Server {
     }
 }
 
+/// The Secrets Store CSI driver's two resources, for the test server.
+fn csi_resources() -> Vec<CustomResource> {
+    let resource = |kind: &str, plural: &str| CustomResource {
+        group: "secrets-store.csi.x-k8s.io".into(),
+        version: "v1".into(),
+        kind: kind.into(),
+        plural: plural.into(),
+        singular: kind.to_lowercase(),
+        short_names: Vec::new(),
+        namespaced: true,
+    };
+    vec![
+        resource("SecretProviderClass", "secretproviderclasses"),
+        resource(
+            "SecretProviderClassPodStatus",
+            "secretproviderclasspodstatuses",
+        ),
+    ]
+}
+
 /// What an [`Env`] starts with.
 #[derive(Debug, Clone, Copy)]
 pub struct Setup {
@@ -135,15 +155,28 @@ impl Env {
     }
 
     pub async fn start_with(on: Server, setup: Setup) -> Env {
+        Self::start_full(on, setup, false).await
+    }
+
+    /// A server that also serves the Secrets Store CSI driver's SecretProviderClasses and
+    /// SecretProviderClassPodStatuses (`secrets-store.csi.x-k8s.io/v1`, both with a status subresource).
+    pub async fn start_csi(on: Server) -> Env {
+        Self::start_full(on, Setup::default(), true).await
+    }
+
+    async fn start_full(on: Server, setup: Setup, csi: bool) -> Env {
         let dir = tempfile::tempdir().expect("temp dir");
         let env = match on {
             Server::Test => {
+                let mut custom = Vec::new();
+                if setup.rollouts {
+                    custom.push(CustomResource::argo_rollouts());
+                }
+                if csi {
+                    custom.extend(csi_resources());
+                }
                 let server = TestServer::start_with(ServerOptions {
-                    custom_resources: if setup.rollouts {
-                        vec![CustomResource::argo_rollouts()]
-                    } else {
-                        Vec::new()
-                    },
+                    custom_resources: custom,
                     rbac: setup.rbac,
                     ..ServerOptions::default()
                 })
@@ -166,6 +199,9 @@ impl Env {
             }
             Server::Real => {
                 let (turn, cluster, client) = real::acquire(setup.rollouts).await;
+                if csi {
+                    real::csi_crds(&client).await;
+                }
                 Env {
                     on,
                     client,
@@ -279,11 +315,27 @@ impl Env {
         self.hashroll_until(kubeconfig, extra, Until::Ready).await
     }
 
+    /// Starts hashroll like [`Env::hashroll`], with these environment variables set as well.
+    pub async fn hashroll_with_vars(&self, extra: &[&str], vars: &[(&str, &str)]) -> Hashroll {
+        self.hashroll_full(&self.kubeconfig, extra, vars, Until::Ready)
+            .await
+    }
+
     /// Starts hashroll like [`Env::hashroll`] but waits for `until` instead of readiness (e.g. a standby).
     pub async fn hashroll_until(
         &self,
         kubeconfig: &std::path::Path,
         extra: &[&str],
+        until: Until,
+    ) -> Hashroll {
+        self.hashroll_full(kubeconfig, extra, &[], until).await
+    }
+
+    async fn hashroll_full(
+        &self,
+        kubeconfig: &std::path::Path,
+        extra: &[&str],
+        vars: &[(&str, &str)],
         until: Until,
     ) -> Hashroll {
         assert!(
@@ -293,7 +345,7 @@ impl Env {
         // The port is free when chosen, but another process may take it before hashroll binds it (rare):
         // then start again on another port.
         for _ in 0..5 {
-            if let Some(h) = self.spawn_hashroll(kubeconfig, extra).await {
+            if let Some(h) = self.spawn_hashroll(kubeconfig, extra, vars).await {
                 h.wait_until(until).await;
                 return h;
             }
@@ -307,6 +359,7 @@ impl Env {
         &self,
         kubeconfig: &std::path::Path,
         extra: &[&str],
+        vars: &[(&str, &str)],
     ) -> Option<Hashroll> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -339,6 +392,7 @@ impl Env {
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hashroll"))
             .args(&args)
             .env_remove("POD_NAMESPACE")
+            .envs(vars.iter().copied())
             .stdout(Stdio::null())
             .stderr(file)
             .kill_on_drop(true)

@@ -371,6 +371,62 @@ fn rollouts_definition() -> Value {
     })
 }
 
+/// Makes the API server serve the Secrets Store CSI driver's resources (minimal structural schemas, a
+/// status subresource as the test server has), and waits until its discovery does.
+pub async fn csi_crds(client: &kube::Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let group = "secrets-store.csi.x-k8s.io";
+    for (kind, plural) in [
+        ("SecretProviderClass", "secretproviderclasses"),
+        (
+            "SecretProviderClassPodStatus",
+            "secretproviderclasspodstatuses",
+        ),
+    ] {
+        let name = format!("{plural}.{group}");
+        if crds.get_opt(&name).await.expect("get the CRD").is_some() {
+            continue;
+        }
+        let definition = json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": name},
+            "spec": {
+                "group": group,
+                "names": {"kind": kind, "listKind": format!("{kind}List"), "plural": plural,
+                          "singular": kind.to_lowercase()},
+                "scope": "Namespaced",
+                "versions": [{
+                    "name": "v1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object",
+                                                   "x-kubernetes-preserve-unknown-fields": true}},
+                    "subresources": {"status": {}},
+                }],
+            },
+        });
+        crds.create(
+            &PostParams::default(),
+            &serde_json::from_value(definition).unwrap(),
+        )
+        .await
+        .expect("create a Secrets Store CSI CRD");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let served = client
+            .list_api_group_resources(&format!("{group}/v1"))
+            .await
+            .is_ok_and(|l| l.resources.iter().filter(|r| !r.name.contains('/')).count() == 2);
+        if served {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Secrets Store CSI CRDs never became served"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Makes the API server serve Argo Rollouts (`present`) or not, and waits until its discovery says so
 /// (hashroll checks the group version `argoproj.io/v1alpha1` once, at start).
 async fn rollouts_crd(client: &kube::Client, present: bool) {
