@@ -206,6 +206,19 @@ fn chart_env(manifests: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The HASHROLL_* variables the rendered Deployment takes from a Secret (`valueFrom`), by name.
+fn chart_env_from_secrets(manifests: &str) -> Vec<String> {
+    let lines: Vec<&str> = manifests.lines().map(str::trim).collect();
+    lines
+        .windows(2)
+        .filter_map(|w| {
+            let name = w[0].strip_prefix("- name: ")?;
+            (name.starts_with("HASHROLL_") && w[1].starts_with("valueFrom: { secretKeyRef:"))
+                .then(|| name.to_string())
+        })
+        .collect()
+}
+
 /// The container's args: only `extraArgs`, as given.
 fn extra_args(manifests: &str) -> Vec<String> {
     let Some((_, args)) = manifests.split_once("\n          args:\n") else {
@@ -623,10 +636,17 @@ fn every_controller_flag_has_a_value() {
     let Some(manifests) = render_variant("every-value") else {
         return;
     };
-    let set: Vec<String> = chart_flags(&manifests)
+    let from_secrets = chart_env_from_secrets(&manifests);
+    let mut set: Vec<String> = chart_flags(&manifests)
         .into_iter()
         .map(|(f, _)| f.name)
         .collect();
+    set.extend(
+        controller_flags()
+            .into_iter()
+            .filter(|f| f.env.as_ref().is_some_and(|e| from_secrets.contains(e)))
+            .map(|f| f.name),
+    );
     let not_in_a_pod = ["kubeconfig", "context", "help", "version"];
     let missing: Vec<String> = controller_flags()
         .into_iter()

@@ -76,9 +76,15 @@ job="{{ include "hashroll.fullname" . }}", namespace="{{ .Release.Namespace }}"
 {{/* The rules hashroll needs wherever it acts: read the sources it watches, read and patch the workload
      kinds it rolls, write Events. Nothing for a kind or source left out. */}}
 {{- define "hashroll.rules" -}}
-{{- with .Values.watch }}
+{{- $core := without .Values.watch "secretproviderclasses" }}
+{{- with $core }}
 - apiGroups: [""]
   resources: [{{ join ", " . }}]
+  verbs: [list, watch]
+{{- end }}
+{{- if has "secretproviderclasses" .Values.watch }}
+- apiGroups: [secrets-store.csi.x-k8s.io]
+  resources: [secretproviderclasses, secretproviderclasspodstatuses]
   verbs: [list, watch]
 {{- end }}
 {{- $groups := dict "deployments" "apps" "statefulsets" "apps" "daemonsets" "apps" "cronjobs" "batch" "rollouts" "argoproj.io" -}}
