@@ -13,3 +13,4 @@ mod k8s;
 mod model;
 mod reconcile;
 mod telemetry;
+mod vault;

@@ -47,6 +47,9 @@ pub fn own_list_annotation(kind: SourceKind) -> &'static str {
     match kind {
         SourceKind::Secret => SECRETS,
         SourceKind::ConfigMap => CONFIGMAPS,
+        SourceKind::Vault => {
+            "(none: Vault paths are tracked through the pod spec's vault: references)"
+        }
     }
 }
 
@@ -54,6 +57,7 @@ pub fn stakater_reload_annotation(kind: SourceKind) -> &'static str {
     match kind {
         SourceKind::Secret => STAKATER_SECRET_RELOAD,
         SourceKind::ConfigMap => STAKATER_CONFIGMAP_RELOAD,
+        SourceKind::Vault => own_list_annotation(kind),
     }
 }
 
@@ -73,6 +77,7 @@ pub fn exclude_annotation(kind: SourceKind) -> &'static str {
         SourceKind::ConfigMap => {
             "hashroll.dev/exclude-configmaps or configmaps.exclude.reloader.stakater.com/reload"
         }
+        SourceKind::Vault => "(none for Vault paths)",
     }
 }
 

@@ -116,6 +116,8 @@ pub async fn streams_initial_events(client: &Client, scope: &WatchScope, wait: D
         }
         Watched::Workload(kind) => api_resource(kind),
         Watched::Namespaces => ApiResource::erase::<Namespace>(&()),
+        // Polled by `src/vault`, never watched.
+        Watched::Source(SourceKind::Vault) => return false,
     };
     let api: Api<DynamicObject> = match (&scope.resource, scope.namespace.as_deref()) {
         (Watched::Namespaces, _) | (_, None) => Api::all_with(client.clone(), &ar),
@@ -191,6 +193,8 @@ pub async fn run_scope(
                         let reduce = move |c: &ConfigMapDigests| c.summary(compat);
                         run(api, cfg, sink, reduce, deleted, Input::SourceApplied).await
                     }
+                    // Polled by `src/vault`; `app` never starts a watch for it.
+                    SourceKind::Vault => {}
                 }
             }
             Watched::Workload(kind) => {

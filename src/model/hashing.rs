@@ -321,6 +321,7 @@ fn kind_tag(kind: SourceKind) -> u8 {
     match kind {
         SourceKind::Secret => 1,
         SourceKind::ConfigMap => 2,
+        SourceKind::Vault => 3,
     }
 }
 

@@ -31,15 +31,25 @@ impl KindInfo {
     }
 }
 
-/// The two kinds of object whose changes roll workloads.
+/// The kinds of source whose changes roll workloads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SourceKind {
     Secret,
     ConfigMap,
+    /// A Vault (or OpenBao) KV path a secret-injecting webhook reads when pods start (Bank-Vaults
+    /// `vault:PATH#KEY`). Polled, not watched: `src/vault/`. Its id's name is the path as the workload
+    /// writes it; its namespace is the workload's (one path read once, reported to each namespace using it).
+    Vault,
 }
 
 impl SourceKind {
+    /// The kinds watched through the Kubernetes API (`--watch`).
     pub const ALL: [SourceKind; 2] = [SourceKind::Secret, SourceKind::ConfigMap];
+
+    /// Polled outside Kubernetes (Vault): no watch, no `--watch` name; see `src/vault/`.
+    pub const fn is_polled(self) -> bool {
+        matches!(self, SourceKind::Vault)
+    }
 
     pub const fn info(self) -> &'static KindInfo {
         &SOURCE_TABLE[self as usize]
@@ -63,7 +73,7 @@ impl fmt::Display for SourceKind {
 }
 
 /// The source kinds, in the order of [`SourceKind`]'s variants.
-const SOURCE_TABLE: [KindInfo; 2] = [
+const SOURCE_TABLE: [KindInfo; 3] = [
     KindInfo {
         kind: "Secret",
         group: "",
@@ -77,6 +87,14 @@ const SOURCE_TABLE: [KindInfo; 2] = [
         version: "v1",
         plural: "configmaps",
         singular: "configmap",
+    },
+    // Not a Kubernetes resource: the group says where it lives; `vault/secret/data/app` in the recorded map.
+    KindInfo {
+        kind: "Vault",
+        group: "vault",
+        version: "v1",
+        plural: "vault",
+        singular: "vault",
     },
 ];
 
@@ -280,6 +298,8 @@ mod tests {
             );
             assert_eq!(k.info().api_version(), "v1");
         }
+        assert_eq!(SourceKind::Vault.info().kind, "Vault");
+        assert!(SourceKind::Vault.is_polled() && !SourceKind::ALL.iter().any(|k| k.is_polled()));
         assert_eq!(WorkloadKind::CronJob.info().api_version(), "batch/v1");
         assert_eq!(
             SourceId::new(SourceKind::ConfigMap, "ns", "app").label(),

