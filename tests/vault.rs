@@ -514,3 +514,105 @@ async fn a_kv_v1_path_rolls_when_its_data_changes(on: Server) {
     bao.put_v1("legacy", &[("password", "p2")]).await;
     env.wait_rolls("deployments", NS, "a", 1).await;
 }
+
+/// A service-account token in the JWT shape a kubelet projects (unsigned: the test server checks only
+/// its `sub`, as it does its plain tokens).
+fn service_account_jwt(ns: &str, name: &str) -> String {
+    use base64::Engine;
+    let enc = |v: &Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+    };
+    let claims = json!({
+        "iss": "kubernetes/serviceaccount",
+        "sub": format!("system:serviceaccount:{ns}:{name}"),
+        "kubernetes.io/serviceaccount/namespace": ns,
+        "kubernetes.io/serviceaccount/service-account.name": name,
+        "kubernetes.io/serviceaccount/service-account.uid": "0b5d6a4e-1f1e-4c1e-9a57-0d2a1c6c7e11",
+    });
+    format!(
+        "{}.{}.c2lnbmF0dXJl",
+        enc(&json!({"alg": "RS256", "typ": "JWT"})),
+        enc(&claims)
+    )
+}
+
+e2e!(
+    kubernetes_auth_logs_in_with_the_service_account_token_and_rolls,
+    test_server_only = "the test server answers OpenBao's TokenReview; on the real control plane OpenBao \
+                        would need its CA and an auth-delegator binding, which the harness does not set up"
+);
+async fn kubernetes_auth_logs_in_with_the_service_account_token_and_rolls(on: Server) {
+    let env = Env::start(on).await;
+    let bao = Bao::start(env.dir.path()).await;
+    env.namespace(NS).await;
+    bao.put("app", &[("password", "p1")]).await;
+    let policy = env.dir.path().join("policy.hcl");
+    std::fs::write(
+        &policy,
+        "path \"secret/metadata/*\" { capabilities = [\"read\"] }\n",
+    )
+    .unwrap();
+    bao.cli(&["policy", "write", "hashroll", &policy.display().to_string()])
+        .await;
+    // Over TLS: OpenBao wants the API server's CA (the test server's certificate is its own).
+    let api = env.test_server().expect("the test server").https_url();
+    let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/testserver/src/tls/cert.pem");
+    bao.cli(&["auth", "enable", "kubernetes"]).await;
+    bao.cli(&[
+        "write",
+        "auth/kubernetes/config",
+        &format!("kubernetes_host={api}"),
+        &format!("kubernetes_ca_cert=@{ca}"),
+        "disable_local_ca_jwt=true",
+    ])
+    .await;
+    bao.cli(&[
+        "write",
+        "auth/kubernetes/role/hashroll",
+        "bound_service_account_names=hashroll",
+        "bound_service_account_namespaces=hashroll",
+        "token_policies=hashroll",
+        "token_ttl=1h",
+    ])
+    .await;
+    let jwt = env.dir.path().join("sa-token");
+    std::fs::write(&jwt, service_account_jwt("hashroll", "hashroll")).unwrap();
+    let mut n = sentinel(&env, &bao).await;
+    env.deployment(NS, "a", vault_env(&["vault:secret/data/app#password"]))
+        .await;
+    let addr = format!("--vault-addr={}", bao.addr());
+    let sa = format!("--vault-sa-token-file={}", jwt.display());
+    let hr = env
+        .hashroll(&[
+            &addr,
+            "--vault-auth-method=kubernetes",
+            "--vault-role=hashroll",
+            &sa,
+            POLL,
+        ])
+        .await;
+    hr.wait_for_log("Vault polled once", Duration::from_secs(15))
+        .await;
+    env.wait_recorded("deployments", NS, "a").await;
+    bao.put("app", &[("password", "p2")]).await;
+    env.wait_rolls("deployments", NS, "a", 1).await;
+    vault_barrier(&env, &bao, &mut n).await;
+    env.assert_rolls("deployments", NS, "a", 1).await;
+    let reviews = env
+        .test_server()
+        .unwrap()
+        .control()
+        .request_counts()
+        .get(&("create".to_string(), "tokenreviews".to_string()))
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        reviews >= 1,
+        "OpenBao checked the token with the API server"
+    );
+    assert!(
+        hr.log_lines_with(&["Vault is down"]).is_empty(),
+        "logged in at once: {}",
+        hr.logs()
+    );
+}
