@@ -334,6 +334,36 @@ async fn a_new_version_rolls_each_user_once_and_a_pinned_reference_never(on: Ser
     assert!(
         common::metric_value(&text, "hashroll_vault_reads_total", &[("result", "ok")]) >= Some(1.0)
     );
+
+    // `hashroll explain` reads the path as the controller does: up to date now; after a write made while
+    // hashroll is stopped, it would roll.
+    let explain = || {
+        let mut args: Vec<String> = ["deployment/a", "-n", NS, "-o", "json"]
+            .map(String::from)
+            .to_vec();
+        args.push(format!("--vault-addr={}", bao.addr()));
+        args.push(format!("--vault-token-file={}", token.display()));
+        args
+    };
+    let run = |args: Vec<String>| {
+        let env = &env;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (code, out, err) = env.explain(&args).await;
+            assert_eq!(code, 0, "{err}");
+            serde_json::from_str::<Value>(&out).unwrap()
+        }
+    };
+    let r = run(explain()).await;
+    assert_eq!(r["verdict"]["outcome"], "nothing_to_do", "{r:#}");
+    assert_eq!(r["sources"][0]["kind"], "Vault", "{r:#}");
+    assert_eq!(r["sources"][0]["name"], "secret/data/app", "{r:#}");
+    hr.stop().await;
+    bao.put("app", &[("password", "v3-secret-value"), ("user", "app")])
+        .await;
+    let r = run(explain()).await;
+    assert_eq!(r["verdict"]["outcome"], "would_roll", "{r:#}");
+    assert!(!r.to_string().contains("v3-secret-value"));
 }
 
 e2e!(

@@ -18,7 +18,7 @@ pub enum AuthMethod {
 pub struct VaultFlags {
     /// Vault or OpenBao address (`https://vault.vault:8200`); also read from `VAULT_ADDR`. Without it,
     /// `vault:` references are not tracked.
-    #[arg(long, env = "HASHROLL_VAULT_ADDR")]
+    #[arg(long, global = true, env = "HASHROLL_VAULT_ADDR")]
     pub vault_addr: Option<String>,
 
     /// How hashroll logs in to Vault.
@@ -31,46 +31,52 @@ pub struct VaultFlags {
     pub vault_auth_method: AuthMethod,
 
     /// File holding the Vault token (re-read when it changes); else `VAULT_TOKEN`.
-    #[arg(long, env = "HASHROLL_VAULT_TOKEN_FILE")]
+    #[arg(long, global = true, env = "HASHROLL_VAULT_TOKEN_FILE")]
     pub vault_token_file: Option<PathBuf>,
 
     /// Kubernetes auth: the Vault role to log in as.
-    #[arg(long, env = "HASHROLL_VAULT_ROLE")]
+    #[arg(long, global = true, env = "HASHROLL_VAULT_ROLE")]
     pub vault_role: Option<String>,
 
     /// Kubernetes auth: where the auth method is mounted.
-    #[arg(long, env = "HASHROLL_VAULT_AUTH_MOUNT", default_value = "kubernetes")]
+    #[arg(
+        long,
+        global = true,
+        env = "HASHROLL_VAULT_AUTH_MOUNT",
+        default_value = "kubernetes"
+    )]
     pub vault_auth_mount: String,
 
     /// Kubernetes auth: the service-account token to log in with.
     #[arg(
         long,
+        global = true,
         env = "HASHROLL_VAULT_SA_TOKEN_FILE",
         default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token"
     )]
     pub vault_sa_token_file: PathBuf,
 
     /// PEM file of the CA that signed Vault's certificate (else the system roots).
-    #[arg(long, env = "HASHROLL_VAULT_CA_FILE")]
+    #[arg(long, global = true, env = "HASHROLL_VAULT_CA_FILE")]
     pub vault_ca_file: Option<PathBuf>,
 
     /// Vault Enterprise / OpenBao namespace (`X-Vault-Namespace`).
-    #[arg(long, env = "HASHROLL_VAULT_NAMESPACE")]
+    #[arg(long, global = true, env = "HASHROLL_VAULT_NAMESPACE")]
     pub vault_namespace: Option<String>,
 
     /// How often each Vault path is read (with up to 10% jitter).
-    #[arg(long, env = "HASHROLL_VAULT_POLL_INTERVAL", value_parser = parse_interval,
+    #[arg(long, global = true, env = "HASHROLL_VAULT_POLL_INTERVAL", value_parser = parse_interval,
           default_value = "60s")]
     pub vault_poll_interval: Duration,
 
     /// Vault reads in flight at once.
-    #[arg(long, env = "HASHROLL_VAULT_CONCURRENCY", default_value_t = 8,
+    #[arg(long, global = true, env = "HASHROLL_VAULT_CONCURRENCY", default_value_t = 8,
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub vault_concurrency: u16,
 
     /// Track Vault paths key by key: read the values (needs `read` on the data, not only the metadata)
     /// so a new version that changes only keys a workload does not use rolls nothing.
-    #[arg(long, env = "HASHROLL_VAULT_KEY_LEVEL")]
+    #[arg(long, global = true, env = "HASHROLL_VAULT_KEY_LEVEL")]
     pub vault_key_level: bool,
 }
 
