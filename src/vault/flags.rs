@@ -24,6 +24,7 @@ pub struct VaultFlags {
     /// How hashroll logs in to Vault.
     #[arg(
         long,
+        global = true,
         env = "HASHROLL_VAULT_AUTH_METHOD",
         value_enum,
         default_value = "token"
