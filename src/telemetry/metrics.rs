@@ -277,7 +277,10 @@ impl Metrics {
                 "failing_workloads",
                 "Workloads whose roll failed for good and has not succeeded since",
             ),
-            sources: gauge("sources", "Secrets, ConfigMaps and Vault paths held as digests"),
+            sources: gauge(
+                "sources",
+                "Secrets, ConfigMaps and Vault paths held as digests",
+            ),
             workloads: gauge("workloads", "Workloads held"),
             ready: gauge("ready", "1 once every watch has synced"),
             leader: gauge(

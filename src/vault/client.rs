@@ -155,8 +155,14 @@ impl VaultClient {
         self.token = None;
     }
 
-    pub fn uses_login(&self) -> bool {
-        self.method == AuthMethod::Kubernetes
+    /// Whether Vault still accepts `token` (`auth/token/lookup-self`, allowed by Vault's default policy);
+    /// true when it cannot tell (so a policy without it never looks like a bad token).
+    pub async fn token_is_valid(&self, token: &str) -> bool {
+        let url = format!("{}/v1/auth/token/lookup-self", self.addr);
+        !matches!(
+            self.request(Method::GET, &url, Some(token), None).await,
+            Ok((StatusCode::FORBIDDEN, _))
+        )
     }
 
     async fn kubernetes_login(&self) -> Result<Token, Down> {

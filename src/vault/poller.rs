@@ -149,19 +149,20 @@ impl Poller {
                 .collect()
                 .await
         };
-        drop(token);
         let forbidden = reads
             .iter()
             .filter(|(_, r)| matches!(r, Ok(Read::Forbidden)))
             .count();
-        if client.uses_login() && forbidden == reads.len() {
-            // Every path refused: the login is no longer good (revoked, expired early).
+        if forbidden == reads.len() && !client.token_is_valid(&token).await {
+            // Every path refused, and the token itself too: revoked or expired, not a policy matter.
             client.forget_token();
             self.went_down(Down::Auth(
-                "every read was refused; logging in again".into(),
+                "Vault refuses the token (revoked or expired); every path keeps its last state"
+                    .into(),
             ));
             return Err(());
         }
+        drop(token);
         let mut covered = Vec::new();
         let mut present = Listed::default();
         let mut first_down = None;
@@ -239,7 +240,9 @@ impl Poller {
 
     fn went_down(&mut self, down: Down) {
         self.metrics.vault_up(false);
-        if self.down.as_ref() != Some(&down) {
+        // One line per kind of outage, not per message: a retry's error text may differ.
+        let same = |d: &Down| std::mem::discriminant(d) == std::mem::discriminant(&down);
+        if !self.down.as_ref().is_some_and(same) {
             tracing::warn!(error = %down,
                 "Vault is down: nothing rolls for Vault paths until it answers again; retrying with backoff");
             self.down = Some(down);
