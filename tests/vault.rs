@@ -15,6 +15,7 @@ use common::{Env, Hashroll, Server, e2e, pod};
 use serde_json::{Value, json};
 
 const NS: &str = "vault";
+const OTHER_NS: &str = "vault-other";
 /// Short, so a test waits little for a round; the interval itself is not under test.
 const POLL: &str = "--vault-poll-interval=200ms";
 
@@ -66,8 +67,14 @@ listener "tcp" {{
 }}
 api_addr = "http://127.0.0.1:{port}"
 cluster_addr = "http://127.0.0.1:{cluster}"
+audit "file" "requests" {{
+  options {{
+    file_path = "{audit}"
+  }}
+}}
 "#,
-            data = dir.join("data").display()
+            data = dir.join("data").display(),
+            audit = dir.join("audit.log").display(),
         );
         std::fs::write(dir.join("config.hcl"), config).unwrap();
         let mut bao = Bao {
@@ -270,9 +277,18 @@ async fn a_new_version_rolls_each_user_once_and_a_pinned_reference_never(on: Ser
     env.namespace(NS).await;
     bao.put("app", &[("password", "v1-secret-value"), ("user", "app")])
         .await;
+    let audit = bao.dir.join("audit.log");
     let mut n = sentinel(&env, &bao).await;
     env.deployment(NS, "a", vault_env(&["vault:secret/data/app#password"]))
         .await;
+    // The same path from another namespace.
+    env.namespace(OTHER_NS).await;
+    env.deployment(
+        OTHER_NS,
+        "c",
+        vault_env(&["vault:secret/data/app#password"]),
+    )
+    .await;
     env.deployment(
         NS,
         "b",
@@ -312,9 +328,30 @@ async fn a_new_version_rolls_each_user_once_and_a_pinned_reference_never(on: Ser
         .await;
     env.wait_rolls("deployments", NS, "a", 1).await;
     env.wait_rolls("deployments", NS, "b", 1).await;
+    env.wait_rolls("deployments", OTHER_NS, "c", 1).await;
     vault_barrier(&env, &bao, &mut n).await;
     env.assert_rolls("deployments", NS, "a", 1).await;
     env.assert_rolls("deployments", NS, "b", 1).await;
+    env.assert_rolls("deployments", OTHER_NS, "c", 1).await;
+    // One read per path per round, however many workloads in however many namespaces use it: the path
+    // three workloads use is read as often as the sentinel one uses (give or take the round in flight).
+    let reads = |path: &str| {
+        std::fs::read_to_string(&audit)
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["type"] == "request" && e["request"]["path"] == path)
+            .count()
+    };
+    let (app, sentinel) = (
+        reads("secret/metadata/app"),
+        reads("secret/metadata/zz-sentinel"),
+    );
+    assert!(app >= 3, "read every round: {app}");
+    assert!(
+        app.abs_diff(sentinel) <= 1,
+        "app read {app} times, the sentinel {sentinel}"
+    );
     env.assert_rolls("deployments", NS, "pinned", 0).await;
     let events = env.wait_event(NS, "a", "Reloaded").await;
     assert!(
