@@ -2,8 +2,10 @@
 //! holds Bank-Vaults `vault:` references roll when the Vault path changes, once, never when pinned to a
 //! version, never because Vault restarted, and once at start-up for a change made while hashroll was down.
 //!
-//! Test server only: Vault is the subject here, and what the real control plane would add (its own
-//! Deployment controller counting rolls) the Secret tests prove already.
+//! Test server only (`test_server_only`): Vault is the subject here, and what the real control plane would
+//! add (its own Deployment controller counting rolls) the Secret tests prove already. Except Kubernetes
+//! auth, which runs on both: on the real control plane OpenBao's TokenReview is answered by the real API
+//! server, for a real token from the TokenRequest API.
 
 mod common;
 
@@ -603,11 +605,7 @@ fn service_account_jwt(ns: &str, name: &str) -> String {
     )
 }
 
-e2e!(
-    kubernetes_auth_logs_in_with_the_service_account_token_and_rolls,
-    test_server_only = "the test server answers OpenBao's TokenReview; on the real control plane OpenBao \
-                        would need its CA and an auth-delegator binding, which the harness does not set up"
-);
+e2e!(kubernetes_auth_logs_in_with_the_service_account_token_and_rolls);
 async fn kubernetes_auth_logs_in_with_the_service_account_token_and_rolls(on: Server) {
     let env = Env::start(on).await;
     let bao = Bao::start(env.dir.path()).await;
@@ -621,15 +619,24 @@ async fn kubernetes_auth_logs_in_with_the_service_account_token_and_rolls(on: Se
     .unwrap();
     bao.cli(&["policy", "write", "hashroll", &policy.display().to_string()])
         .await;
-    // Over TLS: OpenBao wants the API server's CA (the test server's certificate is its own).
-    let api = env.test_server().expect("the test server").https_url();
-    let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/testserver/src/tls/cert.pem");
+    let jwt = env.dir.path().join("sa-token");
+    let (api, ca) = match env.test_server() {
+        // Over TLS: OpenBao wants the API server's CA (the test server's certificate is its own).
+        Some(s) => {
+            std::fs::write(&jwt, service_account_jwt("hashroll", "hashroll")).unwrap();
+            let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/testserver/src/tls/cert.pem");
+            (s.https_url(), PathBuf::from(ca))
+        }
+        // A real token from the TokenRequest API, reviewed by the real API server: OpenBao sends the
+        // TokenReview with that same token, which `system:auth-delegator` allows.
+        None => real_service_account(&env, &jwt).await,
+    };
     bao.cli(&["auth", "enable", "kubernetes"]).await;
     bao.cli(&[
         "write",
         "auth/kubernetes/config",
         &format!("kubernetes_host={api}"),
-        &format!("kubernetes_ca_cert=@{ca}"),
+        &format!("kubernetes_ca_cert=@{}", ca.display()),
         "disable_local_ca_jwt=true",
     ])
     .await;
@@ -642,8 +649,6 @@ async fn kubernetes_auth_logs_in_with_the_service_account_token_and_rolls(on: Se
         "token_ttl=1h",
     ])
     .await;
-    let jwt = env.dir.path().join("sa-token");
-    std::fs::write(&jwt, service_account_jwt("hashroll", "hashroll")).unwrap();
     let mut n = sentinel(&env, &bao).await;
     env.deployment(NS, "a", vault_env(&["vault:secret/data/app#password"]))
         .await;
@@ -665,18 +670,16 @@ async fn kubernetes_auth_logs_in_with_the_service_account_token_and_rolls(on: Se
     env.wait_rolls("deployments", NS, "a", 1).await;
     vault_barrier(&env, &bao, &mut n).await;
     env.assert_rolls("deployments", NS, "a", 1).await;
-    let reviews = env
-        .test_server()
-        .unwrap()
-        .control()
-        .request_counts()
-        .get(&("create".to_string(), "tokenreviews".to_string()))
-        .copied()
-        .unwrap_or(0);
-    assert!(
-        reviews >= 1,
-        "OpenBao checked the token with the API server"
-    );
+    if let Some(s) = env.test_server() {
+        let reviews = (s.control().request_counts())
+            .get(&("create".to_string(), "tokenreviews".to_string()))
+            .copied()
+            .unwrap_or(0);
+        assert!(
+            reviews >= 1,
+            "OpenBao checked the token with the API server"
+        );
+    }
     assert!(
         hr.log_lines_with(&["Vault is down"]).is_empty(),
         "logged in at once: {}",
@@ -731,4 +734,37 @@ async fn a_revoked_token_holds_nothing_and_a_rotated_token_file_is_picked_up(on:
             .any(|(_, reason, _)| reason == "VaultPathUnavailable"),
         "{events:?}"
     );
+}
+
+/// On the real control plane: ServiceAccount hashroll/hashroll with a real token (written to `jwt`), allowed
+/// to review tokens; returns the API server's address and a PEM file of its CA.
+async fn real_service_account(env: &Env, jwt: &Path) -> (String, PathBuf) {
+    use base64::Engine;
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+    use kube::api::{Api, PostParams};
+    let kubeconfig = env
+        .kubeconfig_for_service_account("hashroll", "hashroll")
+        .await;
+    let kc: Value = serde_json::from_str(&std::fs::read_to_string(kubeconfig).unwrap()).unwrap();
+    std::fs::write(jwt, kc["users"][0]["user"]["token"].as_str().unwrap()).unwrap();
+    let cluster = &kc["clusters"][0]["cluster"];
+    let ca_pem = base64::engine::general_purpose::STANDARD
+        .decode(cluster["certificate-authority-data"].as_str().unwrap())
+        .unwrap();
+    let ca = env.dir.path().join("api-ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "hashroll-vault-token-review"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "system:auth-delegator"},
+        "subjects": [{"kind": "ServiceAccount", "name": "hashroll", "namespace": "hashroll"}],
+    }))
+    .unwrap();
+    let api: Api<ClusterRoleBinding> = Api::all(env.client.clone());
+    match api.create(&PostParams::default(), &binding).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => panic!("create the auth-delegator binding: {e}"),
+    }
+    (cluster["server"].as_str().unwrap().to_string(), ca)
 }
