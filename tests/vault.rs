@@ -646,7 +646,9 @@ async fn kubernetes_auth_logs_in_with_the_service_account_token_and_rolls(on: Se
         "bound_service_account_names=hashroll",
         "bound_service_account_namespaces=hashroll",
         "token_policies=hashroll",
-        "token_ttl=1h",
+        // Short, so the test sees the login renewed, then (at its maximum) made again.
+        "token_ttl=3s",
+        "token_max_ttl=5s",
     ])
     .await;
     let mut n = sentinel(&env, &bao).await;
@@ -666,6 +668,18 @@ async fn kubernetes_auth_logs_in_with_the_service_account_token_and_rolls(on: Se
     hr.wait_for_log("Vault polled once", Duration::from_secs(15))
         .await;
     env.wait_recorded("deployments", NS, "a").await;
+    // Past the token's maximum TTL: renewed, then logged in again, never down.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert!(
+        !hr.log_lines_with(&["renewed the Vault token"]).is_empty(),
+        "{}",
+        hr.logs()
+    );
+    assert!(
+        hr.log_lines_with(&["logged in to Vault"]).len() >= 2,
+        "{}",
+        hr.logs()
+    );
     bao.put("app", &[("password", "p2")]).await;
     env.wait_rolls("deployments", NS, "a", 1).await;
     vault_barrier(&env, &bao, &mut n).await;

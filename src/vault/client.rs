@@ -58,6 +58,23 @@ impl std::fmt::Display for Down {
 struct Token {
     value: String,
     refresh_at: Option<Instant>,
+    /// Renew (rather than log in again) when `refresh_at` comes: the token is renewable and its last
+    /// renewal was not cut short by its maximum TTL.
+    renew: bool,
+    /// The lease it was given or renewed for, in seconds.
+    ttl: u64,
+}
+
+impl Token {
+    /// A token leased for `ttl` seconds (0: no expiry), refreshed once two thirds of it have passed.
+    fn leased(value: String, ttl: u64, renew: bool) -> Token {
+        Token {
+            value,
+            refresh_at: (ttl > 0).then(|| Instant::now() + Duration::from_secs(ttl) * 2 / 3),
+            renew,
+            ttl,
+        }
+    }
 }
 
 pub struct VaultClient {
@@ -143,7 +160,14 @@ impl VaultClient {
                 {
                     return Ok(t.value.clone());
                 }
-                let t = self.kubernetes_login().await?;
+                let renewed = match self.token.take() {
+                    Some(t) if t.renew => self.renew(t).await,
+                    _ => None,
+                };
+                let t = match renewed {
+                    Some(t) => t,
+                    None => self.kubernetes_login().await?,
+                };
                 self.token = Some(t.clone());
                 Ok(t.value)
             }
@@ -188,10 +212,30 @@ impl VaultClient {
             .ok_or_else(|| Down::Auth("the login answer holds no token".into()))?
             .to_string();
         let ttl = auth["lease_duration"].as_u64().filter(|t| *t > 0);
-        Ok(Token {
-            value,
-            refresh_at: ttl.map(|t| Instant::now() + Duration::from_secs(t * 2 / 3)),
-        })
+        let renewable = auth["renewable"].as_bool().unwrap_or(false);
+        tracing::info!(
+            role = self.role.as_deref().unwrap_or_default(),
+            ttl_seconds = ttl.unwrap_or(0),
+            "logged in to Vault (Kubernetes auth)"
+        );
+        Ok(Token::leased(value, ttl.unwrap_or(0), renewable))
+    }
+
+    /// Renews the login (`auth/token/renew-self`); None when it cannot (then hashroll logs in again). A
+    /// renewal cut short by the token's maximum TTL is the last: the next refresh logs in.
+    async fn renew(&self, t: Token) -> Option<Token> {
+        let url = format!("{}/v1/auth/token/renew-self", self.addr);
+        let (status, json) = (self.request(Method::POST, &url, Some(&t.value), Some("{}".into())))
+            .await
+            .ok()?;
+        let ttl = json["auth"]["lease_duration"]
+            .as_u64()
+            .filter(|_| status == StatusCode::OK)?;
+        if ttl == 0 {
+            return None;
+        }
+        tracing::debug!(ttl_seconds = ttl, "renewed the Vault token");
+        Some(Token::leased(t.value, ttl, ttl >= t.ttl))
     }
 
     /// Reads one path: in version mode (`key_level` false) a KV v2 path's `current_version` from its

@@ -9,7 +9,7 @@ pub enum AuthMethod {
     /// A token from `--vault-token-file` (re-read when it changes) or `VAULT_TOKEN`.
     #[default]
     Token,
-    /// Kubernetes auth: the pod's service-account token and `--vault-role`, renewed and logged in again
+    /// Kubernetes auth: the pod's service-account token and `--vault-role`, renewed, and logged in again
     /// before it expires.
     Kubernetes,
 }
