@@ -153,6 +153,31 @@ pub async fn run(mut args: Args, shutdown: impl Future<Output = ()>) -> anyhow::
     }
 
     let (tx, rx) = mpsc::channel(1024);
+    let (targets_tx, targets) = watch::channel(None);
+    let poller = match args.vault.addr() {
+        Some(addr) => {
+            let client = crate::vault::client::VaultClient::new(&args.vault, addr.clone())?;
+            metrics.enable_vault();
+            let settings = crate::vault::poller::PollSettings {
+                interval: args.vault.vault_poll_interval,
+                concurrency: usize::from(args.vault.vault_concurrency),
+                key_level: args.vault.vault_key_level,
+            };
+            tracing::info!(addr = %addr, auth = ?args.vault.vault_auth_method,
+                key_level = settings.key_level, interval = ?settings.interval, "polling Vault paths");
+            Some(tokio::spawn(crate::vault::poller::run(
+                client,
+                targets,
+                tx.clone(),
+                metrics.clone(),
+                settings,
+            )))
+        }
+        None => {
+            drop(targets);
+            None
+        }
+    };
     let mut watch_settings = WatchSettings::from(&args);
     watch_settings.initial_list =
         initial_list_path(&client, args.initial_list, scopes.first()).await;
@@ -204,6 +229,7 @@ pub async fn run(mut args: Args, shutdown: impl Future<Output = ()>) -> anyhow::
         writer,
         rx,
         readiness_tx,
+        targets_tx,
         metrics.clone(),
         stop.clone(),
     ));
@@ -219,6 +245,9 @@ pub async fn run(mut args: Args, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     tracing::info!("stopping watches");
     watches.abort_all();
+    if let Some(p) = &poller {
+        p.abort();
+    }
     stop.cancel();
     let _ = reconcile.await;
     if let Some(sender) = alert_sender {

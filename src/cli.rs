@@ -145,6 +145,8 @@ pub struct Args {
     /// `--alert-webhook-url`, `--alert-sink`, `--alert-additional-info` (`alerts::settings`).
     #[command(flatten)]
     pub alerts: crate::alerts::settings::AlertFlags,
+    #[command(flatten)]
+    pub vault: crate::vault::flags::VaultFlags,
 
     /// The pod's name, from the downward API: names this replica in Events and in the Lease.
     #[arg(long, env = "POD_NAME", hide = true)]
@@ -534,6 +536,7 @@ impl From<&Args> for PolicySettings {
         PolicySettings {
             auto_reload_all: a.auto_reload_all,
             stakater_compat: a.stakater_compat,
+            vault_key_level: a.vault.vault_key_level,
         }
     }
 }
@@ -550,13 +553,17 @@ impl From<&Args> for NamespaceFilter {
 
 impl From<&Args> for Visibility {
     fn from(a: &Args) -> Self {
-        let watched = a.source_kinds();
+        let mut watched = a.source_kinds();
         let mut filtered = BTreeSet::new();
         if a.resource_label_selector.is_some() {
             filtered.extend(watched.iter().copied());
         }
         // Secrets of excluded types are still seen, by name (see `Watched::ExcludedSecrets`).
         filtered.retain(|k| watched.contains(k));
+        // Polled, and every path a workload uses is read: one hashroll does not hold is missing.
+        if a.vault.addr().is_some() {
+            watched.insert(SourceKind::Vault);
+        }
         Visibility { watched, filtered }
     }
 }

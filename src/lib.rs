@@ -14,3 +14,4 @@ mod k8s;
 mod model;
 mod reconcile;
 mod telemetry;
+mod vault;

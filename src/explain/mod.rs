@@ -68,6 +68,10 @@ pub async fn run(args: &Args, explain: &ExplainArgs) -> anyhow::Result<String> {
                 .into_iter()
                 .next()
                 .with_context(|| format!("{kind} {namespace}/{name} not found"))?;
+            let mut cluster = cluster;
+            if let Some(addr) = args.vault.addr() {
+                read_vault_paths(args, addr, *kind, &wire, &mut cluster).await?;
+            }
             let report = workload::workload_report(*kind, &wire, &settings, &cluster, now);
             Ok(if json {
                 serde_json::to_string_pretty(&report)? + "\n"
@@ -107,6 +111,57 @@ pub async fn run(args: &Args, explain: &ExplainArgs) -> anyhow::Result<String> {
             })
         }
     }
+}
+
+/// Reads the Vault paths the workload uses as the controller's poller would (same flags, same digests), so
+/// they are judged like its Secrets; a path missing or not readable is left out, as the controller leaves
+/// it out. Vault down is an error: without it nothing can be said about those paths.
+async fn read_vault_paths(
+    args: &Args,
+    addr: String,
+    kind: WorkloadKind,
+    wire: &WorkloadWire,
+    cluster: &mut Cluster,
+) -> anyhow::Result<()> {
+    use crate::model::workload::Tracking;
+    use crate::vault::client::{Read, VaultClient};
+    let Some(summary) = wire.summary(kind, args.into()) else {
+        return Ok(());
+    };
+    let Tracking::On { references, .. } = &summary.tracking else {
+        return Ok(());
+    };
+    let paths: Vec<&str> = (references.iter())
+        .filter(|r| r.kind == SourceKind::Vault)
+        .map(|r| r.name.as_str())
+        .collect();
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let mut client = VaultClient::new(&args.vault, addr)?;
+    let token = (client.token().await).map_err(|e| anyhow::anyhow!("Vault: {e}"))?;
+    for path in paths {
+        let read = client.read(path, &token, args.vault.vault_key_level).await;
+        match read.map_err(|e| anyhow::anyhow!("reading Vault path {path}: {e}"))? {
+            Read::Present(keys) => {
+                let id = Arc::new(SourceId::new(
+                    SourceKind::Vault,
+                    &summary.id.namespace,
+                    path,
+                ));
+                let s = SourceSummary {
+                    id: Arc::clone(&id),
+                    keys: keys.into(),
+                    ignore: false,
+                    stakater_match: false,
+                    excluded_type: None,
+                };
+                cluster.sources.insert(id, s);
+            }
+            Read::Missing | Read::Forbidden => {}
+        }
+    }
+    Ok(())
 }
 
 /// Reads what the controller would hold for `namespace`, the installation key, and whether hashroll acts
@@ -178,6 +233,8 @@ async fn read_cluster(
                     keep(&c.metadata, class.and_then(|c| known.class_applied(c)));
                 }
             }
+            // `explain` does not read Vault: its paths show as not watched.
+            SourceKind::Vault => {}
         }
     }
     if args.source_kinds().contains(&SourceKind::Secret) {

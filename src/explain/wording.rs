@@ -49,6 +49,9 @@ pub fn own_list_annotation(kind: SourceKind) -> &'static str {
         SourceKind::ConfigMap => CONFIGMAPS,
         // No list of its own: named only through Reloader's annotation.
         SourceKind::SecretProviderClass => STAKATER_SPC_RELOAD,
+        SourceKind::Vault => {
+            "(none: Vault paths are tracked through the pod spec's vault: references)"
+        }
     }
 }
 
@@ -57,6 +60,7 @@ pub fn stakater_reload_annotation(kind: SourceKind) -> &'static str {
         SourceKind::Secret => STAKATER_SECRET_RELOAD,
         SourceKind::ConfigMap => STAKATER_CONFIGMAP_RELOAD,
         SourceKind::SecretProviderClass => STAKATER_SPC_RELOAD,
+        SourceKind::Vault => own_list_annotation(kind),
     }
 }
 
@@ -77,6 +81,7 @@ pub fn exclude_annotation(kind: SourceKind) -> &'static str {
             "hashroll.dev/exclude-configmaps or configmaps.exclude.reloader.stakater.com/reload"
         }
         SourceKind::SecretProviderClass => STAKATER_SPC_EXCLUDE,
+        SourceKind::Vault => "(none for Vault paths)",
     }
 }
 

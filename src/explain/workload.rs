@@ -516,6 +516,7 @@ mod tests {
             policy: PolicySettings {
                 auto_reload_all: false,
                 stakater_compat: true,
+                vault_key_level: false,
             },
             visibility: Visibility {
                 watched: SourceKind::ALL.into_iter().collect(),

@@ -120,6 +120,8 @@ pub async fn streams_initial_events(client: &Client, scope: &WatchScope, wait: D
         Watched::Source(SourceKind::SecretProviderClass) => csi::class_resource(),
         Watched::Workload(kind) => api_resource(kind),
         Watched::Namespaces => ApiResource::erase::<Namespace>(&()),
+        // Polled by `src/vault`, never watched.
+        Watched::Source(SourceKind::Vault) => return false,
     };
     let api: Api<DynamicObject> = match (&scope.resource, scope.namespace.as_deref()) {
         (Watched::Namespaces, _) | (_, None) => Api::all_with(client.clone(), &ar),
@@ -199,6 +201,8 @@ pub async fn run_scope(
                         let Sink { scope, tx, metrics } = sink;
                         run_provider_classes(client, scope, settings, tx, metrics).await
                     }
+                    // Polled by `src/vault`; `app` never starts a watch for it.
+                    SourceKind::Vault => {}
                 }
             }
             Watched::Workload(kind) => {

@@ -322,6 +322,7 @@ fn kind_tag(kind: SourceKind) -> u8 {
         SourceKind::Secret => 1,
         SourceKind::ConfigMap => 2,
         SourceKind::SecretProviderClass => 3,
+        SourceKind::Vault => 4,
     }
 }
 

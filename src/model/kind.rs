@@ -31,7 +31,7 @@ impl KindInfo {
     }
 }
 
-/// The kinds of object whose changes roll workloads.
+/// The kinds of source whose changes roll workloads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SourceKind {
     Secret,
@@ -39,14 +39,24 @@ pub enum SourceKind {
     /// The Secrets Store CSI driver's `SecretProviderClass`: its content is the versions of the objects
     /// it mounts, as the driver reports them per pod (`k8s::csi`).
     SecretProviderClass,
+    /// A Vault (or OpenBao) KV path a secret-injecting webhook reads when pods start (Bank-Vaults
+    /// `vault:PATH#KEY`). Polled, not watched: `src/vault/`. Its id's name is the path as the workload
+    /// writes it; its namespace is the workload's (one path read once, reported to each namespace using it).
+    Vault,
 }
 
 impl SourceKind {
+    /// The kinds watched through the Kubernetes API (`--watch`).
     pub const ALL: [SourceKind; 3] = [
         SourceKind::Secret,
         SourceKind::ConfigMap,
         SourceKind::SecretProviderClass,
     ];
+
+    /// Polled outside Kubernetes (Vault): no watch, no `--watch` name; see `src/vault/`.
+    pub const fn is_polled(self) -> bool {
+        matches!(self, SourceKind::Vault)
+    }
 
     pub const fn info(self) -> &'static KindInfo {
         &SOURCE_TABLE[self as usize]
@@ -70,7 +80,7 @@ impl fmt::Display for SourceKind {
 }
 
 /// The source kinds, in the order of [`SourceKind`]'s variants.
-const SOURCE_TABLE: [KindInfo; 3] = [
+const SOURCE_TABLE: [KindInfo; 4] = [
     KindInfo {
         kind: "Secret",
         group: "",
@@ -91,6 +101,14 @@ const SOURCE_TABLE: [KindInfo; 3] = [
         version: "v1",
         plural: "secretproviderclasses",
         singular: "secretproviderclass",
+    },
+    // Not a Kubernetes resource: the group says where it lives; `vault/secret/data/app` in the recorded map.
+    KindInfo {
+        kind: "Vault",
+        group: "vault",
+        version: "v1",
+        plural: "vault",
+        singular: "vault",
     },
 ];
 
@@ -299,6 +317,8 @@ mod tests {
             SourceKind::SecretProviderClass.info().api_version(),
             "secrets-store.csi.x-k8s.io/v1"
         );
+        assert_eq!(SourceKind::Vault.info().kind, "Vault");
+        assert!(SourceKind::Vault.is_polled() && !SourceKind::ALL.iter().any(|k| k.is_polled()));
         assert_eq!(WorkloadKind::CronJob.info().api_version(), "batch/v1");
         assert_eq!(
             SourceId::new(SourceKind::ConfigMap, "ns", "app").label(),

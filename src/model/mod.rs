@@ -10,4 +10,5 @@ pub mod policy;
 pub mod provider_class;
 pub mod references;
 pub mod source;
+pub mod vault_refs;
 pub mod workload;

@@ -23,6 +23,8 @@ pub struct PolicySettings {
     pub auto_reload_all: bool,
     /// Honour Stakater Reloader's annotations.
     pub stakater_compat: bool,
+    /// Vault paths are tracked key by key (`--vault-key-level`), else by their version.
+    pub vault_key_level: bool,
 }
 
 /// A source name, given exactly or as an anchored regular expression.
@@ -98,6 +100,12 @@ impl RefTracking {
             SourceKind::Secret => self.secrets,
             SourceKind::ConfigMap => self.configmaps,
             SourceKind::SecretProviderClass => self.provider_classes,
+            // A Vault value is a secret: tracked where Secrets are, but there is no Stakater match
+            // annotation on a Vault path, so only whole-hearted tracking counts.
+            SourceKind::Vault => match self.secrets {
+                RefMode::All => RefMode::All,
+                _ => RefMode::Off,
+            },
         }
     }
 
@@ -306,6 +314,7 @@ impl StakaterKeys {
                 typed_auto: STAKATER_SPC_AUTO,
                 exclude: STAKATER_SPC_EXCLUDE,
             },
+            SourceKind::Vault => unreachable!("Reloader has no annotations for Vault paths"),
         }
     }
 }
@@ -592,10 +601,12 @@ mod tests {
     const PLAIN: PolicySettings = PolicySettings {
         auto_reload_all: false,
         stakater_compat: false,
+        vault_key_level: false,
     };
     const COMPAT: PolicySettings = PolicySettings {
         auto_reload_all: false,
         stakater_compat: true,
+        vault_key_level: false,
     };
     const DEPLOY: WorkloadKind = WorkloadKind::Deployment;
 
@@ -684,6 +695,7 @@ mod tests {
         let all = PolicySettings {
             auto_reload_all: true,
             stakater_compat: true,
+            vault_key_level: false,
         };
         let annotations = [
             (RELOAD, "False"),
@@ -795,6 +807,7 @@ mod tests {
         let all = PolicySettings {
             auto_reload_all: true,
             stakater_compat: false,
+            vault_key_level: false,
         };
         assert_eq!(refs_of(&on(&[], all)), (true, true, false));
         assert_eq!(parse(&[(RELOAD, "false")], all), Ok(None));
@@ -807,6 +820,7 @@ mod tests {
         let all_compat = PolicySettings {
             auto_reload_all: true,
             stakater_compat: true,
+            vault_key_level: false,
         };
         assert_eq!(parse(&[(STAKATER_AUTO, "false")], all_compat), Ok(None));
         // Stakater's opt-out withdraws the default only; explicit names still apply.
@@ -1213,6 +1227,7 @@ mod tests {
         let all = PolicySettings {
             auto_reload_all: true,
             stakater_compat: true,
+            vault_key_level: false,
         };
         assert_eq!(
             refs_of(&on(&[(STAKATER_SECRET_AUTO, "false")], all)),

@@ -14,6 +14,7 @@ use crate::model::hashing::Stamp;
 use crate::model::kind::{WorkloadId, WorkloadKind};
 use crate::model::policy::{PolicyError, PolicySettings, ReloadPolicy, parse_policy};
 use crate::model::references::{Reference, pod_spec_references};
+use crate::model::vault_refs::template_vault_references;
 
 /// Whether and how a workload takes part.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,8 +145,12 @@ impl WorkloadSummary {
             Ok(Some(policy)) => Tracking::On {
                 policy,
                 references: template
-                    .and_then(|t| t.spec.as_ref())
-                    .map(pod_spec_references)
+                    .map(|t| {
+                        let mut refs = t.spec.as_ref().map(pod_spec_references).unwrap_or_default();
+                        // Vault sorts after the Kubernetes kinds: the list stays sorted.
+                        refs.extend(template_vault_references(t, settings.vault_key_level));
+                        refs
+                    })
                     .unwrap_or_default(),
             },
         };

@@ -17,6 +17,7 @@ pub fn policy(annotations: &[(&str, &str)]) -> ReloadPolicy {
     let settings = PolicySettings {
         auto_reload_all: false,
         stakater_compat: true,
+        vault_key_level: false,
     };
     parse_policy(&a, &BTreeMap::new(), WorkloadKind::Deployment, settings)
         .expect("valid annotations")

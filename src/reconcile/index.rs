@@ -23,6 +23,8 @@ pub struct ReverseIndex {
     patterns: HashMap<String, PatternTrackers>,
     /// Workload → what it registered, so `set` and `remove` can undo exactly that.
     by_workload: HashMap<Arc<WorkloadId>, Registration>,
+    /// A source of a polled kind (Vault) entered or left `by_source` since [`ReverseIndex::take_polled`].
+    polled_changed: bool,
 }
 
 /// The workloads of one namespace tracking sources by pattern.
@@ -31,6 +33,8 @@ struct PatternTrackers {
     secrets: BTreeSet<Arc<WorkloadId>>,
     config_maps: BTreeSet<Arc<WorkloadId>>,
     provider_classes: BTreeSet<Arc<WorkloadId>>,
+    /// Vault paths are never tracked by pattern: always empty.
+    vault: BTreeSet<Arc<WorkloadId>>,
 }
 
 impl PatternTrackers {
@@ -39,6 +43,7 @@ impl PatternTrackers {
             SourceKind::Secret => &self.secrets,
             SourceKind::ConfigMap => &self.config_maps,
             SourceKind::SecretProviderClass => &self.provider_classes,
+            SourceKind::Vault => &self.vault,
         }
     }
 
@@ -47,11 +52,15 @@ impl PatternTrackers {
             SourceKind::Secret => &mut self.secrets,
             SourceKind::ConfigMap => &mut self.config_maps,
             SourceKind::SecretProviderClass => &mut self.provider_classes,
+            SourceKind::Vault => &mut self.vault,
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.secrets.is_empty() && self.config_maps.is_empty() && self.provider_classes.is_empty()
+        self.secrets.is_empty()
+            && self.config_maps.is_empty()
+            && self.provider_classes.is_empty()
+            && self.vault.is_empty()
     }
 }
 
@@ -94,7 +103,10 @@ impl ReverseIndex {
         for id in exact {
             let key = match self.by_source.get_key_value(&id) {
                 Some((k, _)) => Arc::clone(k),
-                None => Arc::new(id),
+                None => {
+                    self.polled_changed |= id.kind.is_polled();
+                    Arc::new(id)
+                }
             };
             self.by_source
                 .entry(Arc::clone(&key))
@@ -142,6 +154,20 @@ impl ReverseIndex {
         merged.into_iter().cloned().collect()
     }
 
+    /// Every source of a polled kind some workload uses, sorted, when that set changed since the last call
+    /// (the poller reads exactly these). Walks the index only when something changed.
+    pub fn take_polled(&mut self) -> Option<Vec<SourceId>> {
+        if !std::mem::take(&mut self.polled_changed) {
+            return None;
+        }
+        let mut ids: Vec<SourceId> = (self.by_source.keys())
+            .filter(|id| id.kind.is_polled())
+            .map(|id| SourceId::clone(id))
+            .collect();
+        ids.sort_unstable();
+        Some(ids)
+    }
+
     /// The exact sources `workload` is registered under, sorted.
     #[cfg(test)]
     pub fn sources_of(&self, workload: &WorkloadId) -> Vec<SourceId> {
@@ -185,6 +211,7 @@ impl ReverseIndex {
                 users.remove(w);
                 if users.is_empty() {
                     self.by_source.remove(&**id);
+                    self.polled_changed |= id.kind.is_polled();
                 }
             }
         }

@@ -51,6 +51,13 @@ pub enum Input {
     Synced(WatchScope, Listed),
     /// The scope's watch failed (the error, for readiness and logs); it retries with backoff.
     WatchFailed(WatchScope, String),
+    /// A poll round (Vault) read every source in `covered`: those `present` lists were reported just before
+    /// as `SourceApplied`, the others do not exist (or may not be read). Sources not covered stay as they
+    /// were (Vault down): nothing is known about them now.
+    Polled {
+        covered: Vec<SourceId>,
+        present: Listed,
+    },
 }
 
 /// The names of every object one list returned, by namespace (empty for cluster-scoped objects), so the

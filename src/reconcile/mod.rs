@@ -36,14 +36,19 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 /// Inputs handled after which, once idle, the allocator's free pages go back to the OS.
 const BURST: u64 = 1024;
 
+/// The polled sources (Vault paths) workloads use, for the poller; None until every watch has listed.
+pub type PolledTargets = watch::Sender<Option<std::sync::Arc<Vec<crate::model::kind::SourceId>>>>;
+
 /// Runs until `shutdown` is cancelled or the inputs end; then waits (bounded) for writes in flight.
-/// Readiness is published on `readiness` as it changes.
+/// Readiness is published on `readiness` as it changes, and the polled sources in use on `targets`.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     mut state: State,
     mut scheduler: Scheduler,
     mut writer: Writer,
     mut inputs: mpsc::Receiver<Input>,
     readiness: watch::Sender<Readiness>,
+    targets: PolledTargets,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
@@ -93,6 +98,12 @@ pub async fn run(
         }
         if watches_changed {
             publish_readiness(&state, &readiness, &metrics);
+        }
+        // Only with a poller listening (Vault configured): without one this costs nothing.
+        if targets.receiver_count() > 0
+            && let Some(t) = state.take_polled_targets()
+        {
+            targets.send_replace(Some(std::sync::Arc::new(t)));
         }
         // Once a burst (the initial sync, a re-list, a fan-out) is over, give back what it left behind:
         // spare capacity in the queues, then the allocator's free pages.

@@ -27,7 +27,7 @@ use crate::reconcile::scheduler::{Wid, shrink};
 use crate::reconcile::scopes::{NamespaceFilter, Readiness, Scopes};
 use crate::reconcile::skipped::{Pending, Reach, Reached, Skip, reach};
 use crate::reconcile::wording::{
-    describe, invalid_annotation_event, reload_failed_event, roll_event,
+    describe, invalid_annotation_event, reload_failed_event, roll_event, vault_unavailable_event,
 };
 use crate::reconcile::writer::{EventRequest, WriteRequest};
 use crate::telemetry::metrics::Metrics;
@@ -98,6 +98,11 @@ pub struct State {
     invalid: usize,
     /// `--dry-run`: what would have been recorded on each workload.
     dry_records: HashMap<Wid, Stored>,
+    /// Polled sources (Vault paths) read at least once: until then a workload using one is not decided
+    /// (absent would look missing, and a change made while hashroll was down would be lost).
+    polled: HashSet<SourceId>,
+    /// The set of polled sources was published once (see [`State::take_polled_targets`]).
+    targets_published: bool,
 }
 
 /// Failed writes to one workload since its last successful one.
@@ -126,6 +131,8 @@ impl State {
             reached: Reached::default(),
             invalid: 0,
             dry_records: HashMap::new(),
+            polled: HashSet::new(),
+            targets_published: false,
             settings,
         }
     }
@@ -152,6 +159,41 @@ impl State {
                 }
             }
             Input::WatchFailed(scope, error) => self.scopes.failed(scope, error),
+            Input::Polled { covered, present } => self.polled_round(covered, &present, seen, out),
+        }
+    }
+
+    /// Which polled sources (Vault paths) workloads use, when that changed; None before every watch has
+    /// listed (the set is not whole yet) and when nothing changed since the last call.
+    pub fn take_polled_targets(&mut self) -> Option<Vec<SourceId>> {
+        if self.readiness() != Readiness::Ready {
+            return None;
+        }
+        let first = !std::mem::replace(&mut self.targets_published, true);
+        match self.index.take_polled() {
+            Some(ids) => Some(ids),
+            None if first => Some(Vec::new()),
+            None => None,
+        }
+    }
+
+    /// A poll round read `covered`: what it did not find present is gone (or unreadable); the first read
+    /// of a source lets its users be decided.
+    fn polled_round(
+        &mut self,
+        covered: Vec<SourceId>,
+        present: &Listed,
+        seen: Instant,
+        out: &mut Vec<Effect>,
+    ) {
+        for id in covered {
+            if !present.contains(&id.namespace, &id.name) && self.sources.contains_key(&id) {
+                self.source_deleted(&id, seen, out);
+            }
+            if !self.polled.contains(&id) {
+                out.extend(self.index.affected(&id).into_iter().map(Effect::DecideNow));
+                self.polled.insert(id);
+            }
         }
     }
 
@@ -201,6 +243,19 @@ impl State {
         };
         self.warned.remove(id);
         let tracked = policy.tracked(&id.namespace, references);
+        if self
+            .settings
+            .visibility
+            .watched
+            .contains(&SourceKind::Vault)
+            && (tracked.exact.iter()).any(|t| t.id.kind.is_polled() && !self.polled.contains(&t.id))
+        {
+            // Decided once the poller has read it (`polled_round`).
+            if let Some(r) = reached {
+                self.reached.put_back(id.clone(), r);
+            }
+            return None;
+        }
         // A dry run decides from what it would have written (the object carries nothing of it).
         let stored = self.dry_records.get(id).unwrap_or(&entry.summary.stored);
         let recorded = stored.read();
@@ -241,7 +296,18 @@ impl State {
                         None => tracing::info!(workload = %id, source = %source,
                             "not rolling: a required source is missing; waiting for it"),
                     }
+                    let vault = (source.kind == SourceKind::Vault)
+                        .then(|| vault_unavailable_event(id.kind, &source.name));
                     self.held.insert(id.clone(), source);
+                    if let Some(event) = vault {
+                        self.metrics.held_workloads.set(self.held.len() as i64);
+                        let uid = self.workloads.get(id).and_then(|e| e.summary.uid.clone());
+                        return Some(Effect::Publish(EventRequest {
+                            id: id.clone(),
+                            uid,
+                            event,
+                        }));
+                    }
                 }
                 None
             }
@@ -772,6 +838,7 @@ mod tests {
             PolicySettings {
                 auto_reload_all: false,
                 stakater_compat: true,
+                vault_key_level: false,
             },
         )
         .unwrap()
@@ -1457,5 +1524,149 @@ mod tests {
             None,
             None
         )));
+    }
+
+    /// An opted-in Deployment whose env reads `secret/data/app#password` from Vault.
+    fn vault_user(name: &str, stored: &[(&str, &str)]) -> Input {
+        let a: BTreeMap<String, String> = [("hashroll.dev/reload", "true")]
+            .iter()
+            .chain(stored)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let meta = ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(NS.into()),
+            uid: Some(format!("uid-{name}")),
+            annotations: Some(a),
+            ..ObjectMeta::default()
+        };
+        let template: PodTemplateSpec = serde_json::from_value(json!({"spec": {"containers": [{
+            "name": "app", "image": "app:1",
+            "env": [{"name": "P", "value": "vault:secret/data/app#password"}]}]}}))
+        .unwrap();
+        let w = WorkloadSummary::reduce(
+            WorkloadKind::Deployment,
+            &meta,
+            Some(&template),
+            PolicySettings::default(),
+        )
+        .unwrap();
+        Input::WorkloadApplied(Box::new(w))
+    }
+
+    fn vault_id() -> SourceId {
+        SourceId::new(SourceKind::Vault, NS, "secret/data/app")
+    }
+
+    /// The poller's report of the path at `version`.
+    fn vault_version(version: &str) -> Vec<Input> {
+        let keys = [(
+            "version".to_string(),
+            key_digest(Section::Data, "version", version.as_bytes()),
+        )];
+        let mut present = Listed::default();
+        present.insert(NS.into(), "secret/data/app".into());
+        vec![
+            Input::SourceApplied(SourceSummary {
+                id: Arc::new(vault_id()),
+                keys: keys.into_iter().collect(),
+                ignore: false,
+                stakater_match: false,
+                excluded_type: None,
+            }),
+            Input::Polled {
+                covered: vec![vault_id()],
+                present,
+            },
+        ]
+    }
+
+    #[test]
+    fn a_vault_path_is_decided_once_read_rolls_on_a_new_version_and_warns_once_when_unreadable() {
+        let base = state();
+        let mut settings = base.settings.clone();
+        settings.visibility.watched.insert(SourceKind::Vault);
+        let mut s = State::new(settings, base.key.clone(), Metrics::new());
+        assert_eq!(
+            s.take_polled_targets(),
+            None,
+            "not before every watch listed"
+        );
+        apply(
+            &mut s,
+            vec![
+                vault_user("web", &[]),
+                synced(Watched::Source(SourceKind::Secret), &[]),
+                synced(Watched::Source(SourceKind::ConfigMap), &[]),
+                synced(Watched::Workload(WorkloadKind::Deployment), &["web"]),
+            ],
+        );
+        assert_eq!(s.take_polled_targets(), Some(vec![vault_id()]));
+        assert_eq!(s.take_polled_targets(), None, "published once per change");
+        // Not read yet: neither missing nor recorded.
+        assert!(s.decide(&wid("web"), now()).is_none());
+        assert_eq!(s.metrics.held_workloads.get(), 0);
+
+        let out = apply(&mut s, vault_version("1"));
+        assert!(
+            out.iter()
+                .any(|e| matches!(e, Effect::DecideNow(id) if id.name == "web"))
+        );
+        let Some(Effect::Write(w)) = s.decide(&wid("web"), now()) else {
+            panic!("first read records");
+        };
+        assert_eq!(w.write, Write::Record);
+        assert_eq!(
+            w.sources.to_map().keys().collect::<Vec<_>>(),
+            ["vault/secret/data/app"]
+        );
+        let stored = [
+            ("hashroll.dev/hash", w.stamp.as_str().to_string()),
+            ("hashroll.dev/sources", w.sources.as_json().to_string()),
+        ];
+        let stored: Vec<(&str, &str)> = stored.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        apply(&mut s, vec![vault_user("web", &stored)]);
+        assert!(s.decide(&wid("web"), now()).is_none(), "nothing changed");
+
+        // The same version read again changes nothing; a new one rolls.
+        let out = apply(&mut s, vault_version("1"));
+        assert!(!out.iter().any(|e| matches!(e, Effect::Debounce(_))));
+        let out = apply(&mut s, vault_version("2"));
+        assert!(
+            out.iter()
+                .any(|e| matches!(e, Effect::Debounce(id) if id.name == "web"))
+        );
+        let Some(Effect::Write(w)) = s.decide(&wid("web"), now()) else {
+            panic!("a new version rolls");
+        };
+        assert_eq!(w.write, Write::RollTemplate);
+        assert!(
+            w.event
+                .as_ref()
+                .unwrap()
+                .note
+                .contains("Vault secret/data/app"),
+            "{:?}",
+            w.event
+        );
+
+        // Read, and not there (or not readable): held, with one Warning.
+        let out = apply(
+            &mut s,
+            vec![Input::Polled {
+                covered: vec![vault_id()],
+                present: Listed::default(),
+            }],
+        );
+        assert!(
+            out.iter()
+                .any(|e| matches!(e, Effect::Debounce(id) if id.name == "web"))
+        );
+        let Some(Effect::Publish(e)) = s.decide(&wid("web"), now()) else {
+            panic!("a Warning");
+        };
+        assert_eq!(e.event.reason, "VaultPathUnavailable");
+        assert!(s.decide(&wid("web"), now()).is_none(), "once");
+        assert_eq!(s.metrics.held_workloads.get(), 1);
     }
 }

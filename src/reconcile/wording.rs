@@ -66,6 +66,20 @@ pub fn reload_failed_event(kind: WorkloadKind, what: &Changes, answer: &str) -> 
     }
 }
 
+/// The Warning for a workload whose Vault path is not there, or not readable by hashroll: its pods could
+/// not start either, so hashroll holds it until the path is back.
+pub fn vault_unavailable_event(kind: WorkloadKind, path: &str) -> WorkloadEvent {
+    WorkloadEvent {
+        type_: EventType::Warning,
+        reason: "VaultPathUnavailable",
+        action: "Reload",
+        note: format!(
+            "Vault path {path}, used by this {kind}, is not found or hashroll may not read it (see its log); \
+             not rolling until it can be read"
+        ),
+    }
+}
+
 /// The Warning for a workload hashroll skips because of a malformed annotation.
 pub fn invalid_annotation_event(kind: WorkloadKind, message: &str) -> WorkloadEvent {
     WorkloadEvent {

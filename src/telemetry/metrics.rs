@@ -65,8 +65,19 @@ pub struct Metrics {
     /// 1 while this process leads (always, without `--leader-elect`), 0 while it waits as a standby.
     pub leader: IntGauge,
     process: Option<Arc<ProcessMetrics>>,
+    /// Registered by [`Metrics::enable_vault`] only when Vault is configured.
+    vault: Arc<std::sync::OnceLock<VaultMetrics>>,
     /// The origin of the watches' clocks.
     started: Instant,
+}
+
+/// The results a Vault read is counted under.
+const VAULT_READ_RESULTS: [&str; 4] = ["ok", "missing", "forbidden", "down"];
+
+/// `hashroll_vault_up` and `hashroll_vault_reads_total`.
+struct VaultMetrics {
+    up: IntGauge,
+    reads: IntCounterVec,
 }
 
 /// One watch's last sign of life (a list page, the end of a list, an event), for
@@ -236,7 +247,7 @@ impl Metrics {
             watches: Arc::default(),
             source_changes: counter(
                 "source_changes_total",
-                "Secret and ConfigMap changes seen",
+                "Secret, ConfigMap and Vault path changes seen",
                 &["kind"],
                 false,
             ),
@@ -274,7 +285,10 @@ impl Metrics {
                 "failing_workloads",
                 "Workloads whose roll failed for good and has not succeeded since",
             ),
-            sources: gauge("sources", "Secrets and ConfigMaps held as digests"),
+            sources: gauge(
+                "sources",
+                "Secrets, ConfigMaps and Vault paths held as digests",
+            ),
             workloads: gauge("workloads", "Workloads held"),
             ready: gauge("ready", "1 once every watch has synced"),
             leader: gauge(
@@ -282,9 +296,53 @@ impl Metrics {
                 "1 while this replica leads (always without --leader-elect), 0 on a standby",
             ),
             process: ProcessMetrics::register(&registry).map(Arc::new),
+            vault: Arc::default(),
             namespace_label: ns_label,
             registry,
             started: Instant::now(),
+        }
+    }
+
+    /// Registers the Vault metrics (with `--vault-addr` only: without Vault they would say nothing).
+    pub fn enable_vault(&self) {
+        self.vault.get_or_init(|| {
+            let up = IntGauge::with_opts(
+                Opts::new(
+                    "vault_up",
+                    "1 while Vault answers hashroll's reads, 0 while it is down",
+                )
+                .namespace(PREFIX),
+            )
+            .expect("valid metric");
+            let reads = IntCounterVec::new(
+                Opts::new("vault_reads_total", "Vault path reads, by result").namespace(PREFIX),
+                &["result"],
+            )
+            .expect("valid metric");
+            for r in VAULT_READ_RESULTS {
+                reads.with_label_values(&[r]);
+            }
+            for m in [
+                Box::new(up.clone()) as Box<dyn prometheus::core::Collector>,
+                Box::new(reads.clone()),
+            ] {
+                self.registry.register(m).expect("unique metric");
+            }
+            VaultMetrics { up, reads }
+        });
+    }
+
+    /// Vault answers (true) or is down (false).
+    pub fn vault_up(&self, up: bool) {
+        if let Some(v) = self.vault.get() {
+            v.up.set(i64::from(up));
+        }
+    }
+
+    /// One read of a Vault path: `ok`, `missing`, `forbidden` or `down`.
+    pub fn vault_read(&self, result: &str) {
+        if let Some(v) = self.vault.get() {
+            v.reads.with_label_values(&[result]).inc();
         }
     }
 

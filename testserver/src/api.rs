@@ -125,6 +125,9 @@ fn user_for_token(state: &State, token: &str) -> Option<UserInfo> {
     {
         return Some(UserInfo::service_account(ns, name));
     }
+    if let Some((ns, name, _uid)) = crate::authn::service_account_jwt(token) {
+        return Some(UserInfo::service_account(&ns, &name));
+    }
     let t = state.opts.tokens.iter().find(|t| t.token == token)?;
     let mut groups = t.groups.clone();
     if !groups.iter().any(|g| g == "system:authenticated") {
@@ -380,6 +383,13 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
         return match doc {
             Some(d) => json_value(200, &d),
             None => error_response(&not_found_path()),
+        };
+    }
+    if parts.method == Method::POST && path == "/apis/authentication.k8s.io/v1/tokenreviews" {
+        state.ctl.count("create", "tokenreviews");
+        return match crate::authn::token_review(&body, |t| user_for_token(&state, t)) {
+            Ok(review) => json_value(201, &review),
+            Err(e) => error_response(&ApiError::bad_request(e)),
         };
     }
     match route(&state.registry, &path) {

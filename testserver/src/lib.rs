@@ -8,6 +8,7 @@ pub mod rbac;
 pub mod selectors;
 
 mod api;
+mod authn;
 pub mod control;
 pub mod discovery;
 mod endpoints;
