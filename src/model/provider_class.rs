@@ -101,6 +101,12 @@ impl ProviderClasses {
         if changed { entry.summary() } else { None }
     }
 
+    /// Classes held (each with at most one status's versions, however many pods report on it).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Every class with content (to announce once the statuses have been listed).
     pub fn summaries(&self) -> impl Iterator<Item = SourceSummary> + '_ {
         self.entries.values().filter_map(Entry::summary)
@@ -182,6 +188,11 @@ mod tests {
         assert!(p.status_applied(status("vault", 30, &v2)).is_none());
         assert!(p.status_applied(status("vault", 11, &v1)).is_none());
         assert_eq!(p.summaries().collect::<Vec<_>>(), [rotated]);
+        // Memory per class, not per pod: a thousand pods' statuses leave one entry of one version set.
+        for rv in 100..1100 {
+            p.status_applied(status("vault", rv, &v2));
+        }
+        assert_eq!(p.len(), 1);
     }
 
     #[test]

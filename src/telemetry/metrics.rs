@@ -247,7 +247,7 @@ impl Metrics {
             watches: Arc::default(),
             source_changes: counter(
                 "source_changes_total",
-                "Secret, ConfigMap and Vault path changes seen",
+                "Source content changes and deletions seen",
                 &["kind"],
                 false,
             ),
@@ -285,10 +285,7 @@ impl Metrics {
                 "failing_workloads",
                 "Workloads whose roll failed for good and has not succeeded since",
             ),
-            sources: gauge(
-                "sources",
-                "Secrets, ConfigMaps and Vault paths held as digests",
-            ),
+            sources: gauge("sources", "Sources held as digests"),
             workloads: gauge("workloads", "Workloads held"),
             ready: gauge("ready", "1 once every watch has synced"),
             leader: gauge(
