@@ -22,6 +22,7 @@ use crate::k8s::leader::{self, ElectionSettings, Elector};
 use crate::k8s::watch::{WatchSettings, initial_list_path, run_scope};
 use crate::model::hashing::InstallationKey;
 use crate::model::kind::{SourceKind, WorkloadKind};
+use crate::reconcile::gate::Gate;
 use crate::reconcile::input::{WatchScope, Watched};
 use crate::reconcile::scheduler::Scheduler;
 use crate::reconcile::scopes::Readiness;
@@ -188,6 +189,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
     let mut reconcile = tokio::spawn(crate::reconcile::run(
         state,
         Scheduler::new(args.debounce),
+        Gate::new((&args).into()),
         writer,
         rx,
         readiness_tx,

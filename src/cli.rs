@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use crate::model::kind::{SourceKind, WorkloadKind};
 use crate::model::names::{is_dns1123_label, is_dns1123_subdomain};
 use crate::model::policy::PolicySettings;
 use crate::reconcile::decision::Visibility;
+use crate::reconcile::gate::GateSettings;
 use crate::reconcile::scopes::NamespaceFilter;
 
 /// hashroll rolls Deployments, StatefulSets, DaemonSets, CronJobs and Argo Rollouts when the Secrets and
@@ -122,6 +124,12 @@ pub struct Args {
     #[arg(long, env = "HASHROLL_PATCH_CONCURRENCY", default_value_t = 16,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub patch_concurrency: u16,
+
+    /// At most this many rolls started per minute, fleet-wide, evenly spaced (a token bucket of one);
+    /// the rest wait their turn in the order decided. Off by default.
+    #[arg(long, env = "HASHROLL_MAX_ROLLOUTS_PER_MINUTE",
+          value_parser = clap::value_parser!(u32).range(1..=60_000))]
+    pub max_rollouts_per_minute: Option<u32>,
 
     /// Label per-workload counters and per-watch metrics with the namespace (one series per namespace).
     #[arg(long, env = "HASHROLL_METRICS_NAMESPACE_LABEL")]
@@ -533,6 +541,14 @@ impl From<&Args> for PolicySettings {
     }
 }
 
+impl From<&Args> for GateSettings {
+    fn from(a: &Args) -> Self {
+        GateSettings {
+            per_minute: a.max_rollouts_per_minute.and_then(NonZeroU32::new),
+        }
+    }
+}
+
 impl From<&Args> for NamespaceFilter {
     fn from(a: &Args) -> Self {
         NamespaceFilter {
@@ -584,6 +600,7 @@ mod tests {
         assert_eq!(a.debounce, Duration::from_secs(2));
         assert!(a.stakater_compat);
         assert!(!a.dry_run);
+        assert_eq!(GateSettings::from(&a).per_minute, None, "no rate limit");
         assert_eq!(a.source_kinds().len(), 2);
         assert_eq!(a.workload_kinds().len(), 5);
         assert_eq!(
@@ -606,6 +623,10 @@ mod tests {
             (vec!["--log-format", "xml"], "--log-format"),
             (vec!["--admin-addr", "nowhere"], "--admin-addr"),
             (vec!["--patch-concurrency", "0"], "--patch-concurrency"),
+            (
+                vec!["--max-rollouts-per-minute", "0"],
+                "--max-rollouts-per-minute",
+            ),
         ] {
             let err = parse(&args).unwrap_err().to_string();
             assert!(err.contains(flag), "{args:?}: {err}");

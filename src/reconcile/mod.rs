@@ -1,11 +1,13 @@
 //! The reconcile loop: a thin `select!` over three parts with one job each. The [`state`] machine turns
 //! inputs into effects (record, roll, hold, forget, publish); the [`scheduler`] says when each workload is
-//! due (debounce, backoff, redo after a write in flight); the [`writer`] carries writes out, a bounded
-//! number at a time. The loop only moves messages between them.
+//! due (debounce, backoff, redo after a write in flight); the [`gate`] holds rolls back to the fleet-wide
+//! rate (opt-in); the [`writer`] carries writes out, a bounded number at a time. The loop only moves
+//! messages between them.
 
 pub mod decision;
 #[cfg(test)]
 mod fixtures;
+pub mod gate;
 pub mod index;
 pub mod input;
 mod memory;
@@ -22,6 +24,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ErrorClass;
+use crate::k8s::patch::Write;
+use crate::reconcile::gate::Gate;
 use crate::reconcile::input::Input;
 use crate::reconcile::scheduler::Scheduler;
 use crate::reconcile::scopes::Readiness;
@@ -40,6 +44,7 @@ const BURST: u64 = 1024;
 pub async fn run(
     mut state: State,
     mut scheduler: Scheduler,
+    mut gate: Gate,
     mut writer: Writer,
     mut inputs: mpsc::Receiver<Input>,
     readiness: watch::Sender<Readiness>,
@@ -70,18 +75,26 @@ pub async fn run(
             id = scheduler.next_due() => {
                 let _timer = metrics.decision_timer();
                 let now = jiff::Timestamp::now();
-                effects.extend(state.decide(&id, now));
+                decide(&mut state, &mut gate, &id, now, &mut effects);
                 while let Some(id) = scheduler.next_ready() {
-                    effects.extend(state.decide(&id, now));
+                    decide(&mut state, &mut gate, &id, now, &mut effects);
                 }
             }
+            // Its turn: decide it again, so the roll that goes carries the content of now.
+            id = gate.next_release() => scheduler.now(id),
         }
         for effect in effects.drain(..) {
             match effect {
                 Effect::Debounce(id) => scheduler.debounce(id),
                 Effect::DecideNow(id) => scheduler.now(id),
                 Effect::DecideAfter(id, wait) => scheduler.after(id, wait),
-                Effect::Forget(id) => scheduler.forget(&id),
+                Effect::Forget(id) => {
+                    scheduler.forget(&id);
+                    gate.forget(&id);
+                }
+                Effect::Write(w) if w.write != Write::Record && !gate.admit(&w.id) => {
+                    state.roll_held(&w);
+                }
                 Effect::Write(w) => {
                     scheduler.started(w.id.clone());
                     writer.write(w);
@@ -89,6 +102,7 @@ pub async fn run(
                 Effect::Publish(e) => writer.publish(e),
             }
         }
+        metrics.waiting_rolls.set(gate.waiting() as i64);
         if watches_changed {
             publish_readiness(&state, &readiness, &metrics);
         }
@@ -97,6 +111,7 @@ pub async fn run(
         if churn >= BURST && writer.is_idle() && *readiness.borrow() == Readiness::Ready {
             churn = 0;
             scheduler.shrink();
+            gate.shrink();
             writer.shrink();
             state.shrink();
             effects.shrink_to_fit();
@@ -104,6 +119,20 @@ pub async fn run(
         }
     }
     writer.drain(DRAIN_LIMIT).await;
+}
+
+/// Decides one due workload; a workload the gate released that no longer rolls gives its turn back.
+fn decide(
+    state: &mut State,
+    gate: &mut Gate,
+    id: &scheduler::Wid,
+    now: jiff::Timestamp,
+    effects: &mut Vec<Effect>,
+) {
+    let effect = state.decide(id, now);
+    let rolls = matches!(&effect, Some(Effect::Write(w)) if w.write != Write::Record);
+    gate.decided(id, rolls);
+    effects.extend(effect);
 }
 
 fn on_written(

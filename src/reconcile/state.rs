@@ -357,6 +357,19 @@ impl State {
         }))
     }
 
+    /// A roll was decided but the gate (`--max-rollouts-per-minute`) holds it: the change it carries waits
+    /// for the workload's next decision, which counts its reaction from when it was first seen.
+    pub fn roll_held(&mut self, w: &WriteRequest) {
+        if let Some(first_seen) = w.changed_at {
+            let pending = Pending {
+                first_seen,
+                changes: 1,
+            };
+            self.reached.put_back(w.id.clone(), pending);
+        }
+        tracing::info!(workload = %w.id, "roll waits for its turn (--max-rollouts-per-minute)");
+    }
+
     /// After a burst, give the maps' spare capacity back.
     pub fn shrink(&mut self) {
         shrink(&mut self.warned);

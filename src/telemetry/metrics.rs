@@ -54,6 +54,8 @@ pub struct Metrics {
     pub held_workloads: IntGauge,
     /// Workloads whose roll has failed for good (a `ReloadFailed` Event) and not succeeded since.
     pub failing_workloads: IntGauge,
+    /// Rolls decided and waiting for their turn under `--max-rollouts-per-minute`.
+    pub waiting_rolls: IntGauge,
     /// Secrets and ConfigMaps held (as digests).
     pub sources: IntGauge,
     /// Workloads held.
@@ -265,6 +267,10 @@ impl Metrics {
             failing_workloads: gauge(
                 "failing_workloads",
                 "Workloads whose roll failed for good and has not succeeded since",
+            ),
+            waiting_rolls: gauge(
+                "waiting_rolls",
+                "Rolls decided and waiting for their turn (--max-rollouts-per-minute)",
             ),
             sources: gauge("sources", "Secrets and ConfigMaps held as digests"),
             workloads: gauge("workloads", "Workloads held"),
