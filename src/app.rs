@@ -186,11 +186,14 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
         (&args).into(),
         usize::from(args.patch_concurrency),
     );
-    let mut reconcile = tokio::spawn(crate::reconcile::run(
+    let parts = crate::reconcile::Parts {
         state,
-        Scheduler::new(args.debounce),
-        Gate::new((&args).into()),
+        scheduler: Scheduler::new(args.debounce),
+        gate: Gate::new((&args).into()),
         writer,
+    };
+    let mut reconcile = tokio::spawn(crate::reconcile::run(
+        parts,
         rx,
         readiness_tx,
         metrics.clone(),

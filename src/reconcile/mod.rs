@@ -39,18 +39,29 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 /// Inputs handled after which, once idle, the allocator's free pages go back to the OS.
 const BURST: u64 = 1024;
 
+/// The parts the loop moves messages between.
+pub struct Parts {
+    pub state: State,
+    pub scheduler: Scheduler,
+    pub gate: Gate,
+    pub writer: Writer,
+}
+
 /// Runs until `shutdown` is cancelled or the inputs end; then waits (bounded) for writes in flight.
 /// Readiness is published on `readiness` as it changes.
 pub async fn run(
-    mut state: State,
-    mut scheduler: Scheduler,
-    mut gate: Gate,
-    mut writer: Writer,
+    parts: Parts,
     mut inputs: mpsc::Receiver<Input>,
     readiness: watch::Sender<Readiness>,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
+    let Parts {
+        mut state,
+        mut scheduler,
+        mut gate,
+        mut writer,
+    } = parts;
     let mut effects = Vec::new();
     let mut churn = 0u64;
     loop {
