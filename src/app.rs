@@ -14,14 +14,16 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{AdminAddr, Args};
+use crate::cli::{AdminAddr, Args, labels_matching};
 use crate::error::Error;
+use crate::k8s::canary::CanarySettings;
 use crate::k8s::events::EventPublisher;
 use crate::k8s::key_secret;
 use crate::k8s::leader::{self, ElectionSettings, Elector};
 use crate::k8s::watch::{WatchSettings, initial_list_path, run_scope};
 use crate::model::hashing::InstallationKey;
 use crate::model::kind::{SourceKind, WorkloadKind};
+use crate::reconcile::canary::{Canary, Tracker};
 use crate::reconcile::gate::Gate;
 use crate::reconcile::input::{WatchScope, Watched};
 use crate::reconcile::scheduler::Scheduler;
@@ -68,6 +70,10 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
         debounce: args.debounce,
     });
     let (readiness_tx, readiness) = watch::channel(Readiness::Syncing);
+    let canary = canary_settings(&args, &controller_ns).map(|s| {
+        let tracker = Tracker::new(leader::identity(&args.instance()), s.timeout);
+        (s, Canary::new(tracker))
+    });
     let standby = Arc::new(AtomicBool::new(false));
     // Cancelled once, at shutdown: the admin server and the loop stop on it.
     let stop = CancellationToken::new();
@@ -79,6 +85,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
             metrics: metrics.clone(),
             readiness,
             standby: standby.clone(),
+            canary: canary.as_ref().map(|(_, c)| c.clone()),
         };
         start_admin(addr, health, stop.clone()).await;
     }
@@ -179,9 +186,20 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
         key,
         metrics.clone(),
     );
+    let events = EventPublisher::new(client.clone(), args.instance());
+    // Written by the leader only: it starts here, and stops with the watches.
+    if let Some((settings, canary)) = &canary {
+        watches.spawn(crate::k8s::canary::run(
+            client.clone(),
+            settings.clone(),
+            canary.clone(),
+            metrics.clone(),
+            events.clone(),
+        ));
+    }
     let writer = Writer::new(
         client.clone(),
-        EventPublisher::new(client, args.instance()),
+        events,
         metrics.clone(),
         (&args).into(),
         usize::from(args.patch_concurrency),
@@ -191,6 +209,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
         scheduler: Scheduler::new(args.debounce),
         gate: Gate::new((&args).into()),
         writer,
+        canary: canary.as_ref().map(|(_, c)| c.clone()),
     };
     let mut reconcile = tokio::spawn(crate::reconcile::run(
         parts,
@@ -219,6 +238,29 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Where the canary is written and what it carries, with `--canary-interval`; None when off, or when it
+/// could not come back through the ConfigMap watch (said at start).
+fn canary_settings(args: &Args, controller_ns: &str) -> Option<CanarySettings> {
+    if args.canary_interval.is_zero() {
+        return None;
+    }
+    if let Some(why) = args.canary_unseen(controller_ns) {
+        tracing::warn!(flag = "--canary-interval", reason = %why,
+            "canary off: hashroll would not see its own canary ConfigMap");
+        return None;
+    }
+    Some(CanarySettings {
+        namespace: controller_ns.to_string(),
+        interval: args.canary_interval,
+        timeout: args.canary_timeout,
+        labels: args
+            .resource_label_selector
+            .as_deref()
+            .map(labels_matching)
+            .unwrap_or_default(),
+    })
 }
 
 /// One watch per source kind and workload kind, per namespace (or cluster-wide), plus the namespace watch

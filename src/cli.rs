@@ -1,6 +1,6 @@
 //! Command-line flags (each also an `HASHROLL_*` environment variable), validated before any connection.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
@@ -130,6 +130,16 @@ pub struct Args {
     #[arg(long, env = "HASHROLL_MAX_ROLLOUTS_PER_MINUTE",
           value_parser = clap::value_parser!(u32).range(1..=60_000))]
     pub max_rollouts_per_minute: Option<u32>,
+
+    /// Write the canary ConfigMap (`hashroll-canary` in the controller namespace) this often and time how
+    /// long hashroll's own ConfigMap watch takes to bring it back (e.g. `2m`); `0` turns it off.
+    #[arg(long, env = "HASHROLL_CANARY_INTERVAL", value_parser = parse_duration, default_value = "0")]
+    pub canary_interval: Duration,
+
+    /// A canary write not back through the watch within this long makes `/readyz` fail and gives a
+    /// Warning Event, until one comes back.
+    #[arg(long, env = "HASHROLL_CANARY_TIMEOUT", value_parser = parse_positive_duration, default_value = "1m")]
+    pub canary_timeout: Duration,
 
     /// Label per-workload counters and per-watch metrics with the namespace (one series per namespace).
     #[arg(long, env = "HASHROLL_METRICS_NAMESPACE_LABEL")]
@@ -385,6 +395,20 @@ impl Args {
         self.workload_kinds.iter().copied().collect()
     }
 
+    /// Why the canary could not come back through the ConfigMap watch (`--watch`, `--namespaces`), if so.
+    pub fn canary_unseen(&self, controller_namespace: &str) -> Option<String> {
+        if !self.source_kinds().contains(&SourceKind::ConfigMap) {
+            return Some("--watch leaves out configmaps".into());
+        }
+        if !self.namespaces.is_empty() && !self.namespaces.iter().any(|n| n == controller_namespace)
+        {
+            return Some(format!(
+                "--namespaces leaves out the controller namespace {controller_namespace}"
+            ));
+        }
+        None
+    }
+
     /// The source kinds selected, without duplicates.
     pub fn source_kinds(&self) -> BTreeSet<SourceKind> {
         self.watch.iter().copied().collect()
@@ -444,6 +468,38 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok()
         .filter(|d| *d <= Duration::from_secs(3600))
         .ok_or_else(|| format!("{s:?} is out of range (0 to 1h)"))
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s).and_then(|d| {
+        if d.is_zero() {
+            Err(format!("{s:?} must be more than 0"))
+        } else {
+            Ok(d)
+        }
+    })
+}
+
+/// Labels an object must carry to match the selector, as far as its requirements ask for a label to be
+/// there (`k=v`, `k==v`, `k in (v,…)`, `k`); the others (`!=`, `notin`, `!k`) are met by leaving labels
+/// out. For the canary, which the ConfigMap watch must see under `--resource-label-selector`.
+pub fn labels_matching(selector: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    for req in split_requirements(selector) {
+        let req = req.trim();
+        if req.contains(" notin ") || req.contains("!=") || req.starts_with('!') {
+            continue;
+        }
+        if let Some((k, rest)) = req.split_once(" in ") {
+            let first = rest.trim().trim_start_matches('(').split([',', ')']).next();
+            labels.insert(k.trim().into(), first.unwrap_or("").trim().into());
+        } else if let Some((k, v)) = req.split_once("==").or(req.split_once('=')) {
+            labels.insert(k.trim().into(), v.trim().into());
+        } else {
+            labels.insert(req.into(), "true".into());
+        }
+    }
+    labels
 }
 
 /// Checks the syntax of a label selector before it reaches the API server, so a typo fails at start-up.
@@ -658,6 +714,31 @@ mod tests {
         for bad in ["app=we b", "a in b", "=x", ""] {
             assert!(parse_label_selector(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_canary_carries_the_labels_a_selector_asks_for() {
+        let labels = labels_matching(
+            "tracked=yes, tier==web,team in (a, b),!legacy,env!=dev,x notin (y),has",
+        );
+        let want: BTreeMap<String, String> = [
+            ("tracked", "yes"),
+            ("tier", "web"),
+            ("team", "a"),
+            ("has", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(labels, want);
+        let a = parse(&[]).unwrap();
+        assert_eq!(a.canary_interval, Duration::ZERO, "off by default");
+        assert!(
+            parse(&["--canary-timeout", "0"])
+                .unwrap_err()
+                .to_string()
+                .contains("--canary-timeout")
+        );
     }
 
     #[test]

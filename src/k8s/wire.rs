@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 
+use crate::model::annotations::{CANARY_LABEL, CANARY_TOKEN_ANNOTATION};
 use crate::model::hashing::{KeyDigest, Section, key_digest};
 use crate::model::kind::{SourceKind, WorkloadKind};
 use crate::model::policy::PolicySettings;
@@ -146,6 +147,16 @@ impl SecretDigests {
 }
 
 impl ConfigMapDigests {
+    /// The token of the canary write this ConfigMap carries, if it is hashroll's canary.
+    pub fn canary_token(&self) -> Option<&str> {
+        self.metadata.labels.as_ref()?.get(CANARY_LABEL)?;
+        self.metadata
+            .annotations
+            .as_ref()?
+            .get(CANARY_TOKEN_ANNOTATION)
+            .map(String::as_str)
+    }
+
     /// The ConfigMap as hashroll keeps it (`data` and `binaryData` together, their digests apart by
     /// section); None without name or namespace.
     pub fn summary(&self, stakater_compat: bool) -> Option<SourceSummary> {
@@ -259,7 +270,7 @@ impl<'de> Visitor<'de> for DigestMap {
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     #[test]
     fn secret_digests_equal_those_of_the_full_object() {
@@ -285,6 +296,22 @@ mod tests {
         let full: ConfigMap = serde_json::from_value(obj.clone()).unwrap();
         let wire: ConfigMapDigests = serde_json::from_value(obj).unwrap();
         assert_eq!(SourceSummary::from_config_map(&full), wire.summary(true));
+    }
+
+    #[test]
+    fn the_canary_is_told_by_its_label_and_token() {
+        let cm = |labels: Value, annotations: Value| -> ConfigMapDigests {
+            serde_json::from_value(
+                json!({"metadata": {"name": "hashroll-canary", "namespace": "hr",
+                "labels": labels, "annotations": annotations}, "data": {"k": "v"}}),
+            )
+            .unwrap()
+        };
+        let token = json!({"hashroll.dev/canary-token": "r.1"});
+        let label = json!({"hashroll.dev/canary": "true"});
+        assert_eq!(cm(label.clone(), token.clone()).canary_token(), Some("r.1"));
+        assert_eq!(cm(json!({}), token).canary_token(), None);
+        assert_eq!(cm(label, json!({})).canary_token(), None);
     }
 
     #[test]

@@ -13,6 +13,12 @@ pub const TEMPLATE_ANNOTATION: &str = "hashroll.dev/hash";
 /// outlives a restart or a failover.
 pub const ROLLED_AT_ANNOTATION: &str = "hashroll.dev/rolled-at";
 
+/// Label on the canary ConfigMap (`--canary-interval`): a ConfigMap carrying it and the token annotation
+/// below is never a source.
+pub const CANARY_LABEL: &str = "hashroll.dev/canary";
+/// Annotation on the canary ConfigMap: the token of its latest write.
+pub const CANARY_TOKEN_ANNOTATION: &str = "hashroll.dev/canary-token";
+
 // ---- read on workloads ------------------------------------------------------------------------------
 
 /// `"true"`: track every Secret and ConfigMap the pod spec uses; `"false"`: never roll this workload.

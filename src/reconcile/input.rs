@@ -51,6 +51,8 @@ pub enum Input {
     Synced(WatchScope, Listed),
     /// The scope's watch failed (the error, for readiness and logs); it retries with backoff.
     WatchFailed(WatchScope, String),
+    /// The canary ConfigMap (`--canary-interval`), with the token of the write it carries: never a source.
+    Canary(String),
 }
 
 /// The names of every object one list returned, by namespace (empty for cluster-scoped objects), so the

@@ -4,6 +4,7 @@
 //! rate (opt-in); the [`writer`] carries writes out, a bounded number at a time. The loop only moves
 //! messages between them.
 
+pub mod canary;
 pub mod decision;
 #[cfg(test)]
 mod fixtures;
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ErrorClass;
 use crate::k8s::patch::Write;
+use crate::reconcile::canary::Canary;
 use crate::reconcile::gate::Gate;
 use crate::reconcile::input::Input;
 use crate::reconcile::scheduler::Scheduler;
@@ -45,6 +47,8 @@ pub struct Parts {
     pub scheduler: Scheduler,
     pub gate: Gate,
     pub writer: Writer,
+    /// `--canary-interval`: times the canary writes the watch brings back.
+    pub canary: Option<Canary>,
 }
 
 /// Runs until `shutdown` is cancelled or the inputs end; then waits (bounded) for writes in flight.
@@ -61,6 +65,7 @@ pub async fn run(
         mut scheduler,
         mut gate,
         mut writer,
+        canary,
     } = parts;
     let mut effects = Vec::new();
     let mut churn = 0u64;
@@ -77,10 +82,17 @@ pub async fn run(
                 // Drain what is already queued before deciding, so a burst is seen as one.
                 let mut next = Some(input);
                 while let Some(input) = next {
+                    next = inputs.try_recv().ok();
+                    if let Input::Canary(token) = &input {
+                        let took = canary.as_ref().and_then(|c| c.with(|t| t.seen(token)));
+                        if let Some(took) = took {
+                            metrics.canary_seen(took);
+                        }
+                        continue;
+                    }
                     churn += 1;
                     watches_changed |= matches!(input, Input::Synced(..) | Input::WatchFailed(..));
                     state.apply(input, Instant::now(), &mut effects);
-                    next = inputs.try_recv().ok();
                 }
             }
             id = scheduler.next_due() => {

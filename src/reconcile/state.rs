@@ -149,6 +149,8 @@ impl State {
                 }
             }
             Input::WatchFailed(scope, error) => self.scopes.failed(scope, error),
+            // Timed by the loop; never a source.
+            Input::Canary(_) => {}
         }
     }
 

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus::{
-    GaugeVec, Histogram, HistogramOpts, HistogramTimer, HistogramVec, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramTimer, HistogramVec, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::model::kind::WorkloadKind;
@@ -56,6 +56,10 @@ pub struct Metrics {
     pub failing_workloads: IntGauge,
     /// Rolls decided and waiting for their turn under `--max-rollouts-per-minute`.
     pub waiting_rolls: IntGauge,
+    canary_latency: Histogram,
+    canary_last_seen: Gauge,
+    /// 1 while a canary write has not come back within `--canary-timeout`.
+    pub canary_stalled: IntGauge,
     /// Secrets and ConfigMaps held (as digests).
     pub sources: IntGauge,
     /// Workloads held.
@@ -189,6 +193,29 @@ impl Metrics {
         registry
             .register(Box::new(decision_batch.clone()))
             .expect("unique metric");
+        let canary_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "canary_latency_seconds",
+                "From a canary ConfigMap write to its arrival through hashroll's own watch",
+            )
+            .namespace(PREFIX)
+            .buckets(latency_buckets()),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(canary_latency.clone()))
+            .expect("unique metric");
+        let canary_last_seen = Gauge::with_opts(
+            Opts::new(
+                "canary_last_seen_timestamp_seconds",
+                "When the latest canary write came back through the watch (Unix time; 0: never)",
+            )
+            .namespace(PREFIX),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(canary_last_seen.clone()))
+            .expect("unique metric");
         let build_info = IntGaugeVec::new(
             Opts::new("build_info", "1, labelled with the version of hashroll").namespace(PREFIX),
             &["version"],
@@ -271,6 +298,12 @@ impl Metrics {
             waiting_rolls: gauge(
                 "waiting_rolls",
                 "Rolls decided and waiting for their turn (--max-rollouts-per-minute)",
+            ),
+            canary_latency,
+            canary_last_seen,
+            canary_stalled: gauge(
+                "canary_stalled",
+                "1 while a canary write has not come back through the watch within --canary-timeout",
             ),
             sources: gauge("sources", "Secrets and ConfigMaps held as digests"),
             workloads: gauge("workloads", "Workloads held"),
@@ -362,6 +395,15 @@ impl Metrics {
     }
 
     /// Times one batch of decisions; records when dropped.
+    /// A canary write came back through the watch after `took`.
+    pub fn canary_seen(&self, took: Duration) {
+        self.canary_latency.observe(took.as_secs_f64());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.canary_last_seen.set(now.as_secs_f64());
+    }
+
     pub fn decision_timer(&self) -> HistogramTimer {
         self.decision_batch.start_timer()
     }
