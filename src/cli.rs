@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -140,6 +140,17 @@ pub struct Args {
     /// Warning Event, until one comes back.
     #[arg(long, env = "HASHROLL_CANARY_TIMEOUT", value_parser = parse_positive_duration, default_value = "1m")]
     pub canary_timeout: Duration,
+
+    /// Roll in health-gated waves: at most this many rollouts in progress at once, fleet-wide, the next
+    /// starting only when one is done as its controller reports it; a failed one halts its change.
+    /// Off by default.
+    #[arg(long, env = "HASHROLL_MAX_CONCURRENT_ROLLOUTS",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_concurrent_rollouts: Option<u16>,
+
+    /// Under `--max-concurrent-rollouts`, a rollout not done within this long fails (and halts its change).
+    #[arg(long, env = "HASHROLL_ROLLOUT_TIMEOUT", value_parser = parse_positive_duration, default_value = "10m")]
+    pub rollout_timeout: Duration,
 
     /// Label per-workload counters and per-watch metrics with the namespace (one series per namespace).
     #[arg(long, env = "HASHROLL_METRICS_NAMESPACE_LABEL")]
@@ -601,6 +612,10 @@ impl From<&Args> for GateSettings {
     fn from(a: &Args) -> Self {
         GateSettings {
             per_minute: a.max_rollouts_per_minute.and_then(NonZeroU32::new),
+            max_concurrent: a
+                .max_concurrent_rollouts
+                .and_then(|n| NonZeroUsize::new(usize::from(n))),
+            rollout_timeout: a.rollout_timeout,
         }
     }
 }

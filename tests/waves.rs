@@ -1,11 +1,14 @@
 //! End to end: safe rollouts at fleet scale. `--max-rollouts-per-minute` spaces the rolls one change
-//! starts across the fleet, and a roll that waits its turn goes with the content of its turn.
+//! starts across the fleet, and a roll that waits its turn goes with the content of its turn;
+//! `--max-concurrent-rollouts` rolls in health-gated waves, ordered by `hashroll.dev/rollout-wave`, and a
+//! rollout that fails halts the rest of its change.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::{Env, Server, e2e, env_from_secret};
+use kube_testserver::WorkloadSim;
 
 const NS: &str = "waves";
 
@@ -103,4 +106,186 @@ async fn wait_rolls_for(env: &Env, name: &str, n: usize, limit: Duration) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Deployments of `names` whose controller has not caught up with their latest spec, or not brought
+/// every replica up to it: rollouts in progress, as a user sees them.
+async fn in_progress(env: &Env, names: &[String]) -> Vec<String> {
+    let mut busy = Vec::new();
+    for n in names {
+        let d = env.get("deployments", NS, n).await;
+        let generation = d.metadata.generation.unwrap_or(0);
+        let status = &d.data["status"];
+        let observed = status["observedGeneration"].as_i64().unwrap_or(0);
+        let updated = status["updatedReplicas"].as_i64().unwrap_or(0);
+        let available = status["availableReplicas"].as_i64().unwrap_or(0);
+        if observed < generation || updated < 1 || available < 1 {
+            busy.push(n.clone());
+        }
+    }
+    busy
+}
+
+e2e!(
+    waves_of_two_over_ten_workloads_never_have_more_than_two_in_progress,
+    test_server_only = "its workload simulator finishes each rollout a set time after the roll"
+);
+async fn waves_of_two_over_ten_workloads_never_have_more_than_two_in_progress(on: Server) {
+    let env = Env::start(on).await;
+    env.control()
+        .set_workload_controller(WorkloadSim::Delay(Duration::from_millis(700)));
+    env.namespace(NS).await;
+    env.secret(NS, "db", &[("password", "p1")]).await;
+    let names: Vec<String> = (0..10).map(|i| format!("web-{i}")).collect();
+    for n in &names {
+        env.deployment(NS, n, env_from_secret("db")).await;
+    }
+    let hr = env.hashroll(&["--max-concurrent-rollouts=2"]).await;
+    for n in &names {
+        env.wait_recorded("deployments", NS, n).await;
+    }
+    // Every Deployment rolled out as created, before the change.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !in_progress(&env, &names).await.is_empty() {
+        assert!(Instant::now() < deadline, "never settled after creation");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.secret(NS, "db", &[("password", "p2")]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut most = 0;
+    loop {
+        let busy = in_progress(&env, &names).await;
+        assert!(
+            busy.len() <= 2,
+            "more than 2 rollouts in progress: {busy:?}"
+        );
+        most = most.max(busy.len());
+        let mut rolled = 0;
+        for n in &names {
+            rolled += env.rolls("deployments", NS, n).await;
+        }
+        assert!(rolled <= names.len(), "{rolled} rolls");
+        if rolled == names.len() && busy.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{rolled} of 10 rolled (timed out)"
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert_eq!(most, 2, "two at a time");
+    hr.wait_metric("hashroll_rollouts_in_progress", &[], 0.0)
+        .await;
+    hr.wait_metric("hashroll_waiting_rolls", &[], 0.0).await;
+}
+
+e2e!(
+    a_stuck_canary_wave_halts_the_rest_until_the_source_changes_again,
+    test_server_only =
+        "its workload simulator leaves a rollout stuck, then lets the next ones finish"
+);
+async fn a_stuck_canary_wave_halts_the_rest_until_the_source_changes_again(on: Server) {
+    let env = Env::start(on).await;
+    env.control()
+        .set_workload_controller(WorkloadSim::Immediate);
+    env.namespace(NS).await;
+    env.secret(NS, "db", &[("password", "p1")]).await;
+    let opted = |wave: Option<&'static str>| {
+        let mut a = vec![("hashroll.dev/reload", "true")];
+        if let Some(w) = wave {
+            a.push(("hashroll.dev/rollout-wave", w));
+        }
+        a
+    };
+    env.workload(
+        "deployments",
+        NS,
+        "canary",
+        &opted(Some("0")),
+        env_from_secret("db"),
+    )
+    .await;
+    env.workload(
+        "deployments",
+        NS,
+        "early",
+        &opted(Some("1")),
+        env_from_secret("db"),
+    )
+    .await;
+    let rest: Vec<String> = (0..3).map(|i| format!("rest-{i}")).collect();
+    for n in &rest {
+        env.workload("deployments", NS, n, &opted(None), env_from_secret("db"))
+            .await;
+    }
+    let hr = env
+        .hashroll(&["--max-concurrent-rollouts=3", "--rollout-timeout=2s"])
+        .await;
+    for n in ["canary", "early"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(rest.clone())
+    {
+        env.wait_recorded("deployments", NS, &n).await;
+    }
+
+    // The canary wave rolls first, and its rollout never finishes.
+    env.control().set_workload_controller(WorkloadSim::Never);
+    env.secret(NS, "db", &[("password", "p2")]).await;
+    env.wait_rolls("deployments", NS, "canary", 1).await;
+    let events = env.wait_event(NS, "canary", "RolloutFailed").await;
+    assert_eq!(events[0].0, "Warning");
+    let note = &events[0].2;
+    assert!(note.contains("--rollout-timeout"), "{note}");
+    assert!(note.contains("holding back 4 roll(s)"), "{note}");
+    for n in ["early", "rest-0"] {
+        assert!(
+            note.contains(&format!("Deployment {NS}/{n}")),
+            "names {n}: {note}"
+        );
+    }
+    hr.wait_metric(
+        "hashroll_rollout_failures_total",
+        &[("reason", "timeout")],
+        1.0,
+    )
+    .await;
+    hr.wait_metric("hashroll_halted_rolls", &[], 4.0).await;
+    let marked = env.annotations("deployments", NS, "canary").await;
+    let mark = &marked["hashroll.dev/rollout-failed"];
+    assert!(
+        mark.starts_with(&marked["hashroll.dev/hash"]) && mark.contains("secret/db"),
+        "the halt is kept on the workload, by stamp and digest: {mark:?}"
+    );
+    assert!(!mark.contains("p2"));
+    // Held: the others do not roll, even with a working controller, nor after a restart.
+    env.control()
+        .set_workload_controller(WorkloadSim::Immediate);
+    drop(hr);
+    let hr = env
+        .hashroll(&["--max-concurrent-rollouts=3", "--rollout-timeout=2s"])
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for n in ["early"].iter().map(|s| s.to_string()).chain(rest.clone()) {
+        env.assert_rolls("deployments", NS, &n, 0).await;
+    }
+    hr.wait_metric("hashroll_halted_rolls", &[], 4.0).await;
+
+    // A later change: what is still behind rolls, wave by wave, and the canary with it.
+    env.secret(NS, "db", &[("password", "p3")]).await;
+    env.wait_rolls("deployments", NS, "canary", 2).await;
+    for n in ["early"].iter().map(|s| s.to_string()).chain(rest.clone()) {
+        env.wait_rolls("deployments", NS, &n, 1).await;
+    }
+    let canary_at = env.rolled_at("deployments", NS, "canary").await;
+    let early_at = env.rolled_at("deployments", NS, "early").await;
+    assert!(canary_at < early_at, "wave 0 before wave 1");
+    for n in &rest {
+        assert!(
+            early_at < env.rolled_at("deployments", NS, n).await,
+            "wave 1 before the last"
+        );
+    }
+    hr.wait_metric("hashroll_halted_rolls", &[], 0.0).await;
 }

@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use crate::k8s::api_resource;
 use crate::k8s::wire::WorkloadWire;
 use crate::model::annotations::{
-    ROLLED_AT_ANNOTATION, SOURCES_ANNOTATION, STAMP_ANNOTATION, TEMPLATE_ANNOTATION,
+    ROLLED_AT_ANNOTATION, ROLLOUT_FAILED_ANNOTATION, SOURCES_ANNOTATION, STAMP_ANNOTATION,
+    TEMPLATE_ANNOTATION,
 };
 use crate::model::hashing::Stamp;
 use crate::model::kind::{WorkloadId, WorkloadKind};
@@ -26,6 +27,16 @@ pub enum Write {
     RollTemplate,
     /// Record and set `spec.restartAt` (Argo Rollouts' own restart), leaving the template alone.
     RestartAt,
+    /// Only mark the roll recorded on the workload (the stamp) as failed, naming the source digests it
+    /// carried (`sources`): `hashroll.dev/rollout-failed`, which halts their waves.
+    MarkFailed,
+}
+
+impl Write {
+    /// Whether the write rolls the workload's pods.
+    pub fn rolls(self) -> bool {
+        matches!(self, Write::RollTemplate | Write::RestartAt)
+    }
 }
 
 /// Builds the merge patch for `kind`. `now` is RFC 3339: a roll records it on the metadata
@@ -37,6 +48,10 @@ pub fn patch_body(
     sources: &RecordedSources,
     now: &str,
 ) -> Value {
+    if write == Write::MarkFailed {
+        let marker = format!("{} {}", stamp.as_str(), sources.as_json());
+        return json!({ "metadata": { "annotations": { ROLLOUT_FAILED_ANNOTATION: marker } } });
+    }
     let mut body = json!({
         "metadata": { "annotations": {
             STAMP_ANNOTATION: stamp.as_str(),
@@ -47,7 +62,7 @@ pub fn patch_body(
         body["metadata"]["annotations"][ROLLED_AT_ANNOTATION] = json!(now);
     }
     match write {
-        Write::Record => {}
+        Write::Record | Write::MarkFailed => {}
         Write::RestartAt => body["spec"] = json!({ "restartAt": now }),
         Write::RollTemplate => {
             // Nested along the kind's template path; a CronJob's suspend and schedule stay untouched.

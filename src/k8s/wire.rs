@@ -16,6 +16,7 @@ use crate::model::annotations::{CANARY_LABEL, CANARY_TOKEN_ANNOTATION};
 use crate::model::hashing::{KeyDigest, Section, key_digest};
 use crate::model::kind::{SourceKind, WorkloadKind};
 use crate::model::policy::PolicySettings;
+use crate::model::rollout::{StatusWire, progress};
 use crate::model::source::SourceSummary;
 use crate::model::workload::WorkloadSummary;
 
@@ -85,10 +86,15 @@ pub struct WorkloadWire {
     pub metadata: ObjectMeta,
     #[serde(default)]
     spec: Option<WorkloadSpecWire>,
+    /// Only what tells whether its rollout is done (see [`crate::model::rollout`]).
+    #[serde(default)]
+    status: Option<StatusWire>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
 struct WorkloadSpecWire {
+    #[serde(default)]
+    replicas: Option<i64>,
     #[serde(default)]
     template: Option<serde_json::Value>,
     #[serde(default, rename = "jobTemplate")]
@@ -125,12 +131,19 @@ impl WorkloadWire {
 
     /// Reduces the workload to its summary; None for objects without name or namespace.
     pub fn summary(&self, kind: WorkloadKind, policy: PolicySettings) -> Option<WorkloadSummary> {
-        WorkloadSummary::reduce(
+        let mut s = WorkloadSummary::reduce(
             kind,
             &self.metadata,
             self.pod_template(kind).as_ref(),
             policy,
-        )
+        )?;
+        s.progress = progress(
+            kind,
+            self.metadata.generation,
+            self.spec.as_ref().and_then(|s| s.replicas),
+            self.status.as_ref(),
+        );
+        Some(s)
     }
 }
 

@@ -8,5 +8,6 @@ pub mod kind;
 pub mod names;
 pub mod policy;
 pub mod references;
+pub mod rollout;
 pub mod source;
 pub mod workload;

@@ -25,9 +25,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ErrorClass;
-use crate::k8s::patch::Write;
 use crate::reconcile::canary::Canary;
-use crate::reconcile::gate::Gate;
+use crate::reconcile::gate::{Gate, Release};
 use crate::reconcile::input::Input;
 use crate::reconcile::scheduler::Scheduler;
 use crate::reconcile::scopes::Readiness;
@@ -75,7 +74,7 @@ pub async fn run(
             biased;
             _ = shutdown.cancelled() => break,
             written = writer.next_written() => {
-                on_written(written, &mut state, &mut scheduler, &metrics, &mut effects);
+                on_written(written, &mut state, &mut scheduler, &mut gate, &metrics, &mut effects);
             }
             input = inputs.recv() => {
                 let Some(input) = input else { break };
@@ -91,6 +90,11 @@ pub async fn run(
                         continue;
                     }
                     churn += 1;
+                    if let Input::WorkloadApplied(w) = &input
+                        && let Some(f) = gate.observe(w)
+                    {
+                        effects.extend(state.rollout_failed(&f));
+                    }
                     watches_changed |= matches!(input, Input::Synced(..) | Input::WatchFailed(..));
                     state.apply(input, Instant::now(), &mut effects);
                 }
@@ -104,7 +108,10 @@ pub async fn run(
                 }
             }
             // Its turn: decide it again, so the roll that goes carries the content of now.
-            id = gate.next_release() => scheduler.now(id),
+            release = gate.next_release() => match release {
+                Release::Decide(id) => scheduler.now(id),
+                Release::Failed(f) => effects.extend(state.rollout_failed(&f)),
+            },
         }
         for effect in effects.drain(..) {
             match effect {
@@ -115,8 +122,14 @@ pub async fn run(
                     scheduler.forget(&id);
                     gate.forget(&id);
                 }
-                Effect::Write(w) if w.write != Write::Record && !gate.admit(&w.id) => {
-                    state.roll_held(&w);
+                Effect::Write(w) if w.write.rolls() => {
+                    let queued = !gate.is_waiting(&w.id);
+                    if gate.admit(&w.id, &w.changed) {
+                        scheduler.started(w.id.clone());
+                        writer.write(w);
+                    } else {
+                        state.roll_held(&w, queued);
+                    }
                 }
                 Effect::Write(w) => {
                     scheduler.started(w.id.clone());
@@ -126,8 +139,11 @@ pub async fn run(
             }
         }
         metrics.waiting_rolls.set(gate.waiting() as i64);
+        metrics.rollouts_in_progress.set(gate.in_progress() as i64);
+        metrics.halted_rolls.set(gate.halted() as i64);
         if watches_changed {
             publish_readiness(&state, &readiness, &metrics);
+            gate.set_ready(*readiness.borrow() == Readiness::Ready);
         }
         // Once a burst (the initial sync, a re-list, a fan-out) is over, give back what it left behind:
         // spare capacity in the queues, then the allocator's free pages.
@@ -153,7 +169,7 @@ fn decide(
     effects: &mut Vec<Effect>,
 ) {
     let effect = state.decide(id, now);
-    let rolls = matches!(&effect, Some(Effect::Write(w)) if w.write != Write::Record);
+    let rolls = matches!(&effect, Some(Effect::Write(w)) if w.write.rolls());
     gate.decided(id, rolls);
     effects.extend(effect);
 }
@@ -162,6 +178,7 @@ fn on_written(
     written: Written,
     state: &mut State,
     scheduler: &mut Scheduler,
+    gate: &mut Gate,
     metrics: &Metrics,
     effects: &mut Vec<Effect>,
 ) {
@@ -176,10 +193,14 @@ fn on_written(
             scheduler.succeeded(&id);
             state.write_succeeded(&id);
             if let Some(s) = summary {
+                if let Some(f) = gate.patched(&s) {
+                    effects.extend(state.rollout_failed(&f));
+                }
                 state.written(s, effects);
             }
         }
         Err(e) => {
+            gate.write_failed(&id);
             metrics.patch_error(
                 id.kind,
                 &id.namespace,

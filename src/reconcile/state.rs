@@ -20,13 +20,14 @@ use crate::model::policy::Tracked;
 use crate::model::source::SourceSummary;
 use crate::model::workload::{RecordedSources, Stored, Tracking, WorkloadSummary};
 use crate::reconcile::decision::{self, Action, Current, Missing, Visibility};
+use crate::reconcile::gate::{Failure, FailureReason};
 use crate::reconcile::index::ReverseIndex;
 use crate::reconcile::input::{Input, Listed, WatchScope, Watched};
 use crate::reconcile::scheduler::{Wid, shrink};
 use crate::reconcile::scopes::{NamespaceFilter, Readiness, Scopes};
 use crate::reconcile::skipped::{Pending, Reach, Reached, Skip, reach};
 use crate::reconcile::wording::{
-    describe, invalid_annotation_event, reload_failed_event, roll_event,
+    describe, invalid_annotation_event, reload_failed_event, roll_event, rollout_failed_event,
 };
 use crate::reconcile::writer::{EventRequest, WriteRequest};
 use crate::telemetry::metrics::Metrics;
@@ -359,9 +360,10 @@ impl State {
         }))
     }
 
-    /// A roll was decided but the gate (`--max-rollouts-per-minute`) holds it: the change it carries waits
-    /// for the workload's next decision, which counts its reaction from when it was first seen.
-    pub fn roll_held(&mut self, w: &WriteRequest) {
+    /// A roll was decided but the gate (`--max-rollouts-per-minute`, `--max-concurrent-rollouts`) holds it
+    /// (`queued`: it was not waiting already): the change it carries waits for the workload's next
+    /// decision, which counts its reaction from when it was first seen.
+    pub fn roll_held(&mut self, w: &WriteRequest, queued: bool) {
         if let Some(first_seen) = w.changed_at {
             let pending = Pending {
                 first_seen,
@@ -369,7 +371,39 @@ impl State {
             };
             self.reached.put_back(w.id.clone(), pending);
         }
-        tracing::info!(workload = %w.id, "roll waits for its turn (--max-rollouts-per-minute)");
+        if queued {
+            tracing::info!(workload = %w.id,
+                "roll waits for its turn (--max-rollouts-per-minute, --max-concurrent-rollouts)");
+        }
+    }
+
+    /// A rollout failed under `--max-concurrent-rollouts`: mark the roll on the workload (which halts its
+    /// change, and keeps the halt across restarts and failovers) and say so with a Warning Event.
+    pub fn rollout_failed(&mut self, f: &Failure) -> Option<Effect> {
+        self.metrics.rollout_failure(f.reason.label());
+        let held: Vec<String> = f.held.iter().map(|w| w.to_string()).collect();
+        let why = match f.reason {
+            FailureReason::Failed => "failed (its controller gave up: progress deadline exceeded)",
+            FailureReason::Timeout => "was not done within --rollout-timeout",
+        };
+        let changed: Vec<&str> = f.changed.keys().map(String::as_str).collect();
+        let changed = changed.join(", ");
+        tracing::error!(workload = %f.id, reason = f.reason.label(), changed = %changed,
+            held = %held.join(", "), "rollout failed: halting the rest of its change's waves");
+        let entry = self.workloads.get(&f.id)?;
+        let stamp = entry.summary.stored.stamp.clone()?;
+        let event = rollout_failed_event(f.id.kind, why, &changed, &held);
+        Some(Effect::Write(WriteRequest {
+            id: f.id.clone(),
+            write: Write::MarkFailed,
+            stamp,
+            sources: RecordedSources::from(f.changed.clone()),
+            event: Some(event),
+            uid: entry.summary.uid.clone(),
+            rolled_for: None,
+            changed_at: None,
+            changed: BTreeMap::new(),
+        }))
     }
 
     /// After a burst, give the maps' spare capacity back.
@@ -630,6 +664,18 @@ impl State {
             }
             None => tracing::debug!(workload = %id, dry_run, "recording state without rolling"),
         }
+        let changed = match (&rolled_for, entry.summary.stored.sources.as_ref()) {
+            (None, _) => BTreeMap::new(),
+            (Some(_), None) => sources.clone(),
+            (Some(_), Some(recorded)) => {
+                let recorded = recorded.to_map();
+                sources
+                    .iter()
+                    .filter(|(k, d)| recorded.get(*k) != Some(*d))
+                    .map(|(k, d)| (k.clone(), d.clone()))
+                    .collect()
+            }
+        };
         let sources = RecordedSources::from(sources);
         if dry_run {
             // Remember what would have been written, so the same change is reported once; apart from the
@@ -660,6 +706,7 @@ impl State {
             uid,
             rolled_for,
             changed_at: None,
+            changed,
         }))
     }
 }

@@ -69,6 +69,34 @@ pub fn reload_failed_event(kind: WorkloadKind, what: &str, answer: &str) -> Work
     }
 }
 
+/// The Warning on a workload whose rollout failed under `--max-concurrent-rollouts`, naming what its
+/// failure holds back.
+pub fn rollout_failed_event(
+    kind: WorkloadKind,
+    why: &str,
+    changed: &str,
+    held: &[String],
+) -> WorkloadEvent {
+    const NAMED: usize = 10;
+    let mut names = held[..held.len().min(NAMED)].join(", ");
+    if held.len() > NAMED {
+        names.push_str(&format!(" and {} more", held.len() - NAMED));
+    }
+    let held = match held.len() {
+        0 => "no other roll waits for it yet".to_string(),
+        n => format!("holding back {n} roll(s) that carry the same change: {names}"),
+    };
+    WorkloadEvent {
+        type_: EventType::Warning,
+        reason: "RolloutFailed",
+        action: "Reload",
+        note: format!(
+            "The rollout of this {kind} after {changed} changed {why}: the rest of that change's waves \
+             is halted, {held}; a later change of the source rolls what is still behind"
+        ),
+    }
+}
+
 /// The Warning for a workload hashroll skips because of a malformed annotation.
 pub fn invalid_annotation_event(kind: WorkloadKind, message: &str) -> WorkloadEvent {
     WorkloadEvent {

@@ -2,7 +2,7 @@
 //! their own). At most `concurrency` run at once, however many are due (6,000 at first sight); the rest
 //! wait in a queue as what they are made of, and are built into request bodies only when sent.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use kube::Client;
@@ -32,6 +32,9 @@ pub struct WriteRequest {
     pub rolled_for: Option<String>,
     /// For a roll, when the first change it carries was seen: its reaction time counts from there.
     pub changed_at: Option<Instant>,
+    /// For a roll, the digests of the sources it changes (`secret/db` → digest): what a halt of its
+    /// wave is keyed by.
+    pub changed: BTreeMap<String, String>,
 }
 
 /// An Event on its own (a malformed annotation, a dry run's `WouldReload`).
@@ -176,6 +179,7 @@ async fn send(
         uid,
         rolled_for,
         changed_at,
+        changed: _,
     } = w;
     // `now` only matters for Argo Rollouts' restartAt: the time the patch is sent.
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
@@ -186,7 +190,7 @@ async fn send(
     };
     match write {
         Write::Record if result.is_ok() => metrics.record(id.kind, &id.namespace),
-        Write::Record => {}
+        Write::Record | Write::MarkFailed => {}
         Write::RollTemplate | Write::RestartAt => {
             metrics.roll(id.kind, &id.namespace, result.is_ok());
             if let (Ok(_), Some(seen)) = (&result, changed_at) {

@@ -56,6 +56,11 @@ pub struct Metrics {
     pub failing_workloads: IntGauge,
     /// Rolls decided and waiting for their turn under `--max-rollouts-per-minute`.
     pub waiting_rolls: IntGauge,
+    /// Rollouts in progress under `--max-concurrent-rollouts`.
+    pub rollouts_in_progress: IntGauge,
+    /// Waiting rolls held back by a halt.
+    pub halted_rolls: IntGauge,
+    rollout_failures: IntCounterVec,
     canary_latency: Histogram,
     canary_last_seen: Gauge,
     /// 1 while a canary write has not come back within `--canary-timeout`.
@@ -299,6 +304,20 @@ impl Metrics {
                 "waiting_rolls",
                 "Rolls decided and waiting for their turn (--max-rollouts-per-minute)",
             ),
+            rollouts_in_progress: gauge(
+                "rollouts_in_progress",
+                "Rollouts started and not done yet (--max-concurrent-rollouts)",
+            ),
+            halted_rolls: gauge(
+                "halted_rolls",
+                "Waiting rolls held back because a rollout of their change failed",
+            ),
+            rollout_failures: counter(
+                "rollout_failures_total",
+                "Rollouts that failed under --max-concurrent-rollouts, halting their change, by reason",
+                &["reason"],
+                false,
+            ),
             canary_latency,
             canary_last_seen,
             canary_stalled: gauge(
@@ -323,6 +342,9 @@ impl Metrics {
     /// `rate()` sees their first increment) before anything happens: per workload kind watched, and per
     /// skip reason (`reasons`) unless the namespace is a label.
     pub fn preset(&self, kinds: impl IntoIterator<Item = WorkloadKind>, reasons: &[&str]) {
+        for reason in ["failed", "timeout"] {
+            self.rollout_failures.with_label_values(&[reason]);
+        }
         for kind in kinds {
             let kind = kind.as_str();
             self.reaction.with_label_values(&[kind]);
@@ -395,6 +417,11 @@ impl Metrics {
     }
 
     /// Times one batch of decisions; records when dropped.
+    /// A rollout failed (`failed`, `timeout`) and halted its change.
+    pub fn rollout_failure(&self, reason: &str) {
+        self.rollout_failures.with_label_values(&[reason]).inc();
+    }
+
     /// A canary write came back through the watch after `took`.
     pub fn canary_seen(&self, took: Duration) {
         self.canary_latency.observe(took.as_secs_f64());
