@@ -289,3 +289,229 @@ async fn a_stuck_canary_wave_halts_the_rest_until_the_source_changes_again(on: S
     }
     hr.wait_metric("hashroll_halted_rolls", &[], 0.0).await;
 }
+
+/// Short leader-election timings: a standby takes over about two seconds after the leader dies.
+const FAST_LEASE: [&str; 4] = [
+    "--leader-elect",
+    "--leader-election-lease-duration=2s",
+    "--leader-election-renew-deadline=1.5s",
+    "--leader-election-retry-period=0.5s",
+];
+
+e2e!(
+    a_leader_killed_in_the_middle_of_the_waves_is_finished_by_the_new_one_rolling_nothing_twice,
+    test_server_only = "its workload simulator keeps each rollout in progress for a set time"
+);
+async fn a_leader_killed_in_the_middle_of_the_waves_is_finished_by_the_new_one_rolling_nothing_twice(
+    on: Server,
+) {
+    let env = Env::start(on).await;
+    env.control()
+        .set_workload_controller(WorkloadSim::Delay(Duration::from_millis(1500)));
+    env.namespace(NS).await;
+    env.secret(NS, "db", &[("password", "p1")]).await;
+    let names: Vec<String> = (0..6).map(|i| format!("web-{i}")).collect();
+    for n in &names {
+        env.deployment(NS, n, env_from_secret("db")).await;
+    }
+    let mut flags = FAST_LEASE.to_vec();
+    flags.push("--max-concurrent-rollouts=2");
+    let leader = env.hashroll(&flags).await;
+    let standby = env
+        .hashroll_until(&env.kubeconfig, &flags, common::Until::Standby)
+        .await;
+    for n in &names {
+        env.wait_recorded("deployments", NS, n).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !in_progress(&env, &names).await.is_empty() {
+        assert!(Instant::now() < deadline, "never settled after creation");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    env.secret(NS, "db", &[("password", "p2")]).await;
+    // The first wave is rolling out: kill the leader.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while in_progress(&env, &names).await.len() < 2 {
+        assert!(Instant::now() < deadline, "the first wave never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    leader.kill().await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let busy = in_progress(&env, &names).await;
+        assert!(
+            busy.len() <= 2,
+            "more than 2 rollouts in progress: {busy:?}"
+        );
+        let mut rolled = 0;
+        for n in &names {
+            let r = env.rolls("deployments", NS, n).await;
+            assert!(r <= 1, "{n} rolled {r} times");
+            rolled += r;
+        }
+        if rolled == names.len() && busy.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{rolled} of 6 rolled (timed out)"
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    standby.wait_metric("hashroll_leader", &[], 1.0).await;
+    standby
+        .wait_metric("hashroll_rollouts_in_progress", &[], 0.0)
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for n in &names {
+        env.assert_rolls("deployments", NS, n, 1).await;
+    }
+}
+
+e2e!(takeover_time_from_a_killed_leader_to_the_first_roll_of_a_change_made_in_the_gap);
+async fn takeover_time_from_a_killed_leader_to_the_first_roll_of_a_change_made_in_the_gap(
+    on: Server,
+) {
+    let env = Env::start(on).await;
+    env.namespace(NS).await;
+    env.secret(NS, "db", &[("password", "p1")]).await;
+    env.deployment(NS, "web", env_from_secret("db")).await;
+    let leader = env.hashroll(&FAST_LEASE).await;
+    let standby = env
+        .hashroll_until(&env.kubeconfig, &FAST_LEASE, common::Until::Standby)
+        .await;
+    env.wait_recorded("deployments", NS, "web").await;
+    leader.kill().await;
+    let killed = Instant::now();
+    env.secret(NS, "db", &[("password", "p2")]).await;
+    let deadline = killed + Duration::from_secs(20);
+    while !env
+        .annotations("deployments", NS, "web")
+        .await
+        .contains_key("hashroll.dev/rolled-at")
+    {
+        assert!(Instant::now() < deadline, "the new leader never rolled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let takeover = killed.elapsed();
+    eprintln!("takeover: leader SIGKILLed → first roll by the new leader: {takeover:?} ({on:?})");
+    // The lease duration (2 s) plus a retry period, a fresh start (lists) and the roll.
+    assert!(
+        takeover < Duration::from_secs(6),
+        "takeover took {takeover:?}"
+    );
+    env.wait_rolls("deployments", NS, "web", 1).await;
+    drop(standby);
+}
+
+e2e!(a_deployment_past_its_progress_deadline_halts_the_waves_of_its_change);
+async fn a_deployment_past_its_progress_deadline_halts_the_waves_of_its_change(on: Server) {
+    use kube::api::{Patch, PatchParams, PostParams};
+    use serde_json::json;
+    const LABEL: &str = "hashroll-test/canary-node";
+    let env = Env::start(on).await;
+    if on == Server::Test {
+        env.control()
+            .set_workload_controller(WorkloadSim::Immediate);
+    }
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(env.client.clone());
+    let label_node = |value: Option<&str>| {
+        let nodes = nodes.clone();
+        let patch = json!({"metadata": {"labels": {LABEL: value}}});
+        async move {
+            if on == Server::Real {
+                nodes
+                    .patch(
+                        "kwok-node-0",
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await
+                    .expect("label the kwok Node");
+            }
+        }
+    };
+    label_node(Some("yes")).await;
+    env.namespace(NS).await;
+    env.secret(NS, "db", &[("password", "p1")]).await;
+    // The canary: wave 0, its pods only on the labelled Node, a progress deadline of 3 s.
+    let canary: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "canary", "namespace": NS, "annotations": {
+            "hashroll.dev/reload": "true", "hashroll.dev/rollout-wave": "0"}},
+        "spec": {"replicas": 1, "progressDeadlineSeconds": 3,
+            "selector": {"matchLabels": {"app": "canary"}},
+            "template": {"metadata": {"labels": {"app": "canary"}}, "spec": {
+                "nodeSelector": {LABEL: "yes"},
+                "containers": [{"name": "app", "image": "app:1",
+                    "envFrom": [{"secretRef": {"name": "db"}}]}]}}},
+    }))
+    .unwrap();
+    env.dynamic("deployments", NS)
+        .create(&PostParams::default(), &canary)
+        .await
+        .expect("create the canary");
+    env.wait_controller_saw("deployments", NS, "canary").await;
+    let rest: Vec<String> = (0..3).map(|i| format!("rest-{i}")).collect();
+    for n in &rest {
+        env.deployment(NS, n, env_from_secret("db")).await;
+    }
+    let mut all = rest.clone();
+    all.push("canary".into());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !in_progress(&env, &all).await.is_empty() {
+        assert!(Instant::now() < deadline, "never available after creation");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let hr = env
+        .hashroll(&["--max-concurrent-rollouts=2", "--rollout-timeout=5m"])
+        .await;
+    for n in &all {
+        env.wait_recorded("deployments", NS, n).await;
+    }
+
+    // A bad change: the canary's new pods can never be scheduled.
+    label_node(None).await;
+    if on == Server::Test {
+        env.control().set_workload_controller(WorkloadSim::Off);
+    }
+    env.secret(NS, "db", &[("password", "p2")]).await;
+    env.wait_rolls("deployments", NS, "canary", 1).await;
+    if on == Server::Test {
+        // What the Deployment controller writes once the deadline has passed.
+        let d = env.get("deployments", NS, "canary").await;
+        let status = json!({"status": {"observedGeneration": d.metadata.generation,
+            "replicas": 2, "updatedReplicas": 1, "availableReplicas": 1,
+            "conditions": [{"type": "Progressing", "status": "False",
+                "reason": "ProgressDeadlineExceeded"}]}});
+        env.dynamic("deployments", NS)
+            .patch_status("canary", &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .expect("patch the canary's status");
+    }
+    let events = env.wait_event(NS, "canary", "RolloutFailed").await;
+    assert!(events[0].2.contains("progress deadline"), "{events:?}");
+    assert!(events[0].2.contains("holding back 3 roll(s)"), "{events:?}");
+    hr.wait_metric(
+        "hashroll_rollout_failures_total",
+        &[("reason", "failed")],
+        1.0,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for n in &rest {
+        env.assert_rolls("deployments", NS, n, 0).await;
+    }
+    label_node(Some("yes")).await;
+    if on == Server::Test {
+        env.control()
+            .set_workload_controller(WorkloadSim::Immediate);
+    }
+    // Fixed by a new value: the rest rolls.
+    env.secret(NS, "db", &[("password", "p3")]).await;
+    for n in &rest {
+        env.wait_rolls("deployments", NS, n, 1).await;
+    }
+    label_node(None).await;
+}
