@@ -91,6 +91,40 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
     }
 
     let mut shutdown = std::pin::pin!(shutdown);
+    // The loop writes nothing before this says it leads (at once without `--leader-elect`).
+    let (leading_tx, leading) = watch::channel(!args.election.leader_elect);
+    let events = EventPublisher::new(client.clone(), args.instance());
+    let mut readiness_tx = Some(readiness_tx);
+    let mut start = |key: InstallationKey| {
+        let readiness = readiness_tx.take().expect("one pipeline per run");
+        let (client, metrics, args) = (client.clone(), metrics.clone(), &args);
+        let (events, leading, stop) = (events.clone(), leading.clone(), stop.clone());
+        let tracker = canary.as_ref().map(|(_, c)| c.clone());
+        async move {
+            let edges = Edges {
+                client,
+                metrics,
+                events,
+                stop,
+            };
+            Pipeline::start(args, edges, key, readiness, leading, tracker).await
+        }
+    };
+
+    // `--warm-standby`: watch and index before leading, so that a takeover decides at once.
+    let mut pipeline = None;
+    if args.election.leader_elect && args.warm_standby {
+        metrics.leader.set(0);
+        standby.store(true, Ordering::Relaxed);
+        let key = tokio::select! {
+            key = load_key(&client, &controller_ns, &args.key_secret) => key?,
+            _ = shutdown.as_mut() => return Ok(()),
+        };
+        tracing::info!(namespace = %controller_ns, key_id = key.id(), "installation key loaded");
+        pipeline = Some(start(key).await);
+        tracing::info!("warm standby: watching, deciding nothing until leading");
+    }
+
     let leadership = if args.election.leader_elect {
         let settings = ElectionSettings {
             namespace: args
@@ -111,6 +145,9 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
             acquired = elector.acquire() => acquired?,
             _ = shutdown.as_mut() => {
                 tracing::info!(lease = %elector.lease(), "stopped while waiting to become leader");
+                if let Some(p) = pipeline {
+                    p.stop(&stop).await;
+                }
                 return Ok(());
             }
         }
@@ -127,69 +164,27 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
         }
     });
 
-    let key = tokio::select! {
-        key = load_key(&client, &controller_ns, &args.key_secret) => key?,
-        reason = lost.as_mut() => return Err(lost_leadership(&leadership, &metrics, reason)),
+    let mut pipeline = match pipeline {
+        Some(p) => p,
+        None => {
+            let key = tokio::select! {
+                key = load_key(&client, &controller_ns, &args.key_secret) => key?,
+                reason = lost.as_mut() => return Err(lost_leadership(&leadership, &metrics, reason)),
+            };
+            tracing::info!(namespace = %controller_ns, key_id = key.id(), "installation key loaded");
+            start(key).await
+        }
     };
-    tracing::info!(namespace = %controller_ns, key_id = key.id(), "installation key loaded");
-
-    let mut kinds = args.workload_kinds();
-    if kinds.contains(&WorkloadKind::Rollout) && !rollouts_served(&client).await {
-        tracing::info!(
-            "argoproj.io/v1alpha1 Rollouts are not served by this cluster; not watching them"
-        );
-        kinds.remove(&WorkloadKind::Rollout);
-    }
-    let scopes = watch_scopes(&args, &kinds);
-    let reasons: Vec<&str> = Skip::ALL.iter().map(|s| s.label()).collect();
-    metrics.preset(kinds.iter().copied(), &reasons);
 
     // Lost while loading the key or probing for Rollouts: never start writing.
     if let Some(reason) = leadership.as_ref().and_then(Leadership::lost_now) {
+        pipeline.reconcile.abort();
         return Err(lost_leadership(&leadership, &metrics, reason));
     }
-
-    let (tx, rx) = mpsc::channel(1024);
-    let mut watch_settings = WatchSettings::from(&args);
-    watch_settings.initial_list =
-        initial_list_path(&client, args.initial_list, scopes.first()).await;
-    tracing::info!(
-        initial_list = watch_settings.initial_list.as_str(),
-        asked = ?args.initial_list,
-        "initial list path chosen"
-    );
-    let mut watches = JoinSet::new();
-    for scope in &scopes {
-        watches.spawn(run_scope(
-            client.clone(),
-            scope.clone(),
-            watch_settings.clone(),
-            tx.clone(),
-            metrics.clone(),
-        ));
-    }
-    drop(tx);
-    tracing::info!(
-        watches = watches.len(),
-        dry_run = args.dry_run,
-        debounce = ?args.debounce,
-        "hashroll started"
-    );
-
-    let state = State::new(
-        state::Settings {
-            dry_run: args.dry_run,
-            namespaces: (&args).into(),
-            visibility: (&args).into(),
-            scopes,
-        },
-        key,
-        metrics.clone(),
-    );
-    let events = EventPublisher::new(client.clone(), args.instance());
+    let _ = leading_tx.send(true);
     // Written by the leader only: it starts here, and stops with the watches.
     if let Some((settings, canary)) = &canary {
-        watches.spawn(crate::k8s::canary::run(
+        pipeline.watches.spawn(crate::k8s::canary::run(
             client.clone(),
             settings.clone(),
             canary.clone(),
@@ -197,47 +192,129 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
             events.clone(),
         ));
     }
-    let writer = Writer::new(
-        client.clone(),
-        events,
-        metrics.clone(),
-        (&args).into(),
-        usize::from(args.patch_concurrency),
-    );
-    let parts = crate::reconcile::Parts {
-        state,
-        scheduler: Scheduler::new(args.debounce),
-        gate: Gate::new((&args).into()),
-        writer,
-        canary: canary.as_ref().map(|(_, c)| c.clone()),
-    };
-    let mut reconcile = tokio::spawn(crate::reconcile::run(
-        parts,
-        rx,
-        readiness_tx,
-        metrics.clone(),
-        stop.clone(),
-    ));
 
     tokio::select! {
         _ = shutdown.as_mut() => {}
-        _ = &mut reconcile => {}
+        _ = &mut pipeline.reconcile => {}
         reason = lost.as_mut() => {
             // Another replica may be writing already: stop at once, without finishing patches in flight.
-            reconcile.abort();
+            pipeline.reconcile.abort();
             return Err(lost_leadership(&leadership, &metrics, reason));
         }
     }
-    tracing::info!("stopping watches");
-    watches.abort_all();
-    stop.cancel();
-    let _ = reconcile.await;
+    pipeline.stop(&stop).await;
     drop(lost);
     if let Some(l) = leadership {
         l.release().await;
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What the pipeline talks to and through.
+struct Edges {
+    client: Client,
+    metrics: Metrics,
+    events: EventPublisher,
+    stop: CancellationToken,
+}
+
+/// The watches and the reconcile loop.
+struct Pipeline {
+    watches: JoinSet<()>,
+    reconcile: tokio::task::JoinHandle<()>,
+}
+
+impl Pipeline {
+    /// Starts the watches and the reconcile loop, which decides and writes only once `leading` says so.
+    async fn start(
+        args: &Args,
+        edges: Edges,
+        key: InstallationKey,
+        readiness: watch::Sender<Readiness>,
+        leading: watch::Receiver<bool>,
+        canary: Option<Canary>,
+    ) -> Pipeline {
+        let Edges {
+            client,
+            metrics,
+            events,
+            stop,
+        } = edges;
+        let mut kinds = args.workload_kinds();
+        if kinds.contains(&WorkloadKind::Rollout) && !rollouts_served(&client).await {
+            tracing::info!(
+                "argoproj.io/v1alpha1 Rollouts are not served by this cluster; not watching them"
+            );
+            kinds.remove(&WorkloadKind::Rollout);
+        }
+        let scopes = watch_scopes(args, &kinds);
+        let reasons: Vec<&str> = Skip::ALL.iter().map(|s| s.label()).collect();
+        metrics.preset(kinds.iter().copied(), &reasons);
+
+        let (tx, rx) = mpsc::channel(1024);
+        let mut watch_settings = WatchSettings::from(args);
+        watch_settings.initial_list =
+            initial_list_path(&client, args.initial_list, scopes.first()).await;
+        tracing::info!(
+            initial_list = watch_settings.initial_list.as_str(),
+            asked = ?args.initial_list,
+            "initial list path chosen"
+        );
+        let mut watches = JoinSet::new();
+        for scope in &scopes {
+            watches.spawn(run_scope(
+                client.clone(),
+                scope.clone(),
+                watch_settings.clone(),
+                tx.clone(),
+                metrics.clone(),
+            ));
+        }
+        drop(tx);
+        tracing::info!(
+            watches = watches.len(),
+            dry_run = args.dry_run,
+            debounce = ?args.debounce,
+            "hashroll started"
+        );
+
+        let state = State::new(
+            state::Settings {
+                dry_run: args.dry_run,
+                namespaces: args.into(),
+                visibility: args.into(),
+                scopes,
+            },
+            key,
+            metrics.clone(),
+        );
+        let writer = Writer::new(
+            client,
+            events,
+            metrics.clone(),
+            args.into(),
+            usize::from(args.patch_concurrency),
+        );
+        let parts = crate::reconcile::Parts {
+            state,
+            scheduler: Scheduler::new(args.debounce),
+            gate: Gate::new(args.into()),
+            writer,
+            canary,
+            leading,
+        };
+        let reconcile = tokio::spawn(crate::reconcile::run(parts, rx, readiness, metrics, stop));
+        Pipeline { watches, reconcile }
+    }
+
+    /// Stops the watches, then the loop (which finishes the patches in flight, bounded).
+    async fn stop(mut self, stop: &CancellationToken) {
+        tracing::info!("stopping watches");
+        self.watches.abort_all();
+        stop.cancel();
+        let _ = self.reconcile.await;
+    }
 }
 
 /// Where the canary is written and what it carries, with `--canary-interval`; None when off, or when it

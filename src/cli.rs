@@ -170,6 +170,11 @@ pub struct Args {
     #[command(flatten)]
     pub election: LeaderElection,
 
+    /// With `--leader-elect`: a standby watches and keeps its index like the leader (and as much
+    /// memory), deciding and writing nothing, so that on takeover it acts at once, without listing.
+    #[arg(long, env = "HASHROLL_WARM_STANDBY")]
+    pub warm_standby: bool,
+
     /// The pod's name, from the downward API: names this replica in Events and in the Lease.
     #[arg(long, env = "POD_NAME", hide = true)]
     pub pod_name: Option<String>,

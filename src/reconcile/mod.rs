@@ -48,6 +48,9 @@ pub struct Parts {
     pub writer: Writer,
     /// `--canary-interval`: times the canary writes the watch brings back.
     pub canary: Option<Canary>,
+    /// True once this replica leads: before, the loop only takes in what the watches say (a warm
+    /// standby), and decides and writes nothing.
+    pub leading: watch::Receiver<bool>,
 }
 
 /// Runs until `shutdown` is cancelled or the inputs end; then waits (bounded) for writes in flight.
@@ -65,7 +68,11 @@ pub async fn run(
         mut gate,
         mut writer,
         canary,
+        leading: mut lead,
     } = parts;
+    let mut leading = *lead.borrow_and_update();
+    // Whether the sender is still there to say so (it lives as long as the run).
+    let mut may_lead = true;
     let mut effects = Vec::new();
     let mut churn = 0u64;
     loop {
@@ -73,6 +80,14 @@ pub async fn run(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
+            changed = lead.changed(), if !leading && may_lead => {
+                if changed.is_err() {
+                    may_lead = false;
+                } else if *lead.borrow_and_update() {
+                    leading = true;
+                    take_over(&state, &mut gate, &mut effects);
+                }
+            }
             written = writer.next_written() => {
                 on_written(written, &mut state, &mut scheduler, &mut gate, &metrics, &mut effects);
             }
@@ -90,16 +105,17 @@ pub async fn run(
                         continue;
                     }
                     churn += 1;
-                    if let Input::WorkloadApplied(w) = &input
+                    if leading
+                        && let Input::WorkloadApplied(w) = &input
                         && let Some(f) = gate.observe(w)
                     {
-                        effects.extend(state.rollout_failed(&f));
+                        state.rollout_failed(&f, &mut effects);
                     }
                     watches_changed |= matches!(input, Input::Synced(..) | Input::WatchFailed(..));
                     state.apply(input, Instant::now(), &mut effects);
                 }
             }
-            id = scheduler.next_due() => {
+            id = scheduler.next_due(), if leading => {
                 let _timer = metrics.decision_timer();
                 let now = jiff::Timestamp::now();
                 decide(&mut state, &mut gate, &id, now, &mut effects);
@@ -108,9 +124,9 @@ pub async fn run(
                 }
             }
             // Its turn: decide it again, so the roll that goes carries the content of now.
-            release = gate.next_release() => match release {
+            release = gate.next_release(), if leading => match release {
                 Release::Decide(id) => scheduler.now(id),
-                Release::Failed(f) => effects.extend(state.rollout_failed(&f)),
+                Release::Failed(f) => state.rollout_failed(&f, &mut effects),
             },
         }
         for effect in effects.drain(..) {
@@ -160,6 +176,20 @@ pub async fn run(
     writer.drain(DRAIN_LIMIT).await;
 }
 
+/// This replica leads now: everything it has watched as a standby is decided (level-triggered, as a fresh
+/// start would), and the gate learns the rollouts in progress and the halts from what it holds.
+fn take_over(state: &State, gate: &mut Gate, effects: &mut Vec<Effect>) {
+    tracing::info!("leading: deciding every workload from the watched state, without listing");
+    gate.set_ready(false);
+    for w in state.summaries() {
+        if let Some(f) = gate.observe(w) {
+            tracing::warn!(workload = %f.id, "a rollout failed before the takeover");
+        }
+    }
+    gate.set_ready(state.readiness() == Readiness::Ready);
+    state.decide_all(effects);
+}
+
 /// Decides one due workload; a workload the gate released that no longer rolls gives its turn back.
 fn decide(
     state: &mut State,
@@ -194,7 +224,7 @@ fn on_written(
             state.write_succeeded(&id);
             if let Some(s) = summary {
                 if let Some(f) = gate.patched(&s) {
-                    effects.extend(state.rollout_failed(&f));
+                    state.rollout_failed(&f, effects);
                 }
                 state.written(s, effects);
             }

@@ -27,7 +27,8 @@ use crate::reconcile::scheduler::{Wid, shrink};
 use crate::reconcile::scopes::{NamespaceFilter, Readiness, Scopes};
 use crate::reconcile::skipped::{Pending, Reach, Reached, Skip, reach};
 use crate::reconcile::wording::{
-    describe, invalid_annotation_event, reload_failed_event, roll_event, rollout_failed_event,
+    change_halted_event, describe, invalid_annotation_event, reload_failed_event, roll_event,
+    rollout_failed_event,
 };
 use crate::reconcile::writer::{EventRequest, WriteRequest};
 use crate::telemetry::metrics::Metrics;
@@ -195,6 +196,7 @@ impl State {
                     id: id.clone(),
                     uid,
                     event,
+                    about_source: None,
                 }));
             }
             Tracking::On { policy, references } => (policy, references),
@@ -357,6 +359,7 @@ impl State {
             id: id.clone(),
             uid: self.workloads.get(id).and_then(|e| e.summary.uid.clone()),
             event: reload_failed_event(id.kind, what, answer),
+            about_source: None,
         }))
     }
 
@@ -379,7 +382,7 @@ impl State {
 
     /// A rollout failed under `--max-concurrent-rollouts`: mark the roll on the workload (which halts its
     /// change, and keeps the halt across restarts and failovers) and say so with a Warning Event.
-    pub fn rollout_failed(&mut self, f: &Failure) -> Option<Effect> {
+    pub fn rollout_failed(&mut self, f: &Failure, out: &mut Vec<Effect>) {
         self.metrics.rollout_failure(f.reason.label());
         let held: Vec<String> = f.held.iter().map(|w| w.to_string()).collect();
         let why = match f.reason {
@@ -390,10 +393,30 @@ impl State {
         let changed = changed.join(", ");
         tracing::error!(workload = %f.id, reason = f.reason.label(), changed = %changed,
             held = %held.join(", "), "rollout failed: halting the rest of its change's waves");
-        let entry = self.workloads.get(&f.id)?;
-        let stamp = entry.summary.stored.stamp.clone()?;
+        // And on each source whose change is held back, where its users' owners look.
+        for label in f.changed.keys() {
+            let Some((kind, name)) = label.split_once('/') else {
+                continue;
+            };
+            let Some(kind) = SourceKind::ALL.into_iter().find(|k| k.short() == kind) else {
+                continue;
+            };
+            let event = change_halted_event(&f.id, why, &held);
+            out.push(Effect::Publish(EventRequest {
+                id: f.id.clone(),
+                uid: None,
+                event,
+                about_source: Some(SourceId::new(kind, &f.id.namespace, name)),
+            }));
+        }
+        let Some(entry) = self.workloads.get(&f.id) else {
+            return;
+        };
+        let Some(stamp) = entry.summary.stored.stamp.clone() else {
+            return;
+        };
         let event = rollout_failed_event(f.id.kind, why, &changed, &held);
-        Some(Effect::Write(WriteRequest {
+        out.push(Effect::Write(WriteRequest {
             id: f.id.clone(),
             write: Write::MarkFailed,
             stamp,
@@ -403,7 +426,7 @@ impl State {
             rolled_for: None,
             changed_at: None,
             changed: BTreeMap::new(),
-        }))
+        }));
     }
 
     /// After a burst, give the maps' spare capacity back.
@@ -633,6 +656,16 @@ impl State {
         self.metrics.invalid_workloads.set(self.invalid as i64);
     }
 
+    /// Every workload is to be decided (a takeover by a warm standby).
+    pub fn decide_all(&self, out: &mut Vec<Effect>) {
+        self.decide_all_in(|_| true, out);
+    }
+
+    /// Every workload held, as last seen.
+    pub fn summaries(&self) -> impl Iterator<Item = &WorkloadSummary> {
+        self.workloads.values().map(|e| &e.summary)
+    }
+
     fn decide_all_in(&self, matches: impl Fn(&str) -> bool, out: &mut Vec<Effect>) {
         out.extend(
             self.workloads
@@ -694,6 +727,7 @@ impl State {
                     id: id.clone(),
                     uid,
                     event,
+                    about_source: None,
                 })
             });
         }

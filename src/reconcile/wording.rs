@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::k8s::events::{EventType, WorkloadEvent};
-use crate::model::kind::{SourceId, WorkloadKind};
+use crate::model::kind::{SourceId, WorkloadId, WorkloadKind};
 use crate::model::policy::Tracked;
 
 /// "Secret db (keys: password), ConfigMap app": what changed, as a roll's Event names it. `exists` says
@@ -93,6 +93,27 @@ pub fn rollout_failed_event(
         note: format!(
             "The rollout of this {kind} after {changed} changed {why}: the rest of that change's waves \
              is halted, {held}; a later change of the source rolls what is still behind"
+        ),
+    }
+}
+
+/// The Warning on a source whose change a failed rollout halted, naming the workload and what is held.
+pub fn change_halted_event(failed: &WorkloadId, why: &str, held: &[String]) -> WorkloadEvent {
+    let n = held.len();
+    let shown: Vec<&str> = held.iter().take(10).map(String::as_str).collect();
+    let more = if n > 10 {
+        format!(" and {} more", n - 10)
+    } else {
+        String::new()
+    };
+    WorkloadEvent {
+        type_: EventType::Warning,
+        reason: "RolloutHalted",
+        action: "Reload",
+        note: format!(
+            "The rollout of {failed} after this change {why}: {n} roll(s) of this change are held back \
+             ({}{more}) until the next change of this source",
+            shown.join(", ")
         ),
     }
 }

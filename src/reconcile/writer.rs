@@ -12,10 +12,12 @@ use crate::error::Error;
 use crate::k8s::events::{EventPublisher, WorkloadEvent};
 use crate::k8s::patch::{self, Write};
 use crate::model::hashing::Stamp;
+use crate::model::kind::SourceId;
 use crate::model::policy::PolicySettings;
 use crate::model::workload::{RecordedSources, WorkloadSummary};
 use crate::reconcile::scheduler::{Wid, shrink};
 use crate::telemetry::metrics::Metrics;
+use k8s_openapi::api::core::v1::ObjectReference;
 
 /// A write to one workload: record its state, or record and roll it.
 #[derive(Debug)]
@@ -43,6 +45,8 @@ pub struct EventRequest {
     pub id: Wid,
     pub uid: Option<String>,
     pub event: WorkloadEvent,
+    /// The Event is about this source instead (a halt, on the source whose change it holds back).
+    pub about_source: Option<SourceId>,
 }
 
 enum Job {
@@ -153,6 +157,27 @@ impl Writer {
             self.tasks.spawn(async move {
                 match job {
                     Job::Write(w) => Some(send(&client, &events, &metrics, policy, w).await),
+                    Job::Event(EventRequest {
+                        about_source: Some(source),
+                        event,
+                        ..
+                    }) => {
+                        let regarding = ObjectReference {
+                            api_version: Some("v1".into()),
+                            kind: Some(source.kind.info().kind.into()),
+                            name: Some(source.name.clone()),
+                            namespace: Some(source.namespace.clone()),
+                            ..ObjectReference::default()
+                        };
+                        if let Err(e) = events.publish_regarding(regarding, &event).await {
+                            metrics
+                                .event_errors
+                                .with_label_values(&[event.reason])
+                                .inc();
+                            tracing::warn!(source = %source, error = %e, "could not publish Event");
+                        }
+                        None
+                    }
                     Job::Event(e) => {
                         publish(&events, &metrics, &e.id, e.uid.as_deref(), &e.event).await;
                         None
