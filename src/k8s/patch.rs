@@ -103,6 +103,29 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_rollout_is_marked_in_one_annotation_read_back_as_a_halt() {
+        use crate::model::workload::Stored;
+        let s = stamp();
+        let changed = BTreeMap::from([("secret/db".to_string(), "0123456789ab".to_string())]);
+        let body = patch_body(
+            WorkloadKind::Deployment,
+            Write::MarkFailed,
+            &s,
+            &changed.clone().into(),
+            "t",
+        );
+        let annotations = &body["metadata"]["annotations"];
+        assert_eq!(body.as_object().unwrap().len(), 1, "metadata only: {body}");
+        assert_eq!(annotations.as_object().unwrap().len(), 1, "{body}");
+        let mark = annotations[ROLLOUT_FAILED_ANNOTATION].as_str().unwrap();
+        let stored = Stored::from_annotations(&BTreeMap::from([
+            (STAMP_ANNOTATION.to_string(), s.as_str().to_string()),
+            (ROLLOUT_FAILED_ANNOTATION.to_string(), mark.to_string()),
+        ]));
+        assert_eq!(stored.rollout_failed, Some((s, changed)));
+    }
+
+    #[test]
     fn record_touches_metadata_only() {
         let s = stamp();
         let body = patch_body(

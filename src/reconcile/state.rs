@@ -1512,4 +1512,64 @@ mod tests {
             None
         )));
     }
+
+    #[test]
+    fn a_roll_names_the_digests_of_the_sources_it_changes_and_a_failed_rollout_marks_it() {
+        let mut s = state();
+        synced_state(&mut s);
+        let Some(Effect::Write(w)) = s.decide(&wid("web"), now()) else {
+            panic!("first sight records");
+        };
+        assert!(w.changed.is_empty(), "a record changes nothing");
+        record(&mut s, &w);
+        apply(
+            &mut s,
+            vec![source(SourceKind::Secret, "db", &[("password", "b")])],
+        );
+        let Some(Effect::Write(roll)) = s.decide(&wid("web"), now()) else {
+            panic!("rolls");
+        };
+        assert_eq!(roll.changed.keys().collect::<Vec<_>>(), ["secret/db"]);
+        assert_eq!(
+            roll.changed["secret/db"],
+            roll.sources.to_map()["secret/db"]
+        );
+        record(&mut s, &roll);
+
+        let failure = Failure {
+            id: wid("web"),
+            reason: FailureReason::Timeout,
+            changed: roll.changed.clone(),
+            held: vec![wid("api"), wid("worker")],
+        };
+        let mut out = Vec::new();
+        s.rollout_failed(&failure, &mut out);
+        let [Effect::Publish(on_source), Effect::Write(mark)] = out.as_slice() else {
+            panic!("an Event on the source and a mark on the workload: {out:?}");
+        };
+        let about = on_source.about_source.as_ref().expect("about the Secret");
+        assert_eq!(
+            (about.kind, about.name.as_str()),
+            (SourceKind::Secret, "db")
+        );
+        assert_eq!(on_source.event.reason, "RolloutHalted");
+        assert!(
+            on_source.event.note.contains("2 roll(s)"),
+            "{}",
+            on_source.event.note
+        );
+        assert_eq!(mark.write, Write::MarkFailed);
+        assert_eq!(mark.stamp, roll.stamp, "the roll that failed");
+        assert_eq!(mark.sources.to_map(), roll.changed);
+        let event = mark.event.as_ref().expect("RolloutFailed");
+        assert_eq!(event.reason, "RolloutFailed");
+        assert!(
+            event
+                .note
+                .contains("Deployment shop/api, Deployment shop/worker"),
+            "{}",
+            event.note
+        );
+        assert!(event.note.contains("--rollout-timeout"), "{}", event.note);
+    }
 }
