@@ -15,14 +15,17 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::alerts::{self, AlertQueue};
-use crate::cli::{AdminAddr, Args};
+use crate::cli::{AdminAddr, Args, labels_matching};
 use crate::error::Error;
+use crate::k8s::canary::CanarySettings;
 use crate::k8s::events::EventPublisher;
 use crate::k8s::key_secret;
 use crate::k8s::leader::{self, ElectionSettings, Elector};
 use crate::k8s::watch::{WatchSettings, initial_list_path, run_scope};
 use crate::model::hashing::InstallationKey;
 use crate::model::kind::{SourceKind, WorkloadKind};
+use crate::reconcile::canary::{Canary, Tracker};
+use crate::reconcile::gate::Gate;
 use crate::reconcile::input::{WatchScope, Watched};
 use crate::reconcile::scheduler::Scheduler;
 use crate::reconcile::scopes::Readiness;
@@ -58,7 +61,7 @@ pub(crate) async fn client_config(args: &Args) -> anyhow::Result<Config> {
 /// Runs hashroll until `shutdown` resolves: connect, load the key, watch, reconcile; then stop cleanly.
 /// With `--leader-elect` it first waits for the Lease, and fails (so the process exits non-zero) the moment
 /// it loses it.
-pub async fn run(mut args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let config = client_config(&args).await?;
     let controller_ns = args.controller_namespace(&config.default_namespace);
     let client = Client::try_from(config).context("building the Kubernetes client")?;
@@ -68,6 +71,10 @@ pub async fn run(mut args: Args, shutdown: impl Future<Output = ()>) -> anyhow::
         debounce: args.debounce,
     });
     let (readiness_tx, readiness) = watch::channel(Readiness::Syncing);
+    let canary = canary_settings(&args, &controller_ns).map(|s| {
+        let tracker = Tracker::new(leader::identity(&args.instance()), s.timeout);
+        (s, Canary::new(tracker))
+    });
     let standby = Arc::new(AtomicBool::new(false));
     // Cancelled once, at shutdown: the admin server and the loop stop on it.
     let stop = CancellationToken::new();
@@ -79,11 +86,46 @@ pub async fn run(mut args: Args, shutdown: impl Future<Output = ()>) -> anyhow::
             metrics: metrics.clone(),
             readiness,
             standby: standby.clone(),
+            canary: canary.as_ref().map(|(_, c)| c.clone()),
         };
         start_admin(addr, health, stop.clone()).await;
     }
 
     let mut shutdown = std::pin::pin!(shutdown);
+    // The loop writes nothing before this says it leads (at once without `--leader-elect`).
+    let (leading_tx, leading) = watch::channel(!args.election.leader_elect);
+    let events = EventPublisher::new(client.clone(), args.instance());
+    let mut readiness_tx = Some(readiness_tx);
+    let mut start = |key: InstallationKey| {
+        let readiness = readiness_tx.take().expect("one pipeline per run");
+        let (client, metrics, args) = (client.clone(), metrics.clone(), &args);
+        let (events, leading, stop) = (events.clone(), leading.clone(), stop.clone());
+        let tracker = canary.as_ref().map(|(_, c)| c.clone());
+        async move {
+            let edges = Edges {
+                client,
+                metrics,
+                events,
+                stop,
+            };
+            Pipeline::start(args, edges, key, readiness, leading, tracker).await
+        }
+    };
+
+    // `--warm-standby`: watch and index before leading, so that a takeover decides at once.
+    let mut pipeline = None;
+    if args.election.leader_elect && args.warm_standby {
+        metrics.leader.set(0);
+        standby.store(true, Ordering::Relaxed);
+        let key = tokio::select! {
+            key = load_key(&client, &controller_ns, &args.key_secret) => key?,
+            _ = shutdown.as_mut() => return Ok(()),
+        };
+        tracing::info!(namespace = %controller_ns, key_id = key.id(), "installation key loaded");
+        pipeline = Some(start(key).await?);
+        tracing::info!("warm standby: watching, deciding nothing until leading");
+    }
+
     let leadership = if args.election.leader_elect {
         let settings = ElectionSettings {
             namespace: args
@@ -104,6 +146,9 @@ pub async fn run(mut args: Args, shutdown: impl Future<Output = ()>) -> anyhow::
             acquired = elector.acquire() => acquired?,
             _ = shutdown.as_mut() => {
                 tracing::info!(lease = %elector.lease(), "stopped while waiting to become leader");
+                if let Some(p) = pipeline {
+                    p.stop(&stop).await;
+                }
                 return Ok(());
             }
         }
@@ -120,145 +165,45 @@ pub async fn run(mut args: Args, shutdown: impl Future<Output = ()>) -> anyhow::
         }
     });
 
-    let key = tokio::select! {
-        key = load_key(&client, &controller_ns, &args.key_secret) => key?,
-        reason = lost.as_mut() => return Err(lost_leadership(&leadership, &metrics, reason)),
+    let mut pipeline = match pipeline {
+        Some(p) => p,
+        None => {
+            let key = tokio::select! {
+                key = load_key(&client, &controller_ns, &args.key_secret) => key?,
+                reason = lost.as_mut() => return Err(lost_leadership(&leadership, &metrics, reason)),
+            };
+            tracing::info!(namespace = %controller_ns, key_id = key.id(), "installation key loaded");
+            start(key).await?
+        }
     };
-    tracing::info!(namespace = %controller_ns, key_id = key.id(), "installation key loaded");
-
-    let mut kinds = args.workload_kinds();
-    if kinds.contains(&WorkloadKind::Rollout) && !rollouts_served(&client).await {
-        tracing::info!(
-            "argoproj.io/v1alpha1 Rollouts are not served by this cluster; not watching them"
-        );
-        kinds.remove(&WorkloadKind::Rollout);
-    }
-    if args
-        .source_kinds()
-        .contains(&SourceKind::SecretProviderClass)
-        && !crate::k8s::csi::served(&client).await
-    {
-        tracing::info!(
-            "secrets-store.csi.x-k8s.io/v1 SecretProviderClasses are not served by this cluster; not watching them"
-        );
-        args.watch.retain(|k| *k != SourceKind::SecretProviderClass);
-    }
-    let scopes = watch_scopes(&args, &kinds);
-    let reasons: Vec<&str> = Skip::ALL.iter().map(|s| s.label()).collect();
-    metrics.preset(kinds.iter().copied(), &reasons);
 
     // Lost while loading the key or probing for Rollouts: never start writing.
     if let Some(reason) = leadership.as_ref().and_then(Leadership::lost_now) {
+        pipeline.reconcile.abort();
         return Err(lost_leadership(&leadership, &metrics, reason));
     }
-
-    let (tx, rx) = mpsc::channel(1024);
-    let (targets_tx, targets) = watch::channel(None);
-    let poller = match args.vault.addr() {
-        Some(addr) => {
-            let client = crate::vault::client::VaultClient::new(&args.vault, addr.clone())?;
-            metrics.enable_vault();
-            let settings = crate::vault::poller::PollSettings {
-                interval: args.vault.vault_poll_interval,
-                concurrency: usize::from(args.vault.vault_concurrency),
-                key_level: args.vault.vault_key_level,
-            };
-            tracing::info!(addr = %addr, auth = ?args.vault.vault_auth_method,
-                key_level = settings.key_level, interval = ?settings.interval, "polling Vault paths");
-            Some(tokio::spawn(crate::vault::poller::run(
-                client,
-                targets,
-                tx.clone(),
-                metrics.clone(),
-                settings,
-            )))
-        }
-        None => {
-            drop(targets);
-            None
-        }
-    };
-    let mut watch_settings = WatchSettings::from(&args);
-    watch_settings.initial_list =
-        initial_list_path(&client, args.initial_list, scopes.first()).await;
-    tracing::info!(
-        initial_list = watch_settings.initial_list.as_str(),
-        asked = ?args.initial_list,
-        "initial list path chosen"
-    );
-    let mut watches = JoinSet::new();
-    for scope in &scopes {
-        watches.spawn(run_scope(
+    let _ = leading_tx.send(true);
+    // Written by the leader only: it starts here, and stops with the watches.
+    if let Some((settings, canary)) = &canary {
+        pipeline.watches.spawn(crate::k8s::canary::run(
             client.clone(),
-            scope.clone(),
-            watch_settings.clone(),
-            tx.clone(),
+            settings.clone(),
+            canary.clone(),
             metrics.clone(),
+            events.clone(),
         ));
     }
-    drop(tx);
-    tracing::info!(
-        watches = watches.len(),
-        dry_run = args.dry_run,
-        debounce = ?args.debounce,
-        "hashroll started"
-    );
-
-    let state = State::new(
-        state::Settings {
-            dry_run: args.dry_run,
-            namespaces: (&args).into(),
-            visibility: (&args).into(),
-            scopes,
-        },
-        key,
-        metrics.clone(),
-    );
-    let (alerts, alert_sender) = start_alerts(&args, &metrics);
-    let writer = Writer::new(
-        client.clone(),
-        EventPublisher::new(client, args.instance()),
-        metrics.clone(),
-        (&args).into(),
-        usize::from(args.patch_concurrency),
-        alerts,
-    );
-    let mut reconcile = tokio::spawn(crate::reconcile::run(
-        state,
-        Scheduler::new(args.debounce),
-        writer,
-        rx,
-        readiness_tx,
-        targets_tx,
-        metrics.clone(),
-        stop.clone(),
-    ));
 
     tokio::select! {
         _ = shutdown.as_mut() => {}
-        _ = &mut reconcile => {}
+        _ = &mut pipeline.reconcile => {}
         reason = lost.as_mut() => {
             // Another replica may be writing already: stop at once, without finishing patches in flight.
-            reconcile.abort();
+            pipeline.reconcile.abort();
             return Err(lost_leadership(&leadership, &metrics, reason));
         }
     }
-    tracing::info!("stopping watches");
-    watches.abort_all();
-    if let Some(p) = &poller {
-        p.abort();
-    }
-    stop.cancel();
-    let _ = reconcile.await;
-    if let Some(sender) = alert_sender {
-        // The loop's queue handle is gone: what is queued goes out, a bounded while.
-        if tokio::time::timeout(ALERT_DRAIN_LIMIT, sender)
-            .await
-            .is_err()
-        {
-            tracing::warn!("alerts still queued after {ALERT_DRAIN_LIMIT:?}; exiting anyway");
-        }
-    }
+    pipeline.stop(&stop).await;
     drop(lost);
     if let Some(l) = leadership {
         l.release().await;
@@ -286,6 +231,197 @@ fn start_alerts(
         Some(s) => alerts::sender::start(s, metrics.clone()),
         None => (AlertQueue::off(metrics.clone()), None),
     }
+}
+
+/// What the pipeline talks to and through.
+struct Edges {
+    client: Client,
+    metrics: Metrics,
+    events: EventPublisher,
+    stop: CancellationToken,
+}
+
+/// The watches, the Vault poller, the reconcile loop and the alert sender.
+struct Pipeline {
+    watches: JoinSet<()>,
+    poller: Option<tokio::task::JoinHandle<()>>,
+    reconcile: tokio::task::JoinHandle<()>,
+    alert_sender: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Pipeline {
+    /// Starts the watches, the Vault poller and the reconcile loop, which decides and writes only once
+    /// `leading` says so.
+    async fn start(
+        args: &Args,
+        edges: Edges,
+        key: InstallationKey,
+        readiness: watch::Sender<Readiness>,
+        leading: watch::Receiver<bool>,
+        canary: Option<Canary>,
+    ) -> anyhow::Result<Pipeline> {
+        let Edges {
+            client,
+            metrics,
+            events,
+            stop,
+        } = edges;
+        let mut args = args.clone();
+        let mut kinds = args.workload_kinds();
+        if kinds.contains(&WorkloadKind::Rollout) && !rollouts_served(&client).await {
+            tracing::info!(
+                "argoproj.io/v1alpha1 Rollouts are not served by this cluster; not watching them"
+            );
+            kinds.remove(&WorkloadKind::Rollout);
+        }
+        if args
+            .source_kinds()
+            .contains(&SourceKind::SecretProviderClass)
+            && !crate::k8s::csi::served(&client).await
+        {
+            tracing::info!(
+                "secrets-store.csi.x-k8s.io/v1 SecretProviderClasses are not served by this cluster; not watching them"
+            );
+            args.watch.retain(|k| *k != SourceKind::SecretProviderClass);
+        }
+        let args = &args;
+        let scopes = watch_scopes(args, &kinds);
+        let reasons: Vec<&str> = Skip::ALL.iter().map(|s| s.label()).collect();
+        metrics.preset(kinds.iter().copied(), &reasons);
+
+        let (tx, rx) = mpsc::channel(1024);
+        let (targets_tx, targets) = watch::channel(None);
+        let poller = match args.vault.addr() {
+            Some(addr) => {
+                let client = crate::vault::client::VaultClient::new(&args.vault, addr.clone())?;
+                metrics.enable_vault();
+                let settings = crate::vault::poller::PollSettings {
+                    interval: args.vault.vault_poll_interval,
+                    concurrency: usize::from(args.vault.vault_concurrency),
+                    key_level: args.vault.vault_key_level,
+                };
+                tracing::info!(addr = %addr, auth = ?args.vault.vault_auth_method,
+                    key_level = settings.key_level, interval = ?settings.interval, "polling Vault paths");
+                Some(tokio::spawn(crate::vault::poller::run(
+                    client,
+                    targets,
+                    tx.clone(),
+                    metrics.clone(),
+                    settings,
+                )))
+            }
+            None => {
+                drop(targets);
+                None
+            }
+        };
+        let mut watch_settings = WatchSettings::from(args);
+        watch_settings.initial_list =
+            initial_list_path(&client, args.initial_list, scopes.first()).await;
+        tracing::info!(
+            initial_list = watch_settings.initial_list.as_str(),
+            asked = ?args.initial_list,
+            "initial list path chosen"
+        );
+        let mut watches = JoinSet::new();
+        for scope in &scopes {
+            watches.spawn(run_scope(
+                client.clone(),
+                scope.clone(),
+                watch_settings.clone(),
+                tx.clone(),
+                metrics.clone(),
+            ));
+        }
+        drop(tx);
+        tracing::info!(
+            watches = watches.len(),
+            dry_run = args.dry_run,
+            debounce = ?args.debounce,
+            "hashroll started"
+        );
+
+        let state = State::new(
+            state::Settings {
+                dry_run: args.dry_run,
+                namespaces: args.into(),
+                visibility: args.into(),
+                scopes,
+            },
+            key,
+            metrics.clone(),
+        );
+        let (alerts, alert_sender) = start_alerts(args, &metrics);
+        let writer = Writer::new(
+            client,
+            events,
+            metrics.clone(),
+            args.into(),
+            usize::from(args.patch_concurrency),
+            alerts,
+        );
+        let parts = crate::reconcile::Parts {
+            state,
+            scheduler: Scheduler::new(args.debounce),
+            gate: Gate::new(args.into()),
+            writer,
+            canary,
+            leading,
+        };
+        let reconcile = tokio::spawn(crate::reconcile::run(
+            parts, rx, readiness, targets_tx, metrics, stop,
+        ));
+        Ok(Pipeline {
+            watches,
+            poller,
+            reconcile,
+            alert_sender,
+        })
+    }
+
+    /// Stops the watches and the poller, then the loop (which finishes the patches in flight, bounded),
+    /// then lets queued alerts go out (bounded).
+    async fn stop(mut self, stop: &CancellationToken) {
+        tracing::info!("stopping watches");
+        self.watches.abort_all();
+        if let Some(p) = &self.poller {
+            p.abort();
+        }
+        stop.cancel();
+        let _ = self.reconcile.await;
+        if let Some(sender) = self.alert_sender {
+            // The loop's queue handle is gone: what is queued goes out, a bounded while.
+            if tokio::time::timeout(ALERT_DRAIN_LIMIT, sender)
+                .await
+                .is_err()
+            {
+                tracing::warn!("alerts still queued after {ALERT_DRAIN_LIMIT:?}; exiting anyway");
+            }
+        }
+    }
+}
+
+/// Where the canary is written and what it carries, with `--canary-interval`; None when off, or when it
+/// could not come back through the ConfigMap watch (said at start).
+fn canary_settings(args: &Args, controller_ns: &str) -> Option<CanarySettings> {
+    if args.canary_interval.is_zero() {
+        return None;
+    }
+    if let Some(why) = args.canary_unseen(controller_ns) {
+        tracing::warn!(flag = "--canary-interval", reason = %why,
+            "canary off: hashroll would not see its own canary ConfigMap");
+        return None;
+    }
+    Some(CanarySettings {
+        namespace: controller_ns.to_string(),
+        interval: args.canary_interval,
+        timeout: args.canary_timeout,
+        labels: args
+            .resource_label_selector
+            .as_deref()
+            .map(labels_matching)
+            .unwrap_or_default(),
+    })
 }
 
 /// One watch per source kind and workload kind, per namespace (or cluster-wide), plus the namespace watch

@@ -1,7 +1,8 @@
 //! Command-line flags (each also an `HASHROLL_*` environment variable), validated before any connection.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use crate::model::kind::{SourceKind, WorkloadKind};
 use crate::model::names::{is_dns1123_label, is_dns1123_subdomain};
 use crate::model::policy::PolicySettings;
 use crate::reconcile::decision::Visibility;
+use crate::reconcile::gate::GateSettings;
 use crate::reconcile::scopes::NamespaceFilter;
 
 /// hashroll rolls Deployments, StatefulSets, DaemonSets, CronJobs and Argo Rollouts when the Secrets and
@@ -124,6 +126,33 @@ pub struct Args {
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub patch_concurrency: u16,
 
+    /// At most this many rolls started per minute, fleet-wide, evenly spaced (a token bucket of one);
+    /// the rest wait their turn in the order decided. Off by default.
+    #[arg(long, env = "HASHROLL_MAX_ROLLOUTS_PER_MINUTE",
+          value_parser = clap::value_parser!(u32).range(1..=60_000))]
+    pub max_rollouts_per_minute: Option<u32>,
+
+    /// Write the canary ConfigMap (`hashroll-canary` in the controller namespace) this often and time how
+    /// long hashroll's own ConfigMap watch takes to bring it back (e.g. `2m`); `0` turns it off.
+    #[arg(long, env = "HASHROLL_CANARY_INTERVAL", value_parser = parse_duration, default_value = "0")]
+    pub canary_interval: Duration,
+
+    /// A canary write not back through the watch within this long makes `/readyz` fail and gives a
+    /// Warning Event, until one comes back.
+    #[arg(long, env = "HASHROLL_CANARY_TIMEOUT", value_parser = parse_positive_duration, default_value = "1m")]
+    pub canary_timeout: Duration,
+
+    /// Roll in health-gated waves: at most this many rollouts in progress at once, fleet-wide, the next
+    /// starting only when one is done as its controller reports it; a failed one halts its change.
+    /// Off by default.
+    #[arg(long, env = "HASHROLL_MAX_CONCURRENT_ROLLOUTS",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_concurrent_rollouts: Option<u16>,
+
+    /// Under `--max-concurrent-rollouts`, a rollout not done within this long fails (and halts its change).
+    #[arg(long, env = "HASHROLL_ROLLOUT_TIMEOUT", value_parser = parse_positive_duration, default_value = "10m")]
+    pub rollout_timeout: Duration,
+
     /// Label per-workload counters and per-watch metrics with the namespace (one series per namespace).
     #[arg(long, env = "HASHROLL_METRICS_NAMESPACE_LABEL")]
     pub metrics_namespace_label: bool,
@@ -147,6 +176,10 @@ pub struct Args {
     pub alerts: crate::alerts::settings::AlertFlags,
     #[command(flatten)]
     pub vault: crate::vault::flags::VaultFlags,
+    /// With `--leader-elect`: a standby watches and keeps its index like the leader (and as much
+    /// memory), deciding and writing nothing, so that on takeover it acts at once, without listing.
+    #[arg(long, env = "HASHROLL_WARM_STANDBY")]
+    pub warm_standby: bool,
 
     /// The pod's name, from the downward API: names this replica in Events and in the Lease.
     #[arg(long, env = "POD_NAME", hide = true)]
@@ -384,6 +417,20 @@ impl Args {
         self.workload_kinds.iter().copied().collect()
     }
 
+    /// Why the canary could not come back through the ConfigMap watch (`--watch`, `--namespaces`), if so.
+    pub fn canary_unseen(&self, controller_namespace: &str) -> Option<String> {
+        if !self.source_kinds().contains(&SourceKind::ConfigMap) {
+            return Some("--watch leaves out configmaps".into());
+        }
+        if !self.namespaces.is_empty() && !self.namespaces.iter().any(|n| n == controller_namespace)
+        {
+            return Some(format!(
+                "--namespaces leaves out the controller namespace {controller_namespace}"
+            ));
+        }
+        None
+    }
+
     /// The source kinds selected, without duplicates.
     pub fn source_kinds(&self) -> BTreeSet<SourceKind> {
         self.watch.iter().copied().collect()
@@ -443,6 +490,38 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok()
         .filter(|d| *d <= Duration::from_secs(3600))
         .ok_or_else(|| format!("{s:?} is out of range (0 to 1h)"))
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s).and_then(|d| {
+        if d.is_zero() {
+            Err(format!("{s:?} must be more than 0"))
+        } else {
+            Ok(d)
+        }
+    })
+}
+
+/// Labels an object must carry to match the selector, as far as its requirements ask for a label to be
+/// there (`k=v`, `k==v`, `k in (v,…)`, `k`); the others (`!=`, `notin`, `!k`) are met by leaving labels
+/// out. For the canary, which the ConfigMap watch must see under `--resource-label-selector`.
+pub fn labels_matching(selector: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    for req in split_requirements(selector) {
+        let req = req.trim();
+        if req.contains(" notin ") || req.contains("!=") || req.starts_with('!') {
+            continue;
+        }
+        if let Some((k, rest)) = req.split_once(" in ") {
+            let first = rest.trim().trim_start_matches('(').split([',', ')']).next();
+            labels.insert(k.trim().into(), first.unwrap_or("").trim().into());
+        } else if let Some((k, v)) = req.split_once("==").or(req.split_once('=')) {
+            labels.insert(k.trim().into(), v.trim().into());
+        } else {
+            labels.insert(req.into(), "true".into());
+        }
+    }
+    labels
 }
 
 /// Checks the syntax of a label selector before it reaches the API server, so a typo fails at start-up.
@@ -541,6 +620,18 @@ impl From<&Args> for PolicySettings {
     }
 }
 
+impl From<&Args> for GateSettings {
+    fn from(a: &Args) -> Self {
+        GateSettings {
+            per_minute: a.max_rollouts_per_minute.and_then(NonZeroU32::new),
+            max_concurrent: a
+                .max_concurrent_rollouts
+                .and_then(|n| NonZeroUsize::new(usize::from(n))),
+            rollout_timeout: a.rollout_timeout,
+        }
+    }
+}
+
 impl From<&Args> for NamespaceFilter {
     fn from(a: &Args) -> Self {
         NamespaceFilter {
@@ -596,6 +687,7 @@ mod tests {
         assert_eq!(a.debounce, Duration::from_secs(2));
         assert!(a.stakater_compat);
         assert!(!a.dry_run);
+        assert_eq!(GateSettings::from(&a).per_minute, None, "no rate limit");
         assert_eq!(a.source_kinds().len(), 3);
         assert_eq!(a.workload_kinds().len(), 5);
         assert_eq!(
@@ -618,6 +710,10 @@ mod tests {
             (vec!["--log-format", "xml"], "--log-format"),
             (vec!["--admin-addr", "nowhere"], "--admin-addr"),
             (vec!["--patch-concurrency", "0"], "--patch-concurrency"),
+            (
+                vec!["--max-rollouts-per-minute", "0"],
+                "--max-rollouts-per-minute",
+            ),
         ] {
             let err = parse(&args).unwrap_err().to_string();
             assert!(err.contains(flag), "{args:?}: {err}");
@@ -649,6 +745,31 @@ mod tests {
         for bad in ["app=we b", "a in b", "=x", ""] {
             assert!(parse_label_selector(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_canary_carries_the_labels_a_selector_asks_for() {
+        let labels = labels_matching(
+            "tracked=yes, tier==web,team in (a, b),!legacy,env!=dev,x notin (y),has",
+        );
+        let want: BTreeMap<String, String> = [
+            ("tracked", "yes"),
+            ("tier", "web"),
+            ("team", "a"),
+            ("has", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(labels, want);
+        let a = parse(&[]).unwrap();
+        assert_eq!(a.canary_interval, Duration::ZERO, "off by default");
+        assert!(
+            parse(&["--canary-timeout", "0"])
+                .unwrap_err()
+                .to_string()
+                .contains("--canary-timeout")
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod cluster;
 mod measure;
 mod procs;
 mod real;
+mod takeover;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -51,6 +52,9 @@ struct Cli {
     /// Skip the baseline.
     #[arg(long)]
     no_baseline: bool,
+    /// Also time a takeover by a cold and by a warm standby, and measure what a standby costs.
+    #[arg(long)]
+    takeover: bool,
     /// Extra environment for the hashroll process only, `NAME=VALUE`, repeatable: for profiling, e.g.
     /// `LD_PRELOAD=/usr/lib/heaptrack/libheaptrack_preload.so` (benches/README.md, "Profiling").
     #[arg(long = "hashroll-env", value_name = "NAME=VALUE", value_parser = parse_env)]
@@ -161,6 +165,7 @@ struct ClusterRun {
     server_end: Vec<(String, Usage)>,
     hashroll: SubjectResult,
     baseline: Option<SubjectResult>,
+    takeover: Option<takeover::Takeover>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -363,6 +368,10 @@ async fn run_cluster(
     };
     run.hashroll =
         run_subject(Who::Hashroll, &server, &client, &mut watch, plan, cli, full).await?;
+    if full && cli.takeover {
+        let idle = Duration::from_secs_f64(cli.idle.min(10.0));
+        run.takeover = Some(takeover::run(&server, &client, &mut watch, plan, idle).await?);
+    }
     if !cli.no_baseline {
         run.baseline =
             // The same scenario: memory, CPU, start-up, reaction, API cost and fan-out.
@@ -612,6 +621,26 @@ impl Report {
                 &format!("peak RSS, payloads x{}", big.payload_factor),
                 mib(hb.end.hwm),
                 bb.map(|x| mib(x.end.hwm)),
+                "",
+            );
+        }
+        if let Some(t) = &self.base.takeover {
+            row(
+                "takeover (SIGKILL -> roll), cold standby",
+                secs(t.cold_secs),
+                None,
+                "2 s lease",
+            );
+            row(
+                "takeover (SIGKILL -> roll), warm standby",
+                secs(t.warm_secs),
+                None,
+                "2 s lease",
+            );
+            row(
+                "standby RSS: cold / warm (synced)",
+                format!("{} / {}", mib(t.cold_standby.rss), mib(t.warm_standby.rss)),
+                None,
                 "",
             );
         }

@@ -229,7 +229,7 @@ impl ApiCost {
 }
 
 /// Changes key `key-0` of Secret `ns/name`; returns once the server acknowledged it.
-async fn touch_secret(
+pub async fn touch_secret(
     client: &kube::Client,
     rng: &mut Rng,
     ns: &str,

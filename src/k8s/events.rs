@@ -54,6 +54,27 @@ impl EventPublisher {
         ev: &WorkloadEvent,
     ) -> kube::Result<()> {
         let ar = api_resource(id.kind);
+        let regarding = ObjectReference {
+            api_version: Some(ar.api_version),
+            kind: Some(ar.kind),
+            name: Some(id.name.clone()),
+            namespace: Some(id.namespace.clone()),
+            uid: uid.map(str::to_string),
+            ..ObjectReference::default()
+        };
+        self.publish_regarding(regarding, ev).await
+    }
+
+    /// Creates an Event about any namespaced object (the canary ConfigMap), in its namespace.
+    pub async fn publish_regarding(
+        &self,
+        regarding: ObjectReference,
+        ev: &WorkloadEvent,
+    ) -> kube::Result<()> {
+        let (Some(name), Some(namespace)) = (regarding.name.clone(), regarding.namespace.clone())
+        else {
+            return Ok(());
+        };
         let now = Timestamp::now();
         let mut note = ev.note.clone();
         if note.len() > 1000 {
@@ -66,8 +87,8 @@ impl EventPublisher {
         }
         let event = Event {
             metadata: ObjectMeta {
-                name: Some(event_name(&id.name, now.as_nanosecond())),
-                namespace: Some(id.namespace.clone()),
+                name: Some(event_name(&name, now.as_nanosecond())),
+                namespace: Some(namespace.clone()),
                 ..ObjectMeta::default()
             },
             event_time: Some(MicroTime(now)),
@@ -81,19 +102,12 @@ impl EventPublisher {
                 }
                 .into(),
             ),
-            regarding: Some(ObjectReference {
-                api_version: Some(ar.api_version),
-                kind: Some(ar.kind),
-                name: Some(id.name.clone()),
-                namespace: Some(id.namespace.clone()),
-                uid: uid.map(str::to_string),
-                ..ObjectReference::default()
-            }),
+            regarding: Some(regarding),
             reporting_controller: Some(REPORTING_CONTROLLER.into()),
             reporting_instance: Some(self.instance.clone()),
             ..Event::default()
         };
-        Api::<Event>::namespaced(self.client.clone(), &id.namespace)
+        Api::<Event>::namespaced(self.client.clone(), &namespace)
             .create(&PostParams::default(), &event)
             .await
             .map(|_| ())

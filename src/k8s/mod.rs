@@ -1,6 +1,7 @@
 //! The Kubernetes edge: everything that talks to the API server. Objects come in through [`watch`] (parsed
 //! by [`wire`] straight into the model's summaries); writes go out through [`patch`] and [`events`].
 
+pub mod canary;
 pub mod csi;
 pub mod events;
 pub mod key_secret;

@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use crate::k8s::api_resource;
 use crate::k8s::wire::WorkloadWire;
 use crate::model::annotations::{
-    ROLLED_AT_ANNOTATION, SOURCES_ANNOTATION, STAMP_ANNOTATION, TEMPLATE_ANNOTATION,
+    ROLLED_AT_ANNOTATION, ROLLOUT_FAILED_ANNOTATION, SOURCES_ANNOTATION, STAMP_ANNOTATION,
+    TEMPLATE_ANNOTATION,
 };
 use crate::model::hashing::Stamp;
 use crate::model::kind::{WorkloadId, WorkloadKind};
@@ -26,6 +27,16 @@ pub enum Write {
     RollTemplate,
     /// Record and set `spec.restartAt` (Argo Rollouts' own restart), leaving the template alone.
     RestartAt,
+    /// Only mark the roll recorded on the workload (the stamp) as failed, naming the source digests it
+    /// carried (`sources`): `hashroll.dev/rollout-failed`, which halts their waves.
+    MarkFailed,
+}
+
+impl Write {
+    /// Whether the write rolls the workload's pods.
+    pub fn rolls(self) -> bool {
+        matches!(self, Write::RollTemplate | Write::RestartAt)
+    }
 }
 
 /// Builds the merge patch for `kind`. `now` is RFC 3339: a roll records it on the metadata
@@ -37,6 +48,10 @@ pub fn patch_body(
     sources: &RecordedSources,
     now: &str,
 ) -> Value {
+    if write == Write::MarkFailed {
+        let marker = format!("{} {}", stamp.as_str(), sources.as_json());
+        return json!({ "metadata": { "annotations": { ROLLOUT_FAILED_ANNOTATION: marker } } });
+    }
     let mut body = json!({
         "metadata": { "annotations": {
             STAMP_ANNOTATION: stamp.as_str(),
@@ -47,7 +62,7 @@ pub fn patch_body(
         body["metadata"]["annotations"][ROLLED_AT_ANNOTATION] = json!(now);
     }
     match write {
-        Write::Record => {}
+        Write::Record | Write::MarkFailed => {}
         Write::RestartAt => body["spec"] = json!({ "restartAt": now }),
         Write::RollTemplate => {
             // Nested along the kind's template path; a CronJob's suspend and schedule stay untouched.
@@ -85,6 +100,29 @@ mod tests {
             &key,
             &BTreeMap::from([("secret/db".into(), "abc".into())]),
         )
+    }
+
+    #[test]
+    fn a_failed_rollout_is_marked_in_one_annotation_read_back_as_a_halt() {
+        use crate::model::workload::Stored;
+        let s = stamp();
+        let changed = BTreeMap::from([("secret/db".to_string(), "0123456789ab".to_string())]);
+        let body = patch_body(
+            WorkloadKind::Deployment,
+            Write::MarkFailed,
+            &s,
+            &changed.clone().into(),
+            "t",
+        );
+        let annotations = &body["metadata"]["annotations"];
+        assert_eq!(body.as_object().unwrap().len(), 1, "metadata only: {body}");
+        assert_eq!(annotations.as_object().unwrap().len(), 1, "{body}");
+        let mark = annotations[ROLLOUT_FAILED_ANNOTATION].as_str().unwrap();
+        let stored = Stored::from_annotations(&BTreeMap::from([
+            (STAMP_ANNOTATION.to_string(), s.as_str().to_string()),
+            (ROLLOUT_FAILED_ANNOTATION.to_string(), mark.to_string()),
+        ]));
+        assert_eq!(stored.rollout_failed, Some((s, changed)));
     }
 
     #[test]

@@ -194,8 +194,13 @@ pub async fn run_scope(
                     }
                     SourceKind::ConfigMap => {
                         let api: Api<ConfigMapDigests> = api_for(&client, ns.as_deref());
-                        let reduce = move |c: &ConfigMapDigests| c.summary(compat);
-                        run(api, cfg, sink, reduce, deleted, Input::SourceApplied).await
+                        // The canary comes through the very watch that carries the sources (that is
+                        // its point), and is never one.
+                        let reduce = move |c: &ConfigMapDigests| match c.canary_token() {
+                            Some(token) => Some(Input::Canary(token.to_string())),
+                            None => c.summary(compat).map(Input::SourceApplied),
+                        };
+                        run(api, cfg, sink, reduce, deleted, |i| i).await
                     }
                     SourceKind::SecretProviderClass => {
                         let Sink { scope, tx, metrics } = sink;

@@ -12,9 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 
+use crate::model::annotations::{CANARY_LABEL, CANARY_TOKEN_ANNOTATION};
 use crate::model::hashing::{KeyDigest, Section, key_digest};
 use crate::model::kind::{SourceKind, WorkloadKind};
 use crate::model::policy::PolicySettings;
+use crate::model::rollout::{StatusWire, progress};
 use crate::model::source::SourceSummary;
 use crate::model::workload::WorkloadSummary;
 
@@ -84,10 +86,15 @@ pub struct WorkloadWire {
     pub metadata: ObjectMeta,
     #[serde(default)]
     spec: Option<WorkloadSpecWire>,
+    /// Only what tells whether its rollout is done (see [`crate::model::rollout`]).
+    #[serde(default)]
+    status: Option<StatusWire>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
 struct WorkloadSpecWire {
+    #[serde(default)]
+    replicas: Option<i64>,
     #[serde(default)]
     template: Option<serde_json::Value>,
     #[serde(default, rename = "jobTemplate")]
@@ -124,12 +131,19 @@ impl WorkloadWire {
 
     /// Reduces the workload to its summary; None for objects without name or namespace.
     pub fn summary(&self, kind: WorkloadKind, policy: PolicySettings) -> Option<WorkloadSummary> {
-        WorkloadSummary::reduce(
+        let mut s = WorkloadSummary::reduce(
             kind,
             &self.metadata,
             self.pod_template(kind).as_ref(),
             policy,
-        )
+        )?;
+        s.progress = progress(
+            kind,
+            self.metadata.generation,
+            self.spec.as_ref().and_then(|s| s.replicas),
+            self.status.as_ref(),
+        );
+        Some(s)
     }
 }
 
@@ -146,6 +160,16 @@ impl SecretDigests {
 }
 
 impl ConfigMapDigests {
+    /// The token of the canary write this ConfigMap carries, if it is hashroll's canary.
+    pub fn canary_token(&self) -> Option<&str> {
+        self.metadata.labels.as_ref()?.get(CANARY_LABEL)?;
+        self.metadata
+            .annotations
+            .as_ref()?
+            .get(CANARY_TOKEN_ANNOTATION)
+            .map(String::as_str)
+    }
+
     /// The ConfigMap as hashroll keeps it (`data` and `binaryData` together, their digests apart by
     /// section); None without name or namespace.
     pub fn summary(&self, stakater_compat: bool) -> Option<SourceSummary> {
@@ -259,7 +283,7 @@ impl<'de> Visitor<'de> for DigestMap {
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     #[test]
     fn secret_digests_equal_those_of_the_full_object() {
@@ -285,6 +309,22 @@ mod tests {
         let full: ConfigMap = serde_json::from_value(obj.clone()).unwrap();
         let wire: ConfigMapDigests = serde_json::from_value(obj).unwrap();
         assert_eq!(SourceSummary::from_config_map(&full), wire.summary(true));
+    }
+
+    #[test]
+    fn the_canary_is_told_by_its_label_and_token() {
+        let cm = |labels: Value, annotations: Value| -> ConfigMapDigests {
+            serde_json::from_value(
+                json!({"metadata": {"name": "hashroll-canary", "namespace": "hr",
+                "labels": labels, "annotations": annotations}, "data": {"k": "v"}}),
+            )
+            .unwrap()
+        };
+        let token = json!({"hashroll.dev/canary-token": "r.1"});
+        let label = json!({"hashroll.dev/canary": "true"});
+        assert_eq!(cm(label.clone(), token.clone()).canary_token(), Some("r.1"));
+        assert_eq!(cm(json!({}), token).canary_token(), None);
+        assert_eq!(cm(label, json!({})).canary_token(), None);
     }
 
     #[test]

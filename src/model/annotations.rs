@@ -13,6 +13,18 @@ pub const TEMPLATE_ANNOTATION: &str = "hashroll.dev/hash";
 /// outlives a restart or a failover.
 pub const ROLLED_AT_ANNOTATION: &str = "hashroll.dev/rolled-at";
 
+/// Label on the canary ConfigMap (`--canary-interval`): a ConfigMap carrying it and the token annotation
+/// below is never a source.
+pub const CANARY_LABEL: &str = "hashroll.dev/canary";
+/// Annotation on the canary ConfigMap: the token of its latest write.
+pub const CANARY_TOKEN_ANNOTATION: &str = "hashroll.dev/canary-token";
+
+/// Annotation on a workload's metadata: the stamp of its roll whose rollout failed (progress deadline
+/// exceeded, or not done within `--rollout-timeout`) under `--max-concurrent-rollouts`. While the
+/// workload still records that stamp, the rolls that carry the same source digests are held back (the
+/// halt outlives a restart and a failover); any later roll of the workload ends it.
+pub const ROLLOUT_FAILED_ANNOTATION: &str = "hashroll.dev/rollout-failed";
+
 // ---- read on workloads ------------------------------------------------------------------------------
 
 /// `"true"`: track every Secret and ConfigMap the pod spec uses; `"false"`: never roll this workload.
@@ -25,6 +37,9 @@ pub const CONFIGMAPS: &str = "hashroll.dev/configmaps";
 pub const EXCLUDE_SECRETS: &str = "hashroll.dev/exclude-secrets";
 /// Comma list of ConfigMap names never tracked.
 pub const EXCLUDE_CONFIGMAPS: &str = "hashroll.dev/exclude-configmaps";
+/// `"0"`, `"1"`, …: under `--max-concurrent-rollouts`, the wave the workload rolls in (lower first; without
+/// it, after every numbered wave).
+pub const ROLLOUT_WAVE: &str = "hashroll.dev/rollout-wave";
 /// `"annotation"` (default) or `"restart"` (Argo Rollouts: set `spec.restartAt` instead).
 pub const ROLLOUT_STRATEGY: &str = "hashroll.dev/rollout-strategy";
 

@@ -9,6 +9,7 @@ pub mod names;
 pub mod policy;
 pub mod provider_class;
 pub mod references;
+pub mod rollout;
 pub mod source;
 pub mod vault_refs;
 pub mod workload;

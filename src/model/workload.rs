@@ -8,12 +8,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use sha2::{Digest, Sha256};
 
 use crate::model::annotations::{
-    ROLLED_AT_ANNOTATION, SOURCES_ANNOTATION, STAMP_ANNOTATION, TEMPLATE_ANNOTATION,
+    ROLLED_AT_ANNOTATION, ROLLOUT_FAILED_ANNOTATION, ROLLOUT_WAVE, SOURCES_ANNOTATION,
+    STAMP_ANNOTATION, TEMPLATE_ANNOTATION,
 };
 use crate::model::hashing::Stamp;
 use crate::model::kind::{WorkloadId, WorkloadKind};
 use crate::model::policy::{PolicyError, PolicySettings, ReloadPolicy, parse_policy};
 use crate::model::references::{Reference, pod_spec_references};
+use crate::model::rollout::Progress;
 use crate::model::vault_refs::template_vault_references;
 
 /// Whether and how a workload takes part.
@@ -39,6 +41,9 @@ pub struct Stored {
     pub sources: Option<RecordedSources>,
     /// When hashroll last rolled the workload; None if never, or unreadable.
     pub rolled_at: Option<jiff::Timestamp>,
+    /// The roll whose rollout failed and halted its change, if any: its stamp, and the digests of the
+    /// sources it changed (`secret/db` → digest).
+    pub rollout_failed: Option<(Stamp, BTreeMap<String, String>)>,
 }
 
 impl Stored {
@@ -55,6 +60,12 @@ impl Stored {
             rolled_at: annotations
                 .get(ROLLED_AT_ANNOTATION)
                 .and_then(|s| s.parse().ok()),
+            rollout_failed: annotations
+                .get(ROLLOUT_FAILED_ANNOTATION)
+                .and_then(|s| s.split_once(' '))
+                .and_then(|(stamp, changed)| {
+                    Some((Stamp::parse(stamp)?, serde_json::from_str(changed).ok()?))
+                }),
         }
     }
 }
@@ -118,6 +129,36 @@ pub struct WorkloadSummary {
     /// Digest of the pod template without hashroll's annotation: when it changes the workload rolls by
     /// itself, so config changes seen at the same time need no roll of their own.
     pub template_digest: [u8; 16],
+    /// Its rollout as its controller reports it (set at the edge, from the status; Done when unknown).
+    pub progress: Progress,
+    /// `hashroll.dev/rollout-wave`; None: the last wave.
+    pub wave: Option<u32>,
+}
+
+impl WorkloadSummary {
+    /// The workload's roll halted its change, and nothing was written on it since (it still records that
+    /// roll's stamp): the digests of the sources that roll changed.
+    pub fn halted(&self) -> Option<&BTreeMap<String, String>> {
+        let (stamp, changed) = self.stored.rollout_failed.as_ref()?;
+        (self.stored.stamp.as_ref() == Some(stamp)).then_some(changed)
+    }
+}
+
+/// Reads `hashroll.dev/rollout-wave`: a small non-negative integer.
+fn rollout_wave(annotations: &BTreeMap<String, String>) -> Result<Option<u32>, PolicyError> {
+    let Some(v) = annotations.get(ROLLOUT_WAVE) else {
+        return Ok(None);
+    };
+    v.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|w| *w <= 1000)
+        .map(Some)
+        .ok_or_else(|| PolicyError {
+            annotation: ROLLOUT_WAVE.into(),
+            value: v.clone(),
+            reason: "expected a wave number from 0 to 1000 (lower waves roll first)".into(),
+        })
 }
 
 impl WorkloadSummary {
@@ -139,8 +180,10 @@ impl WorkloadSummary {
             .and_then(|t| t.metadata.as_ref())
             .and_then(|m| m.annotations.as_ref())
             .unwrap_or(&empty);
+        let wave = rollout_wave(annotations);
         let tracking = match parse_policy(annotations, template_annotations, kind, settings) {
             Err(e) => Tracking::Invalid(e),
+            Ok(Some(_)) if wave.is_err() => Tracking::Invalid(wave.clone().unwrap_err()),
             Ok(None) => Tracking::Off,
             Ok(Some(policy)) => Tracking::On {
                 policy,
@@ -164,6 +207,8 @@ impl WorkloadSummary {
             stored: Stored::from_annotations(annotations),
             template_digest: template_digest(template),
             tracking,
+            progress: Progress::Done,
+            wave: wave.ok().flatten(),
         })
     }
 
@@ -254,6 +299,37 @@ mod tests {
             PolicySettings::default(),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_rollout_wave_is_a_small_number_and_anything_else_is_named_as_malformed() {
+        let with = |wave: &str| {
+            let meta = ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("app".into()),
+                annotations: Some(BTreeMap::from([
+                    ("hashroll.dev/reload".to_string(), "true".to_string()),
+                    (ROLLOUT_WAVE.to_string(), wave.to_string()),
+                ])),
+                ..ObjectMeta::default()
+            };
+            WorkloadSummary::reduce(
+                WorkloadKind::Deployment,
+                &meta,
+                None,
+                PolicySettings::default(),
+            )
+            .unwrap()
+        };
+        assert_eq!(with("0").wave, Some(0));
+        assert_eq!(with(" 2 ").wave, Some(2));
+        for bad in ["-1", "first", "1001"] {
+            match with(bad).tracking {
+                Tracking::Invalid(e) => assert_eq!(e.annotation, ROLLOUT_WAVE, "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        assert_eq!(summary("u", "1").wave, None, "the last wave by default");
     }
 
     #[test]

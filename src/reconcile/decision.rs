@@ -408,6 +408,7 @@ mod tests {
                 stamp: Some(stamp.clone()),
                 sources: Some(sources.clone().into()),
                 rolled_at: None,
+                rollout_failed: None,
             },
             _ => stored.clone(),
         };
@@ -556,6 +557,7 @@ mod tests {
             panic!()
         };
         let old = Stored {
+            rollout_failed: None,
             stamp: Some(stamp_of_sources(&other, &sources)),
             sources: Some(sources.into()),
             rolled_at: None,

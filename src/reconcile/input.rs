@@ -58,6 +58,8 @@ pub enum Input {
         covered: Vec<SourceId>,
         present: Listed,
     },
+    /// The canary ConfigMap (`--canary-interval`), with the token of the write it carries: never a source.
+    Canary(String),
 }
 
 /// The names of every object one list returned, by namespace (empty for cluster-scoped objects), so the

@@ -21,13 +21,15 @@ use crate::model::policy::Tracked;
 use crate::model::source::SourceSummary;
 use crate::model::workload::{RecordedSources, Stored, Tracking, WorkloadSummary};
 use crate::reconcile::decision::{self, Action, Current, Missing, Visibility};
+use crate::reconcile::gate::{Failure, FailureReason};
 use crate::reconcile::index::ReverseIndex;
 use crate::reconcile::input::{Input, Listed, WatchScope, Watched};
 use crate::reconcile::scheduler::{Wid, shrink};
 use crate::reconcile::scopes::{NamespaceFilter, Readiness, Scopes};
 use crate::reconcile::skipped::{Pending, Reach, Reached, Skip, reach};
 use crate::reconcile::wording::{
-    describe, invalid_annotation_event, reload_failed_event, roll_event, vault_unavailable_event,
+    change_halted_event, describe, invalid_annotation_event, reload_failed_event, roll_event,
+    rollout_failed_event, vault_unavailable_event,
 };
 use crate::reconcile::writer::{EventRequest, WriteRequest};
 use crate::telemetry::metrics::Metrics;
@@ -160,6 +162,8 @@ impl State {
             }
             Input::WatchFailed(scope, error) => self.scopes.failed(scope, error),
             Input::Polled { covered, present } => self.polled_round(covered, &present, seen, out),
+            // Timed by the loop; never a source.
+            Input::Canary(_) => {}
         }
     }
 
@@ -237,6 +241,7 @@ impl State {
                     id: id.clone(),
                     uid,
                     event,
+                    about_source: None,
                 }));
             }
             Tracking::On { policy, references } => (policy, references),
@@ -306,6 +311,7 @@ impl State {
                             id: id.clone(),
                             uid,
                             event,
+                            about_source: None,
                         }));
                     }
                 }
@@ -434,6 +440,7 @@ impl State {
                 id: id.clone(),
                 uid: self.workloads.get(id).and_then(|e| e.summary.uid.clone()),
                 event: reload_failed_event(id.kind, what, answer),
+                about_source: None,
             }),
             Effect::Alert(Alert {
                 workload: (**id).clone(),
@@ -443,6 +450,72 @@ impl State {
                 },
             }),
         ]
+    }
+
+    /// A roll was decided but the gate (`--max-rollouts-per-minute`, `--max-concurrent-rollouts`) holds it
+    /// (`queued`: it was not waiting already): the change it carries waits for the workload's next
+    /// decision, which counts its reaction from when it was first seen.
+    pub fn roll_held(&mut self, w: &WriteRequest, queued: bool) {
+        if let Some(first_seen) = w.changed_at {
+            let pending = Pending {
+                first_seen,
+                changes: 1,
+            };
+            self.reached.put_back(w.id.clone(), pending);
+        }
+        if queued {
+            tracing::info!(workload = %w.id,
+                "roll waits for its turn (--max-rollouts-per-minute, --max-concurrent-rollouts)");
+        }
+    }
+
+    /// A rollout failed under `--max-concurrent-rollouts`: mark the roll on the workload (which halts its
+    /// change, and keeps the halt across restarts and failovers) and say so with a Warning Event.
+    pub fn rollout_failed(&mut self, f: &Failure, out: &mut Vec<Effect>) {
+        self.metrics.rollout_failure(f.reason.label());
+        let held: Vec<String> = f.held.iter().map(|w| w.to_string()).collect();
+        let why = match f.reason {
+            FailureReason::Failed => "failed (its controller gave up: progress deadline exceeded)",
+            FailureReason::Timeout => "was not done within --rollout-timeout",
+        };
+        let changed: Vec<&str> = f.changed.keys().map(String::as_str).collect();
+        let changed = changed.join(", ");
+        tracing::error!(workload = %f.id, reason = f.reason.label(), changed = %changed,
+            held = %held.join(", "), "rollout failed: halting the rest of its change's waves");
+        // And on each source whose change is held back, where its users' owners look.
+        for label in f.changed.keys() {
+            let Some((kind, name)) = label.split_once('/') else {
+                continue;
+            };
+            let Some(kind) = SourceKind::ALL.into_iter().find(|k| k.short() == kind) else {
+                continue;
+            };
+            let event = change_halted_event(&f.id, why, &held);
+            out.push(Effect::Publish(EventRequest {
+                id: f.id.clone(),
+                uid: None,
+                event,
+                about_source: Some(SourceId::new(kind, &f.id.namespace, name)),
+            }));
+        }
+        let Some(entry) = self.workloads.get(&f.id) else {
+            return;
+        };
+        let Some(stamp) = entry.summary.stored.stamp.clone() else {
+            return;
+        };
+        let event = rollout_failed_event(f.id.kind, why, &changed, &held);
+        out.push(Effect::Write(WriteRequest {
+            id: f.id.clone(),
+            write: Write::MarkFailed,
+            stamp,
+            sources: RecordedSources::from(f.changed.clone()),
+            event: Some(event),
+            uid: entry.summary.uid.clone(),
+            rolled_for: None,
+            changed_at: None,
+            changed: BTreeMap::new(),
+        }));
     }
 
     /// After a burst, give the maps' spare capacity back.
@@ -672,6 +745,16 @@ impl State {
         self.metrics.invalid_workloads.set(self.invalid as i64);
     }
 
+    /// Every workload is to be decided (a takeover by a warm standby).
+    pub fn decide_all(&self, out: &mut Vec<Effect>) {
+        self.decide_all_in(|_| true, out);
+    }
+
+    /// Every workload held, as last seen.
+    pub fn summaries(&self) -> impl Iterator<Item = &WorkloadSummary> {
+        self.workloads.values().map(|e| &e.summary)
+    }
+
     fn decide_all_in(&self, matches: impl Fn(&str) -> bool, out: &mut Vec<Effect>) {
         out.extend(
             self.workloads
@@ -703,6 +786,18 @@ impl State {
             }
             None => tracing::debug!(workload = %id, dry_run, "recording state without rolling"),
         }
+        let changed = match (&rolled_for, entry.summary.stored.sources.as_ref()) {
+            (None, _) => BTreeMap::new(),
+            (Some(_), None) => sources.clone(),
+            (Some(_), Some(recorded)) => {
+                let recorded = recorded.to_map();
+                sources
+                    .iter()
+                    .filter(|(k, d)| recorded.get(*k) != Some(*d))
+                    .map(|(k, d)| (k.clone(), d.clone()))
+                    .collect()
+            }
+        };
         let sources = RecordedSources::from(sources);
         if dry_run {
             // Remember what would have been written, so the same change is reported once; apart from the
@@ -721,6 +816,7 @@ impl State {
                     id: id.clone(),
                     uid,
                     event,
+                    about_source: None,
                 })
             });
         }
@@ -733,6 +829,7 @@ impl State {
             uid,
             rolled_for,
             changed_at: None,
+            changed,
         }))
     }
 }
@@ -1668,5 +1765,65 @@ mod tests {
         assert_eq!(e.event.reason, "VaultPathUnavailable");
         assert!(s.decide(&wid("web"), now()).is_none(), "once");
         assert_eq!(s.metrics.held_workloads.get(), 1);
+    }
+
+    #[test]
+    fn a_roll_names_the_digests_of_the_sources_it_changes_and_a_failed_rollout_marks_it() {
+        let mut s = state();
+        synced_state(&mut s);
+        let Some(Effect::Write(w)) = s.decide(&wid("web"), now()) else {
+            panic!("first sight records");
+        };
+        assert!(w.changed.is_empty(), "a record changes nothing");
+        record(&mut s, &w);
+        apply(
+            &mut s,
+            vec![source(SourceKind::Secret, "db", &[("password", "b")])],
+        );
+        let Some(Effect::Write(roll)) = s.decide(&wid("web"), now()) else {
+            panic!("rolls");
+        };
+        assert_eq!(roll.changed.keys().collect::<Vec<_>>(), ["secret/db"]);
+        assert_eq!(
+            roll.changed["secret/db"],
+            roll.sources.to_map()["secret/db"]
+        );
+        record(&mut s, &roll);
+
+        let failure = Failure {
+            id: wid("web"),
+            reason: FailureReason::Timeout,
+            changed: roll.changed.clone(),
+            held: vec![wid("api"), wid("worker")],
+        };
+        let mut out = Vec::new();
+        s.rollout_failed(&failure, &mut out);
+        let [Effect::Publish(on_source), Effect::Write(mark)] = out.as_slice() else {
+            panic!("an Event on the source and a mark on the workload: {out:?}");
+        };
+        let about = on_source.about_source.as_ref().expect("about the Secret");
+        assert_eq!(
+            (about.kind, about.name.as_str()),
+            (SourceKind::Secret, "db")
+        );
+        assert_eq!(on_source.event.reason, "RolloutHalted");
+        assert!(
+            on_source.event.note.contains("2 roll(s)"),
+            "{}",
+            on_source.event.note
+        );
+        assert_eq!(mark.write, Write::MarkFailed);
+        assert_eq!(mark.stamp, roll.stamp, "the roll that failed");
+        assert_eq!(mark.sources.to_map(), roll.changed);
+        let event = mark.event.as_ref().expect("RolloutFailed");
+        assert_eq!(event.reason, "RolloutFailed");
+        assert!(
+            event
+                .note
+                .contains("Deployment shop/api, Deployment shop/worker"),
+            "{}",
+            event.note
+        );
+        assert!(event.note.contains("--rollout-timeout"), "{}", event.note);
     }
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use crate::alerts::{ChangedSource, Changes};
 use crate::k8s::events::{EventType, WorkloadEvent};
-use crate::model::kind::{SourceId, WorkloadKind};
+use crate::model::kind::{SourceId, WorkloadId, WorkloadKind};
 use crate::model::policy::Tracked;
 
 /// What changed, as a roll's Event and alert name it ("Secret db (keys: password), ConfigMap app"). `exists`
@@ -76,6 +76,55 @@ pub fn vault_unavailable_event(kind: WorkloadKind, path: &str) -> WorkloadEvent 
         note: format!(
             "Vault path {path}, used by this {kind}, is not found or hashroll may not read it (see its log); \
              not rolling until it can be read"
+        ),
+    }
+}
+
+/// The Warning on a workload whose rollout failed under `--max-concurrent-rollouts`, naming what its
+/// failure holds back.
+pub fn rollout_failed_event(
+    kind: WorkloadKind,
+    why: &str,
+    changed: &str,
+    held: &[String],
+) -> WorkloadEvent {
+    const NAMED: usize = 10;
+    let mut names = held[..held.len().min(NAMED)].join(", ");
+    if held.len() > NAMED {
+        names.push_str(&format!(" and {} more", held.len() - NAMED));
+    }
+    let held = match held.len() {
+        0 => "no other roll waits for it yet".to_string(),
+        n => format!("holding back {n} roll(s) that carry the same change: {names}"),
+    };
+    WorkloadEvent {
+        type_: EventType::Warning,
+        reason: "RolloutFailed",
+        action: "Reload",
+        note: format!(
+            "The rollout of this {kind} after {changed} changed {why}: the rest of that change's waves \
+             is halted, {held}; a later change of the source rolls what is still behind"
+        ),
+    }
+}
+
+/// The Warning on a source whose change a failed rollout halted, naming the workload and what is held.
+pub fn change_halted_event(failed: &WorkloadId, why: &str, held: &[String]) -> WorkloadEvent {
+    let n = held.len();
+    let shown: Vec<&str> = held.iter().take(10).map(String::as_str).collect();
+    let more = if n > 10 {
+        format!(" and {} more", n - 10)
+    } else {
+        String::new()
+    };
+    WorkloadEvent {
+        type_: EventType::Warning,
+        reason: "RolloutHalted",
+        action: "Reload",
+        note: format!(
+            "The rollout of {failed} after this change {why}: {n} roll(s) of this change are held back \
+             ({}{more}) until the next change of this source",
+            shown.join(", ")
         ),
     }
 }

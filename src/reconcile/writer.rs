@@ -2,7 +2,7 @@
 //! their own). At most `concurrency` run at once, however many are due (6,000 at first sight); the rest
 //! wait in a queue as what they are made of, and are built into request bodies only when sent.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use kube::Client;
@@ -13,10 +13,12 @@ use crate::error::Error;
 use crate::k8s::events::{EventPublisher, WorkloadEvent};
 use crate::k8s::patch::{self, Write};
 use crate::model::hashing::Stamp;
+use crate::model::kind::SourceId;
 use crate::model::policy::PolicySettings;
 use crate::model::workload::{RecordedSources, WorkloadSummary};
 use crate::reconcile::scheduler::{Wid, shrink};
 use crate::telemetry::metrics::Metrics;
+use k8s_openapi::api::core::v1::ObjectReference;
 
 /// A write to one workload: record its state, or record and roll it.
 #[derive(Debug)]
@@ -34,6 +36,9 @@ pub struct WriteRequest {
     pub rolled_for: Option<Changes>,
     /// For a roll, when the first change it carries was seen: its reaction time counts from there.
     pub changed_at: Option<Instant>,
+    /// For a roll, the digests of the sources it changes (`secret/db` → digest): what a halt of its
+    /// wave is keyed by.
+    pub changed: BTreeMap<String, String>,
 }
 
 /// An Event on its own (a malformed annotation, a dry run's `WouldReload`).
@@ -42,6 +47,8 @@ pub struct EventRequest {
     pub id: Wid,
     pub uid: Option<String>,
     pub event: WorkloadEvent,
+    /// The Event is about this source instead (a halt, on the source whose change it holds back).
+    pub about_source: Option<SourceId>,
 }
 
 enum Job {
@@ -161,6 +168,27 @@ impl Writer {
             self.tasks.spawn(async move {
                 match job {
                     Job::Write(w) => Some(send(&client, &events, &metrics, policy, w).await),
+                    Job::Event(EventRequest {
+                        about_source: Some(source),
+                        event,
+                        ..
+                    }) => {
+                        let regarding = ObjectReference {
+                            api_version: Some("v1".into()),
+                            kind: Some(source.kind.info().kind.into()),
+                            name: Some(source.name.clone()),
+                            namespace: Some(source.namespace.clone()),
+                            ..ObjectReference::default()
+                        };
+                        if let Err(e) = events.publish_regarding(regarding, &event).await {
+                            metrics
+                                .event_errors
+                                .with_label_values(&[event.reason])
+                                .inc();
+                            tracing::warn!(source = %source, error = %e, "could not publish Event");
+                        }
+                        None
+                    }
                     Job::Event(e) => {
                         publish(&events, &metrics, &e.id, e.uid.as_deref(), &e.event).await;
                         None
@@ -187,6 +215,7 @@ async fn send(
         uid,
         rolled_for,
         changed_at,
+        changed: _,
     } = w;
     // `now` only matters for Argo Rollouts' restartAt: the time the patch is sent.
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
@@ -197,7 +226,7 @@ async fn send(
     };
     match write {
         Write::Record if result.is_ok() => metrics.record(id.kind, &id.namespace),
-        Write::Record => {}
+        Write::Record | Write::MarkFailed => {}
         Write::RollTemplate | Write::RestartAt => {
             metrics.roll(id.kind, &id.namespace, result.is_ok());
             if let (Ok(_), Some(seen)) = (&result, changed_at) {

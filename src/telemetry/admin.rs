@@ -12,6 +12,7 @@ use axum::routing::get;
 
 use tokio::sync::watch;
 
+use crate::reconcile::canary::Canary;
 use crate::reconcile::scopes::Readiness;
 use crate::telemetry::metrics::Metrics;
 
@@ -23,6 +24,8 @@ pub struct Health {
     /// Waiting for leadership. A standby answers ready: it is healthy and able to take over, and a
     /// Deployment whose new pods never became ready could not roll out while the old leader holds on.
     pub standby: Arc<AtomicBool>,
+    /// `--canary-interval`: a canary write that has not come back in time makes the replica not ready.
+    pub canary: Option<Canary>,
 }
 
 /// Serves until `shutdown` resolves. Returns the bound address through `bound` (for port 0).
@@ -53,6 +56,11 @@ async fn readyz(State(h): State<Health>) -> (StatusCode, String) {
         return (StatusCode::OK, "standby".into());
     }
     match &*h.readiness.borrow() {
+        Readiness::Ready if h.canary.as_ref().is_some_and(|c| c.with(|t| t.is_late())) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the canary ConfigMap has not come back through the watch within --canary-timeout"
+                .into(),
+        ),
         Readiness::Ready => (StatusCode::OK, "ready".into()),
         Readiness::Syncing => (StatusCode::SERVICE_UNAVAILABLE, "syncing".into()),
         Readiness::Failing(watches) => (

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus::{
-    GaugeVec, Histogram, HistogramOpts, HistogramTimer, HistogramVec, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramTimer, HistogramVec, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::model::kind::WorkloadKind;
@@ -56,6 +56,17 @@ pub struct Metrics {
     pub held_workloads: IntGauge,
     /// Workloads whose roll has failed for good (a `ReloadFailed` Event) and not succeeded since.
     pub failing_workloads: IntGauge,
+    /// Rolls decided and waiting for their turn under `--max-rollouts-per-minute`.
+    pub waiting_rolls: IntGauge,
+    /// Rollouts in progress under `--max-concurrent-rollouts`.
+    pub rollouts_in_progress: IntGauge,
+    /// Waiting rolls held back by a halt.
+    pub halted_rolls: IntGauge,
+    rollout_failures: IntCounterVec,
+    canary_latency: Histogram,
+    canary_last_seen: Gauge,
+    /// 1 while a canary write has not come back within `--canary-timeout`.
+    pub canary_stalled: IntGauge,
     /// Secrets and ConfigMaps held (as digests).
     pub sources: IntGauge,
     /// Workloads held.
@@ -200,6 +211,29 @@ impl Metrics {
         registry
             .register(Box::new(decision_batch.clone()))
             .expect("unique metric");
+        let canary_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "canary_latency_seconds",
+                "From a canary ConfigMap write to its arrival through hashroll's own watch",
+            )
+            .namespace(PREFIX)
+            .buckets(latency_buckets()),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(canary_latency.clone()))
+            .expect("unique metric");
+        let canary_last_seen = Gauge::with_opts(
+            Opts::new(
+                "canary_last_seen_timestamp_seconds",
+                "When the latest canary write came back through the watch (Unix time; 0: never)",
+            )
+            .namespace(PREFIX),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(canary_last_seen.clone()))
+            .expect("unique metric");
         let build_info = IntGaugeVec::new(
             Opts::new("build_info", "1, labelled with the version of hashroll").namespace(PREFIX),
             &["version"],
@@ -285,6 +319,30 @@ impl Metrics {
                 "failing_workloads",
                 "Workloads whose roll failed for good and has not succeeded since",
             ),
+            waiting_rolls: gauge(
+                "waiting_rolls",
+                "Rolls decided and waiting for their turn (--max-rollouts-per-minute)",
+            ),
+            rollouts_in_progress: gauge(
+                "rollouts_in_progress",
+                "Rollouts started and not done yet (--max-concurrent-rollouts)",
+            ),
+            halted_rolls: gauge(
+                "halted_rolls",
+                "Waiting rolls held back because a rollout of their change failed",
+            ),
+            rollout_failures: counter(
+                "rollout_failures_total",
+                "Rollouts that failed under --max-concurrent-rollouts, halting their change, by reason",
+                &["reason"],
+                false,
+            ),
+            canary_latency,
+            canary_last_seen,
+            canary_stalled: gauge(
+                "canary_stalled",
+                "1 while a canary write has not come back through the watch within --canary-timeout",
+            ),
             sources: gauge("sources", "Sources held as digests"),
             workloads: gauge("workloads", "Workloads held"),
             ready: gauge("ready", "1 once every watch has synced"),
@@ -347,6 +405,9 @@ impl Metrics {
     /// `rate()` sees their first increment) before anything happens: per workload kind watched, and per
     /// skip reason (`reasons`) unless the namespace is a label.
     pub fn preset(&self, kinds: impl IntoIterator<Item = WorkloadKind>, reasons: &[&str]) {
+        for reason in ["failed", "timeout"] {
+            self.rollout_failures.with_label_values(&[reason]);
+        }
         for kind in kinds {
             let kind = kind.as_str();
             self.reaction.with_label_values(&[kind]);
@@ -429,6 +490,20 @@ impl Metrics {
     }
 
     /// Times one batch of decisions; records when dropped.
+    /// A rollout failed (`failed`, `timeout`) and halted its change.
+    pub fn rollout_failure(&self, reason: &str) {
+        self.rollout_failures.with_label_values(&[reason]).inc();
+    }
+
+    /// A canary write came back through the watch after `took`.
+    pub fn canary_seen(&self, took: Duration) {
+        self.canary_latency.observe(took.as_secs_f64());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.canary_last_seen.set(now.as_secs_f64());
+    }
+
     pub fn decision_timer(&self) -> HistogramTimer {
         self.decision_batch.start_timer()
     }

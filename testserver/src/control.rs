@@ -216,6 +216,11 @@ impl Control {
         self.state.ctl.add_rule(n, m, Some(fault));
     }
 
+    /// Drops every fault rule not used up yet: requests are served again.
+    pub fn clear_faults(&self) {
+        self.state.ctl.faults.lock().unwrap().clear();
+    }
+
     /// Cuts the connection part-way through the response of the next `n` matching requests.
     pub fn cut_next(&self, n: usize, m: RequestMatch) {
         self.state.ctl.add_rule(n, m, None);
