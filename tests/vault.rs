@@ -397,6 +397,11 @@ async fn a_new_version_rolls_each_user_once_and_a_pinned_reference_never(on: Ser
     assert_eq!(r["verdict"]["outcome"], "nothing_to_do", "{r:#}");
     assert_eq!(r["sources"][0]["kind"], "Vault", "{r:#}");
     assert_eq!(r["sources"][0]["name"], "secret/data/app", "{r:#}");
+    assert_eq!(
+        r["sources"][0]["via"],
+        json!(["containers[app].env[V0].value"]),
+        "{r:#}"
+    );
     hr.stop().await;
     bao.put("app", &[("password", "v3-secret-value"), ("user", "app")])
         .await;

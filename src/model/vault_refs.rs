@@ -106,6 +106,54 @@ pub fn template_vault_references(template: &PodTemplateSpec, key_level: bool) ->
         .collect()
 }
 
+/// Where the template reads each Vault path (`containers[app].env[DB_PASSWORD].value`, the annotation's
+/// name), pinned uses included and marked so, by path. For `hashroll explain` only.
+pub fn template_vault_paths(template: &PodTemplateSpec) -> BTreeMap<String, Vec<String>> {
+    let mut paths: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    if let Some(annotations) = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.as_ref())
+    {
+        for name in [FROM_PATH, FROM_PATH_DEPRECATED] {
+            for path in annotations
+                .get(name)
+                .map(|v| from_path_entries(v))
+                .into_iter()
+                .flatten()
+            {
+                paths
+                    .entry(path.to_string())
+                    .or_default()
+                    .push(format!("metadata.annotations[{name}]"));
+            }
+        }
+    }
+    if let Some(spec) = &template.spec {
+        let containers = (spec.containers.iter().map(|c| ("containers", c))).chain(
+            spec.init_containers
+                .iter()
+                .flatten()
+                .map(|c| ("initContainers", c)),
+        );
+        for (list, c) in containers {
+            for var in c.env.iter().flatten() {
+                if let Some(r) = var.value.as_deref().and_then(parse_env_value) {
+                    let pinned = r
+                        .version
+                        .map(|v| format!(" (pinned to version {v})"))
+                        .unwrap_or_default();
+                    paths.entry(r.path.to_string()).or_default().push(format!(
+                        "{list}[{}].env[{}].value{pinned}",
+                        c.name, var.name
+                    ));
+                }
+            }
+        }
+    }
+    paths
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,6 +241,29 @@ mod tests {
             template_vault_references(&t, false)
                 .iter()
                 .all(|r| r.keys == KeySelection::All)
+        );
+    }
+
+    #[test]
+    fn paths_say_where_the_template_reads_each_vault_path() {
+        let t = template(json!({
+            "metadata": {"annotations": {FROM_PATH: "secret/data/shared"}},
+            "spec": {"containers": [{"name": "app", "env": [
+                {"name": "A", "value": "vault:secret/data/app#password"},
+                {"name": "B", "value": "vault:secret/data/app#password#2"},
+            ]}]},
+        }));
+        let paths = template_vault_paths(&t);
+        assert_eq!(
+            paths["secret/data/app"],
+            [
+                "containers[app].env[A].value",
+                "containers[app].env[B].value (pinned to version 2)"
+            ]
+        );
+        assert_eq!(
+            paths["secret/data/shared"],
+            [format!("metadata.annotations[{FROM_PATH}]")]
         );
     }
 
