@@ -58,6 +58,14 @@ pub(crate) async fn client_config(args: &Args) -> anyhow::Result<Config> {
 /// With `--leader-elect` it first waits for the Lease, and fails (so the process exits non-zero) the moment
 /// it loses it.
 pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    // Before any connection: an unreadable CA file fails at once.
+    let vault = match args.vault.addr() {
+        Some(addr) => Some((
+            crate::vault::client::VaultClient::new(&args.vault, addr.clone())?,
+            addr,
+        )),
+        None => None,
+    };
     let config = client_config(&args).await?;
     let controller_ns = args.controller_namespace(&config.default_namespace);
     let client = Client::try_from(config).context("building the Kubernetes client")?;
@@ -143,9 +151,8 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
 
     let (tx, rx) = mpsc::channel(1024);
     let (targets_tx, targets) = watch::channel(None);
-    let poller = match args.vault.addr() {
-        Some(addr) => {
-            let client = crate::vault::client::VaultClient::new(&args.vault, addr.clone())?;
+    let poller = match vault {
+        Some((client, addr)) => {
             metrics.enable_vault();
             let settings = crate::vault::poller::PollSettings {
                 interval: args.vault.vault_poll_interval,
