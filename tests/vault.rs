@@ -795,3 +795,20 @@ async fn real_service_account(env: &Env, jwt: &Path) -> (String, PathBuf) {
     }
     (cluster["server"].as_str().unwrap().to_string(), ca)
 }
+
+e2e!(
+    with_no_path_in_use_vault_up_follows_vaults_health,
+    test_server_only =
+        "Vault is the subject; the real control plane adds nothing the Secret tests do not prove"
+);
+async fn with_no_path_in_use_vault_up_follows_vaults_health(on: Server) {
+    let env = Env::start(on).await;
+    let mut bao = Bao::start(env.dir.path()).await;
+    let token = bao.token_file(None).await;
+    let hr = hashroll(&env, &bao, &token, &[]).await;
+    hr.wait_metric("hashroll_vault_up", &[], 1.0).await;
+    bao.stop().await;
+    hr.wait_metric("hashroll_vault_up", &[], 0.0).await;
+    bao.restart().await;
+    hr.wait_metric("hashroll_vault_up", &[], 1.0).await;
+}
