@@ -34,6 +34,7 @@ use crate::reconcile::state::{self, State};
 use crate::reconcile::writer::Writer;
 use crate::telemetry::admin::{self, Health};
 use crate::telemetry::metrics::{Metrics, MetricsSettings};
+use crate::vault::client::VaultClient;
 
 /// The client configuration from the kubeconfig flags (the controller's, and `explain`'s).
 pub(crate) async fn client_config(args: &Args) -> anyhow::Result<Config> {
@@ -62,6 +63,14 @@ pub(crate) async fn client_config(args: &Args) -> anyhow::Result<Config> {
 /// With `--leader-elect` it first waits for the Lease, and fails (so the process exits non-zero) the moment
 /// it loses it.
 pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    // Before any connection: an unreadable CA file fails at once.
+    let mut vault = match args.vault.addr() {
+        Some(addr) => Some((
+            crate::vault::client::VaultClient::new(&args.vault, addr.clone())?,
+            addr,
+        )),
+        None => None,
+    };
     let config = client_config(&args).await?;
     let controller_ns = args.controller_namespace(&config.default_namespace);
     let client = Client::try_from(config).context("building the Kubernetes client")?;
@@ -101,6 +110,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
         let (client, metrics, args) = (client.clone(), metrics.clone(), &args);
         let (events, leading, stop) = (events.clone(), leading.clone(), stop.clone());
         let tracker = canary.as_ref().map(|(_, c)| c.clone());
+        let vault = vault.take();
         async move {
             let edges = Edges {
                 client,
@@ -108,7 +118,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
                 events,
                 stop,
             };
-            Pipeline::start(args, edges, key, readiness, leading, tracker).await
+            Pipeline::start(args, edges, key, readiness, leading, tracker, vault).await
         }
     };
 
@@ -122,7 +132,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
             _ = shutdown.as_mut() => return Ok(()),
         };
         tracing::info!(namespace = %controller_ns, key_id = key.id(), "installation key loaded");
-        pipeline = Some(start(key).await?);
+        pipeline = Some(start(key).await);
         tracing::info!("warm standby: watching, deciding nothing until leading");
     }
 
@@ -173,7 +183,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
                 reason = lost.as_mut() => return Err(lost_leadership(&leadership, &metrics, reason)),
             };
             tracing::info!(namespace = %controller_ns, key_id = key.id(), "installation key loaded");
-            start(key).await?
+            start(key).await
         }
     };
 
@@ -259,7 +269,8 @@ impl Pipeline {
         readiness: watch::Sender<Readiness>,
         leading: watch::Receiver<bool>,
         canary: Option<Canary>,
-    ) -> anyhow::Result<Pipeline> {
+        vault: Option<(VaultClient, String)>,
+    ) -> Pipeline {
         let Edges {
             client,
             metrics,
@@ -291,9 +302,8 @@ impl Pipeline {
 
         let (tx, rx) = mpsc::channel(1024);
         let (targets_tx, targets) = watch::channel(None);
-        let poller = match args.vault.addr() {
-            Some(addr) => {
-                let client = crate::vault::client::VaultClient::new(&args.vault, addr.clone())?;
+        let poller = match vault {
+            Some((client, addr)) => {
                 metrics.enable_vault();
                 let settings = crate::vault::poller::PollSettings {
                     interval: args.vault.vault_poll_interval,
@@ -371,12 +381,12 @@ impl Pipeline {
         let reconcile = tokio::spawn(crate::reconcile::run(
             parts, rx, readiness, targets_tx, metrics, stop,
         ));
-        Ok(Pipeline {
+        Pipeline {
             watches,
             poller,
             reconcile,
             alert_sender,
-        })
+        }
     }
 
     /// Stops the watches and the poller, then the loop (which finishes the patches in flight, bounded),

@@ -306,13 +306,20 @@ async fn a_new_version_rolls_each_user_once_and_a_pinned_reference_never(on: Ser
         vault_env(&["vault:secret/data/app#password#1"]),
     )
     .await;
+    // A write at each start (Bank-Vaults `>>vault:`): nothing stored to follow.
+    env.deployment(
+        NS,
+        "generated",
+        vault_env(&[">>vault:secret/data/app#password"]),
+    )
+    .await;
     let token = bao.token_file(None).await;
     let hr = hashroll(&env, &bao, &token, &[]).await;
-    for name in ["a", "b", "pinned"] {
+    for name in ["a", "b", "pinned", "generated"] {
         env.wait_recorded("deployments", NS, name).await;
     }
     vault_barrier(&env, &bao, &mut n).await;
-    for name in ["a", "b", "pinned"] {
+    for name in ["a", "b", "pinned", "generated"] {
         env.assert_rolls("deployments", NS, name, 0).await;
     }
     let meta = env.annotations("deployments", NS, "a").await;
@@ -355,6 +362,7 @@ async fn a_new_version_rolls_each_user_once_and_a_pinned_reference_never(on: Ser
         "app read {app} times, the sentinel {sentinel}"
     );
     env.assert_rolls("deployments", NS, "pinned", 0).await;
+    env.assert_rolls("deployments", NS, "generated", 0).await;
     let events = env.wait_event(NS, "a", "Reloaded").await;
     assert!(
         events
@@ -397,6 +405,11 @@ async fn a_new_version_rolls_each_user_once_and_a_pinned_reference_never(on: Ser
     assert_eq!(r["verdict"]["outcome"], "nothing_to_do", "{r:#}");
     assert_eq!(r["sources"][0]["kind"], "Vault", "{r:#}");
     assert_eq!(r["sources"][0]["name"], "secret/data/app", "{r:#}");
+    assert_eq!(
+        r["sources"][0]["via"],
+        json!(["containers[app].env[V0].value"]),
+        "{r:#}"
+    );
     hr.stop().await;
     bao.put("app", &[("password", "v3-secret-value"), ("user", "app")])
         .await;
@@ -781,4 +794,21 @@ async fn real_service_account(env: &Env, jwt: &Path) -> (String, PathBuf) {
         Err(e) => panic!("create the auth-delegator binding: {e}"),
     }
     (cluster["server"].as_str().unwrap().to_string(), ca)
+}
+
+e2e!(
+    with_no_path_in_use_vault_up_follows_vaults_health,
+    test_server_only =
+        "Vault is the subject; the real control plane adds nothing the Secret tests do not prove"
+);
+async fn with_no_path_in_use_vault_up_follows_vaults_health(on: Server) {
+    let env = Env::start(on).await;
+    let mut bao = Bao::start(env.dir.path()).await;
+    let token = bao.token_file(None).await;
+    let hr = hashroll(&env, &bao, &token, &[]).await;
+    hr.wait_metric("hashroll_vault_up", &[], 1.0).await;
+    bao.stop().await;
+    hr.wait_metric("hashroll_vault_up", &[], 0.0).await;
+    bao.restart().await;
+    hr.wait_metric("hashroll_vault_up", &[], 1.0).await;
 }

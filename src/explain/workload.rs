@@ -16,6 +16,7 @@ use crate::model::hashing::InstallationKey;
 use crate::model::kind::{SourceId, SourceKind, WorkloadKind};
 use crate::model::policy::{ReloadPolicy, Tracked};
 use crate::model::references::{Reference, pod_spec_references, reference_paths};
+use crate::model::vault_refs::template_vault_paths;
 use crate::model::workload::{Recorded, Tracking, WorkloadSummary};
 use crate::reconcile::decision::{self, Action, Current, Missing, SourceState};
 
@@ -109,7 +110,20 @@ impl<'a> Read<'a> {
                 .and_then(|m| m.annotations.clone())
                 .unwrap_or_default(),
             references: spec.map(pod_spec_references).unwrap_or_default(),
-            paths: spec.map(reference_paths).unwrap_or_default(),
+            paths: {
+                let mut paths = spec.map(reference_paths).unwrap_or_default();
+                // Vault paths too (what Bank-Vaults' webhook reads), under their own kind.
+                let vault = template
+                    .as_ref()
+                    .map(template_vault_paths)
+                    .unwrap_or_default();
+                paths.extend(
+                    vault
+                        .into_iter()
+                        .map(|(p, at)| ((SourceKind::Vault, p), at)),
+                );
+                paths
+            },
         }
     }
 

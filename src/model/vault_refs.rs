@@ -1,12 +1,14 @@
 //! Which Vault (or OpenBao) paths a pod template reads through a secret-injecting webhook, in the forms
 //! Bank-Vaults documents (https://bank-vaults.dev/docs/mutating-webhook/):
 //!
-//! - an env `value` of `vault:PATH#KEY`, `vault:PATH#KEY#VERSION` or `>>vault:PATH#KEY[#VERSION]`, in
-//!   containers and init containers;
-//! - the pod template annotation `secrets-webhook.security.bank-vaults.io/vault-from-path` (or the deprecated
-//!   `vault.security.banzaicloud.io/vault-env-from-path`): comma-separated `PATH` or `PATH#VERSION`, every key.
+//! - an env `value` of `vault:PATH#KEY` or `vault:PATH#KEY#VERSION`, in containers and init containers;
+//! - the pod template annotation `secrets-webhook.security.bank-vaults.io/vault-from-path` (or, when it is
+//!   absent, the deprecated `vault.security.banzaicloud.io/vault-env-from-path`): comma-separated `PATH` or
+//!   `PATH#VERSION`, every key.
 //!
-//! A reference pinned to a version reads the same value forever: it is not tracked.
+//! A reference pinned to a version reads the same value forever: it is not tracked. Nor is `>>vault:...`:
+//! Bank-Vaults writes to that path at each start (a generator, a dynamic secret), so no stored value
+//! stands behind it to change.
 
 use std::collections::BTreeMap;
 
@@ -27,11 +29,14 @@ pub struct EnvRef<'a> {
     pub key: &'a str,
     /// Pinned to this version: never changes.
     pub version: Option<&'a str>,
+    /// `>>vault:`: a write at each start, not a read of something stored.
+    pub write: bool,
 }
 
 /// Parses an env value of the Bank-Vaults forms; None for anything else (a plain value, an empty path or
 /// key).
 pub fn parse_env_value(value: &str) -> Option<EnvRef<'_>> {
+    let write = value.starts_with(">>");
     let rest = value.strip_prefix(">>").unwrap_or(value);
     let rest = rest.strip_prefix("vault:")?;
     let mut parts = rest.split('#');
@@ -41,7 +46,20 @@ pub fn parse_env_value(value: &str) -> Option<EnvRef<'_>> {
     if path.is_empty() || key.is_empty() || parts.next().is_some() {
         return None;
     }
-    Some(EnvRef { path, key, version })
+    Some(EnvRef {
+        path,
+        key,
+        version,
+        write,
+    })
+}
+
+/// The from-path annotation Bank-Vaults reads: its own, else (only when that is absent) the deprecated one.
+fn from_path_annotation(template: &PodTemplateSpec) -> Option<(&'static str, &str)> {
+    let annotations = template.metadata.as_ref()?.annotations.as_ref()?;
+    [FROM_PATH, FROM_PATH_DEPRECATED]
+        .into_iter()
+        .find_map(|name| annotations.get(name).map(|v| (name, v.as_str())))
 }
 
 /// The paths of a `vault-from-path` annotation value that are not pinned to a version.
@@ -67,20 +85,9 @@ pub fn template_vault_references(template: &PodTemplateSpec, key_level: bool) ->
         };
         uses.insert(path, merged);
     };
-    if let Some(annotations) = template
-        .metadata
-        .as_ref()
-        .and_then(|m| m.annotations.as_ref())
-    {
-        for name in [FROM_PATH, FROM_PATH_DEPRECATED] {
-            for path in annotations
-                .get(name)
-                .map(|v| from_path_entries(v))
-                .into_iter()
-                .flatten()
-            {
-                add(path, KeySelection::All);
-            }
+    if let Some((_, value)) = from_path_annotation(template) {
+        for path in from_path_entries(value) {
+            add(path, KeySelection::All);
         }
     }
     if let Some(spec) = &template.spec {
@@ -91,6 +98,7 @@ pub fn template_vault_references(template: &PodTemplateSpec, key_level: bool) ->
         for var in containers.flat_map(|c| c.env.iter().flatten()) {
             if let Some(r) = var.value.as_deref().and_then(parse_env_value)
                 && r.version.is_none()
+                && !r.write
             {
                 add(r.path, KeySelection::key(r.key));
             }
@@ -104,6 +112,44 @@ pub fn template_vault_references(template: &PodTemplateSpec, key_level: bool) ->
             optional: false,
         })
         .collect()
+}
+
+/// Where the template reads each Vault path (`containers[app].env[DB_PASSWORD].value`, the annotation's
+/// name), pinned uses included and marked so, by path. For `hashroll explain` only.
+pub fn template_vault_paths(template: &PodTemplateSpec) -> BTreeMap<String, Vec<String>> {
+    let mut paths: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    if let Some((name, value)) = from_path_annotation(template) {
+        for path in from_path_entries(value) {
+            paths
+                .entry(path.to_string())
+                .or_default()
+                .push(format!("metadata.annotations[{name}]"));
+        }
+    }
+    if let Some(spec) = &template.spec {
+        let containers = (spec.containers.iter().map(|c| ("containers", c))).chain(
+            spec.init_containers
+                .iter()
+                .flatten()
+                .map(|c| ("initContainers", c)),
+        );
+        for (list, c) in containers {
+            for var in c.env.iter().flatten() {
+                if let Some(r) = var.value.as_deref().and_then(parse_env_value) {
+                    let pinned = match (r.write, r.version) {
+                        (true, _) => " (a write at each start: not tracked)".to_string(),
+                        (false, Some(v)) => format!(" (pinned to version {v}: not tracked)"),
+                        (false, None) => String::new(),
+                    };
+                    paths.entry(r.path.to_string()).or_default().push(format!(
+                        "{list}[{}].env[{}].value{pinned}",
+                        c.name, var.name
+                    ));
+                }
+            }
+        }
+    }
+    paths
 }
 
 #[cfg(test)]
@@ -127,6 +173,8 @@ mod tests {
     #[test]
     fn env_values_of_the_bank_vaults_forms_parse() {
         let parsed = |v| parse_env_value(v).map(|r| (r.path, r.key, r.version));
+        assert!(parse_env_value(">>vault:gen/password#value").unwrap().write);
+        assert!(!parse_env_value("vault:secret/data/app#k").unwrap().write);
         assert_eq!(
             parsed("vault:secret/data/app#password"),
             Some(("secret/data/app", "password", None))
@@ -158,11 +206,12 @@ mod tests {
     }
 
     #[test]
-    fn references_merge_per_path_and_pinned_ones_are_left_out() {
+    fn references_merge_per_path_and_pinned_ones_and_writes_are_left_out() {
         let t = template(json!({
             "metadata": {"annotations": {
-                FROM_PATH: "secret/data/shared, secret/data/frozen#3",
-                FROM_PATH_DEPRECATED: "kv1/legacy",
+                FROM_PATH: "secret/data/shared, secret/data/frozen#3, kv1/legacy",
+                // Bank-Vaults reads it only without the current annotation.
+                FROM_PATH_DEPRECATED: "secret/data/ignored",
             }},
             "spec": {
                 "containers": [{"name": "app", "env": [
@@ -173,7 +222,8 @@ mod tests {
                     {"name": "E", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                 ]}],
                 "initContainers": [{"name": "init", "env": [
-                    {"name": "F", "value": ">>vault:secret/data/shared#token"},
+                    {"name": "F", "value": "vault:secret/data/shared#token"},
+                    {"name": "G", "value": ">>vault:gen/password#value"},
                 ]}],
             },
         }));
@@ -193,6 +243,39 @@ mod tests {
             template_vault_references(&t, false)
                 .iter()
                 .all(|r| r.keys == KeySelection::All)
+        );
+    }
+
+    #[test]
+    fn paths_say_where_the_template_reads_each_vault_path() {
+        let t = template(json!({
+            "metadata": {"annotations": {FROM_PATH: "secret/data/shared"}},
+            "spec": {"containers": [{"name": "app", "env": [
+                {"name": "A", "value": "vault:secret/data/app#password"},
+                {"name": "B", "value": "vault:secret/data/app#password#2"},
+            ]}]},
+        }));
+        let paths = template_vault_paths(&t);
+        assert_eq!(
+            paths["secret/data/app"],
+            [
+                "containers[app].env[A].value",
+                "containers[app].env[B].value (pinned to version 2: not tracked)"
+            ]
+        );
+        assert_eq!(
+            paths["secret/data/shared"],
+            [format!("metadata.annotations[{FROM_PATH}]")]
+        );
+    }
+
+    #[test]
+    fn the_deprecated_annotation_counts_only_without_the_current_one() {
+        let t =
+            template(json!({"metadata": {"annotations": {FROM_PATH_DEPRECATED: "kv1/legacy"}}}));
+        assert_eq!(
+            template_vault_references(&t, true),
+            vec![r("kv1/legacy", KeySelection::All)]
         );
     }
 

@@ -179,6 +179,19 @@ impl VaultClient {
         self.token = None;
     }
 
+    /// Vault's own health (`sys/health`, unauthenticated): active or standby is up.
+    pub async fn health(&self) -> Result<(), Down> {
+        let url = format!(
+            "{}/v1/sys/health?standbyok=true&perfstandbyok=true",
+            self.addr
+        );
+        match self.request(Method::GET, &url, None, None).await?.0 {
+            s if s.is_success() => Ok(()),
+            StatusCode::SERVICE_UNAVAILABLE => Err(Down::Sealed),
+            s => Err(Down::Unreachable(format!("sys/health answered {s}"))),
+        }
+    }
+
     /// Whether Vault still accepts `token` (`auth/token/lookup-self`, allowed by Vault's default policy);
     /// true when it cannot tell (so a policy without it never looks like a bad token).
     pub async fn token_is_valid(&self, token: &str) -> bool {

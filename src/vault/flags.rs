@@ -36,7 +36,12 @@ pub struct VaultFlags {
     pub vault_token_file: Option<PathBuf>,
 
     /// Kubernetes auth: the Vault role to log in as.
-    #[arg(long, global = true, env = "HASHROLL_VAULT_ROLE")]
+    #[arg(
+        long,
+        global = true,
+        env = "HASHROLL_VAULT_ROLE",
+        required_if_eq("vault_auth_method", "kubernetes")
+    )]
     pub vault_role: Option<String>,
 
     /// Kubernetes auth: where the auth method is mounted.
@@ -114,5 +119,22 @@ mod tests {
         for bad in ["60", "0s", "10ms", "2h", "soon"] {
             assert!(parse_interval(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn kubernetes_auth_needs_a_role_before_anything_starts() {
+        use clap::Parser;
+        let parse = |extra: &[&str]| {
+            let args = ["hashroll", "--vault-addr=https://vault:8200"]
+                .iter()
+                .chain(extra);
+            crate::cli::Args::try_parse_from(args)
+        };
+        let err = parse(&["--vault-auth-method=kubernetes"]).unwrap_err();
+        assert!(err.to_string().contains("--vault-role"), "{err}");
+        let ok = parse(&["--vault-auth-method=kubernetes", "--vault-role=hashroll"]).unwrap();
+        assert_eq!(ok.vault.vault_auth_method, AuthMethod::Kubernetes);
+        assert_eq!(ok.vault.vault_poll_interval, Duration::from_secs(60));
+        assert!(parse(&[]).is_ok(), "token auth needs no role");
     }
 }

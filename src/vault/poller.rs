@@ -59,33 +59,38 @@ pub async fn run(
     let mut retry = FIRST_RETRY;
     loop {
         let ids = targets.borrow_and_update().clone();
-        if let Some(ids) = ids {
-            let now = Instant::now();
-            let full = now >= next_full;
-            let wanted: Vec<&SourceId> = if full {
-                ids.iter().collect()
-            } else {
-                // Between rounds, only paths not read yet: a workload that starts using one waits for
-                // nothing.
-                let new: HashSet<&str> = (ids.iter())
-                    .filter(|id| !poller.known.contains(*id))
-                    .map(|id| id.name.as_str())
-                    .collect();
-                ids.iter()
-                    .filter(|id| new.contains(id.name.as_str()))
-                    .collect()
-            };
-            if full || !wanted.is_empty() {
-                match poller.round(&mut client, &wanted, &tx).await {
-                    Ok(()) if full => {
-                        retry = FIRST_RETRY;
-                        next_full = now + jittered(settings.interval);
-                    }
-                    Ok(()) => {}
-                    Err(()) => {
-                        next_full = Instant::now() + retry.min(settings.interval);
-                        retry = (retry * 2).min(settings.interval);
-                    }
+        let Some(ids) = ids else {
+            // Not published yet (the watches are still listing): nothing to read until it is.
+            if targets.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let now = Instant::now();
+        let full = now >= next_full;
+        let wanted: Vec<&SourceId> = if full {
+            ids.iter().collect()
+        } else {
+            // Between rounds, only paths not read yet: a workload that starts using one waits for
+            // nothing.
+            let new: HashSet<&str> = (ids.iter())
+                .filter(|id| !poller.known.contains(*id))
+                .map(|id| id.name.as_str())
+                .collect();
+            ids.iter()
+                .filter(|id| new.contains(id.name.as_str()))
+                .collect()
+        };
+        if full || !wanted.is_empty() {
+            match poller.round(&mut client, &wanted, &tx).await {
+                Ok(()) if full => {
+                    retry = FIRST_RETRY;
+                    next_full = now + jittered(settings.interval);
+                }
+                Ok(()) => {}
+                Err(()) => {
+                    next_full = Instant::now() + retry.min(settings.interval);
+                    retry = (retry * 2).min(settings.interval);
                 }
             }
         }
@@ -128,8 +133,17 @@ impl Poller {
             by_path.entry(id.name.as_str()).or_default().push(id);
         }
         if by_path.is_empty() {
-            self.up();
-            return Ok(());
+            // Nothing to read: ask Vault how it is, so `hashroll_vault_up` says something true.
+            return match client.health().await {
+                Ok(()) => {
+                    self.up();
+                    Ok(())
+                }
+                Err(down) => {
+                    self.went_down(down);
+                    Err(())
+                }
+            };
         }
         let token = match client.token().await {
             Ok(t) => t,
