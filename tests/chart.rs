@@ -669,6 +669,7 @@ fn the_chart_defaults_are_the_binarys() {
         ("log-format", "json"),
         ("leader-elect", "true"),
         ("leader-election-lease-name", "hashroll"),
+        ("canary-interval", "2m"),
     ];
     for (flag, value) in chart_flags(&manifests) {
         if on_purpose.contains(&(flag.name.as_str(), value.as_str())) {
