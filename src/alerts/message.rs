@@ -95,6 +95,9 @@ pub enum Outcome {
     /// The roll failed for good (as its `ReloadFailed` Event says); hashroll keeps retrying. `answer` is the
     /// API's status and reason, never its message.
     Failed { answer: String },
+    /// Under `--max-concurrent-rollouts`, the rollout `why` (failed, or not done in time) and `held` rolls
+    /// of the same change are held back until the source changes again.
+    Halted { why: String, held: usize },
 }
 
 /// One alert: a roll, or a roll that failed for good.
@@ -111,6 +114,7 @@ impl Alert {
         match self.outcome {
             Outcome::Rolled => "success",
             Outcome::Failed { .. } => "failure",
+            Outcome::Halted { .. } => "halted",
         }
     }
 
@@ -126,6 +130,11 @@ impl Alert {
             Outcome::Failed { answer } => format!(
                 "hashroll could not roll {} {} in namespace {} after {what} changed: the API server \
                  answered {answer}; it keeps retrying ({at})",
+                w.kind, w.name, w.namespace
+            ),
+            Outcome::Halted { why, held } => format!(
+                "the rollout of {} {} in namespace {} after {what} changed {why}: hashroll holds back \
+                 {held} more roll(s) of that change until the source changes again ({at})",
                 w.kind, w.name, w.namespace
             ),
         };
@@ -197,7 +206,7 @@ pub fn body(sink: Sink, alert: &Alert, at: Timestamp, additional_info: Option<&s
                 sources: &alert.changes.0,
                 answer: match &alert.outcome {
                     Outcome::Failed { answer } => Some(answer),
-                    Outcome::Rolled => None,
+                    Outcome::Rolled | Outcome::Halted { .. } => None,
                 },
                 additional_info,
                 message: text,
@@ -278,6 +287,27 @@ mod tests {
             (rolled().result(), failed().result()),
             ("success", "failure")
         );
+    }
+
+    #[test]
+    fn a_halted_change_says_which_rollout_failed_and_how_many_rolls_wait() {
+        let halted = Alert {
+            outcome: Outcome::Halted {
+                why: "was not done within --rollout-timeout".into(),
+                held: 3,
+            },
+            ..rolled()
+        };
+        assert_eq!(halted.result(), "halted");
+        assert_eq!(
+            halted.text(at(), None),
+            "the rollout of Deployment api in namespace shop after Secret db (keys: password, user), \
+             ConfigMap app (deleted) changed was not done within --rollout-timeout: hashroll holds back \
+             3 more roll(s) of that change until the source changes again (2026-11-30T16:00:00Z)"
+        );
+        let json = parsed(&body(Sink::Json, &halted, at(), None));
+        assert_eq!(json["result"], "halted");
+        assert!(json.get("answer").is_none());
     }
 
     #[test]

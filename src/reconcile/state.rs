@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
-use crate::alerts::{Alert, Changes, Outcome};
+use crate::alerts::{Alert, ChangedSource, Changes, Outcome};
 use crate::error::ErrorClass;
 
 use crate::k8s::patch::Write;
@@ -483,13 +483,24 @@ impl State {
         tracing::error!(workload = %f.id, reason = f.reason.label(), changed = %changed,
             held = %held.join(", "), "rollout failed: halting the rest of its change's waves");
         // And on each source whose change is held back, where its users' owners look.
+        let mut sources = Vec::new();
         for label in f.changed.keys() {
             let Some((kind, name)) = label.split_once('/') else {
                 continue;
             };
-            let Some(kind) = SourceKind::ALL.into_iter().find(|k| k.short() == kind) else {
+            let kinds = SourceKind::ALL.into_iter().chain([SourceKind::Vault]);
+            let Some(kind) = kinds.into_iter().find(|k| k.short() == kind) else {
                 continue;
             };
+            sources.push(ChangedSource {
+                kind,
+                name: name.to_string(),
+                keys: Vec::new(),
+                deleted: false,
+            });
+            if kind.is_polled() {
+                continue; // No object to write an Event about.
+            }
             let event = change_halted_event(&f.id, why, &held);
             out.push(Effect::Publish(EventRequest {
                 id: f.id.clone(),
@@ -498,6 +509,14 @@ impl State {
                 about_source: Some(SourceId::new(kind, &f.id.namespace, name)),
             }));
         }
+        out.push(Effect::Alert(Alert {
+            workload: (*f.id).clone(),
+            changes: Changes(sources),
+            outcome: Outcome::Halted {
+                why: why.to_string(),
+                held: held.len(),
+            },
+        }));
         let Some(entry) = self.workloads.get(&f.id) else {
             return;
         };
@@ -1798,9 +1817,23 @@ mod tests {
         };
         let mut out = Vec::new();
         s.rollout_failed(&failure, &mut out);
-        let [Effect::Publish(on_source), Effect::Write(mark)] = out.as_slice() else {
-            panic!("an Event on the source and a mark on the workload: {out:?}");
+        let [
+            Effect::Publish(on_source),
+            Effect::Alert(alert),
+            Effect::Write(mark),
+        ] = out.as_slice()
+        else {
+            panic!("an Event on the source, an alert and a mark on the workload: {out:?}");
         };
+        assert_eq!(alert.workload, *wid("web"));
+        assert_eq!(alert.changes.to_string(), "Secret db");
+        assert_eq!(
+            alert.outcome,
+            Outcome::Halted {
+                why: "was not done within --rollout-timeout".into(),
+                held: 2
+            }
+        );
         let about = on_source.about_source.as_ref().expect("about the Secret");
         assert_eq!(
             (about.kind, about.name.as_str()),
