@@ -72,7 +72,9 @@ pub struct State {
     metrics: Metrics,
 
     sources: BTreeMap<Arc<SourceId>, SourceSummary>,
-    workloads: HashMap<Wid, Entry>,
+    /// Boxed: the table's power-of-two capacity leaves up to half its slots empty, and an empty slot
+    /// costs a pointer rather than a whole entry (~220 bytes).
+    workloads: HashMap<Wid, Box<Entry>>,
     index: ReverseIndex,
 
     /// Which watches have listed, and which namespaces hashroll acts in.
@@ -485,8 +487,13 @@ impl State {
     }
 
     fn source_applied(&mut self, mut s: SourceSummary, seen: Instant, out: &mut Vec<Effect>) {
-        // Keep the id allocation the map already holds: the key and the summary share it.
-        if let Some((known, _)) = self.sources.get_key_value(&*s.id) {
+        // Keep the id allocation the map (or else the index) already holds: one per source id.
+        if let Some(known) = self
+            .sources
+            .get_key_value(&*s.id)
+            .map(|(k, _)| k)
+            .or_else(|| self.index.source_id(&s.id))
+        {
             s.id = Arc::clone(known);
         }
         let id = Arc::clone(&s.id);
@@ -555,10 +562,10 @@ impl State {
         self.invalid += usize::from(invalid(&w));
         let old = self.workloads.insert(
             Arc::clone(&id),
-            Entry {
+            Box::new(Entry {
                 summary: w,
                 template_changed,
-            },
+            }),
         );
         self.invalid -= usize::from(old.is_some_and(|o| invalid(&o.summary)));
         self.refresh_gauges();
@@ -569,9 +576,14 @@ impl State {
     fn index_workload(&mut self, id: &Wid, tracked: &Tracked) {
         let kinds: BTreeSet<SourceKind> = tracked.patterns.iter().map(|(k, _)| *k).collect();
         let kinds: Vec<SourceKind> = kinds.into_iter().collect();
-        let exact = tracked.exact.iter().map(|t| t.id.clone());
-        self.index
-            .set(id, exact.chain(tracked.excluded.iter().cloned()), &kinds);
+        // The source map's id allocations, where the sources are known, so the index holds no copies.
+        let shared = |s: &SourceId| match self.sources.get_key_value(s) {
+            Some((k, _)) => Arc::clone(k),
+            None => Arc::new(s.clone()),
+        };
+        let exact = tracked.exact.iter().map(|t| shared(&t.id));
+        let exact: Vec<Arc<SourceId>> = exact.chain(tracked.excluded.iter().map(shared)).collect();
+        self.index.set(id, exact, &kinds);
     }
 
     fn refresh_failing(&self) {
