@@ -18,7 +18,7 @@ use crate::model::hashing::{InstallationKey, Stamp};
 use crate::model::kind::{SourceId, SourceKind, WorkloadId, WorkloadKind, source_label};
 use crate::model::policy::Tracked;
 use crate::model::source::SourceSummary;
-use crate::model::workload::{RecordedSources, Stored, Tracking, WorkloadSummary};
+use crate::model::workload::{RecordedSources, Stored, Tracking, Uid, WorkloadSummary};
 use crate::reconcile::decision::{self, Action, Current, Missing, Visibility};
 use crate::reconcile::index::ReverseIndex;
 use crate::reconcile::input::{Input, Listed, WatchScope, Watched};
@@ -188,7 +188,7 @@ impl State {
                 tracing::warn!(workload = %id, annotation = %e.annotation, error = %message,
                     "skipping workload: malformed annotation");
                 let event = invalid_annotation_event(id.kind, &message);
-                let uid = entry.summary.uid.clone();
+                let uid = entry.summary.uid.as_ref().map(Uid::to_string);
                 self.warned.insert(id.clone(), message);
                 return Some(Effect::Publish(EventRequest {
                     id: id.clone(),
@@ -354,7 +354,10 @@ impl State {
             "roll failed for good; still retrying");
         Some(Effect::Publish(EventRequest {
             id: id.clone(),
-            uid: self.workloads.get(id).and_then(|e| e.summary.uid.clone()),
+            uid: self
+                .workloads
+                .get(id)
+                .and_then(|e| e.summary.uid.as_ref().map(Uid::to_string)),
             event: reload_failed_event(id.kind, what, answer),
         }))
     }
@@ -617,7 +620,7 @@ impl State {
     ) -> Option<Effect> {
         let dry_run = self.settings.dry_run;
         let entry = self.workloads.get_mut(id)?;
-        let uid = entry.summary.uid.clone();
+        let uid = entry.summary.uid.as_ref().map(Uid::to_string);
         let event = rolled_for
             .as_ref()
             .map(|what| roll_event(id.kind, what, dry_run));
