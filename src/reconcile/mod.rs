@@ -8,7 +8,7 @@ pub mod decision;
 mod fixtures;
 pub mod index;
 pub mod input;
-mod memory;
+pub(crate) mod memory;
 pub mod scheduler;
 pub mod scopes;
 pub mod skipped;
