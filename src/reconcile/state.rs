@@ -364,6 +364,9 @@ impl State {
 
     /// After a burst, give the maps' spare capacity back.
     pub fn shrink(&mut self) {
+        // Rebuilt from its own sorted entries: inserts in arrival order leave a B-tree's nodes about
+        // two-thirds full, a build from sorted entries fills them (0.5 MiB less at M's 17,000 sources).
+        self.sources = std::mem::take(&mut self.sources).into_iter().collect();
         shrink(&mut self.warned);
         shrink(&mut self.held);
         shrink(&mut self.unwatched);
