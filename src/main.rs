@@ -8,6 +8,8 @@ use clap::Parser;
 use hashroll::cli::{Args, Command, LogFormat};
 
 fn main() -> ExitCode {
+    // Before any thread exists: glibc fixes its arena limit when a second thread first allocates.
+    hashroll::tune_allocator();
     // An invalid flag exits 2 here, naming the flag, before any connection.
     let args = Args::parse();
     init_logging(&args);

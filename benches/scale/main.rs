@@ -510,7 +510,7 @@ impl Report {
             &format!("steady RSS (after {} s idle)", self.idle_secs),
             mib(h.steady.rss),
             b.map(|b| mib(b.steady.rss)),
-            "M <= 40 MiB, L <= 120 MiB",
+            "M <= 24 MiB, L <= 64 MiB",
         );
         row(
             "  ratio",
@@ -522,7 +522,7 @@ impl Report {
             "peak RSS (VmHWM, whole run)",
             mib(h.end.hwm),
             b.map(|b| mib(b.end.hwm)),
-            "M <= 80 MiB",
+            "M <= 40 MiB",
         );
         row(
             "  ratio",
@@ -622,6 +622,12 @@ impl Report {
                 mib(hb.end.hwm),
                 bb.map(|x| mib(x.end.hwm)),
                 "",
+            );
+            row(
+                "  change vs x1",
+                change(h.end.hwm, hb.end.hwm),
+                b.zip(bb).map(|(x, y)| change(x.end.hwm, y.end.hwm)),
+                "<= 10%",
             );
         }
         if let Some(t) = &self.base.takeover {

@@ -115,12 +115,65 @@ impl From<BTreeMap<String, String>> for RecordedSources {
     }
 }
 
+/// An object's uid, in 16 bytes when it is a UUID in the API server's own spelling (lowercase, hyphens),
+/// else as written: every tracked workload keeps one, for its Events' object reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Uid {
+    Uuid([u8; 16]),
+    Other(Box<str>),
+}
+
+impl Uid {
+    pub fn new(uid: &str) -> Uid {
+        parse_uuid(uid).map_or_else(|| Uid::Other(uid.into()), Uid::Uuid)
+    }
+}
+
+impl std::fmt::Display for Uid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Uid::Other(s) => f.write_str(s),
+            Uid::Uuid(b) => {
+                let h = hex::encode(b);
+                write!(
+                    f,
+                    "{}-{}-{}-{}-{}",
+                    &h[..8],
+                    &h[8..12],
+                    &h[12..16],
+                    &h[16..20],
+                    &h[20..]
+                )
+            }
+        }
+    }
+}
+
+/// The 16 bytes of `8-4-4-4-12` lowercase hex; None for anything that would not print back the same.
+fn parse_uuid(s: &str) -> Option<[u8; 16]> {
+    let b = s.as_bytes();
+    if b.len() != 36 || [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') {
+        return None;
+    }
+    let digits: Vec<u8> = b.iter().copied().filter(|&c| c != b'-').collect();
+    if digits.len() != 32
+        || !digits
+            .iter()
+            .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    hex::decode_to_slice(&digits, &mut out).ok()?;
+    Some(out)
+}
+
 /// A workload reduced to what reload decisions need: identity, tracking rules, stored state.
 #[derive(Debug, Clone)]
 pub struct WorkloadSummary {
     pub id: std::sync::Arc<WorkloadId>,
     /// For the Event's object reference.
-    pub uid: Option<String>,
+    pub uid: Option<Uid>,
     /// The object's resourceVersion, when numeric (it is on every API server built on etcd): a watch
     /// event older than a patch response already applied must not roll the state back.
     pub resource_version: Option<u64>,
@@ -199,7 +252,7 @@ impl WorkloadSummary {
         };
         Some(WorkloadSummary {
             id,
-            uid: meta.uid.clone(),
+            uid: meta.uid.as_deref().map(Uid::new),
             resource_version: meta
                 .resource_version
                 .as_deref()
@@ -330,6 +383,26 @@ mod tests {
             }
         }
         assert_eq!(summary("u", "1").wave, None, "the last wave by default");
+    }
+
+    #[test]
+    fn uids_print_back_as_written() {
+        for uid in [
+            "0f8e2c1a-5b3d-4e6f-8a9b-0c1d2e3f4a5b",
+            "0F8E2C1A-5B3D-4E6F-8A9B-0C1D2E3F4A5B",
+            "uid-web",
+            "0f8e2c1a-5b3d-4e6f-8a9b-0c1d2e3f4a5",
+            "0f8e2c1a05b3d-4e6f-8a9b-0c1d2e3f4a5b",
+            "0f8e2c1a-5b3d-4e6f-8a9b-0c1d2e3f4a5g",
+            "",
+        ] {
+            assert_eq!(Uid::new(uid).to_string(), uid);
+        }
+        assert!(matches!(
+            Uid::new("0f8e2c1a-5b3d-4e6f-8a9b-0c1d2e3f4a5b"),
+            Uid::Uuid(_)
+        ));
+        assert!(matches!(Uid::new("uid-web"), Uid::Other(_)));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! Memory depends on the number of objects and references only. Every workload id and every source id is
 //! allocated once and shared through `Arc`s between the forward and backward maps.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -17,8 +18,8 @@ use crate::model::kind::{SourceId, SourceKind, WorkloadId};
 /// workloads that track by pattern (regular expressions) and must be checked against every source of that kind.
 #[derive(Debug, Default)]
 pub struct ReverseIndex {
-    /// Exact source → the workloads naming it. Never holds an empty set.
-    by_source: HashMap<Arc<SourceId>, BTreeSet<Arc<WorkloadId>>>,
+    /// Exact source → the workloads naming it.
+    by_source: HashMap<Arc<SourceId>, Users>,
     /// Namespace → pattern trackers per source kind. Never holds an entry with both sets empty.
     patterns: HashMap<String, PatternTrackers>,
     /// Workload → what it registered, so `set` and `remove` can undo exactly that.
@@ -64,6 +65,54 @@ impl PatternTrackers {
     }
 }
 
+/// The workloads naming one source, sorted and distinct, never none. Most sources have one user, held
+/// inline: a `BTreeSet` would allocate a node of eleven slots (112 bytes) per source even for one.
+#[derive(Debug)]
+enum Users {
+    One(Arc<WorkloadId>),
+    Many(Vec<Arc<WorkloadId>>),
+}
+
+impl Users {
+    fn as_slice(&self) -> &[Arc<WorkloadId>] {
+        match self {
+            Users::One(w) => std::slice::from_ref(w),
+            Users::Many(ws) => ws,
+        }
+    }
+
+    fn insert(&mut self, w: Arc<WorkloadId>) {
+        match self {
+            Users::One(one) => match (**one).cmp(&*w) {
+                Ordering::Equal => {}
+                Ordering::Less => *self = Users::Many(vec![Arc::clone(one), w]),
+                Ordering::Greater => *self = Users::Many(vec![w, Arc::clone(one)]),
+            },
+            Users::Many(ws) => {
+                if let Err(at) = ws.binary_search(&w) {
+                    ws.insert(at, w);
+                }
+            }
+        }
+    }
+
+    /// Removes `w`; false when no user is left.
+    fn remove(&mut self, w: &WorkloadId) -> bool {
+        match self {
+            Users::One(one) => **one != *w,
+            Users::Many(ws) => {
+                if let Ok(at) = ws.binary_search_by(|u| (**u).cmp(w)) {
+                    ws.remove(at);
+                }
+                if let [last] = ws.as_slice() {
+                    *self = Users::One(Arc::clone(last));
+                }
+                true
+            }
+        }
+    }
+}
+
 /// What one workload is registered under.
 #[derive(Debug)]
 struct Registration {
@@ -78,13 +127,15 @@ impl ReverseIndex {
     ///
     /// Pattern trackers are registered in the workload's own namespace. A workload that uses nothing is
     /// not kept at all (the same as [`ReverseIndex::remove`]).
+    /// Source ids are taken as given (the controller passes the allocation its source map holds, so one
+    /// source id is allocated once), unless the index already holds an equal one.
     pub fn set(
         &mut self,
         workload: &Arc<WorkloadId>,
-        exact: impl IntoIterator<Item = SourceId>,
+        exact: impl IntoIterator<Item = Arc<SourceId>>,
         pattern_kinds: &[SourceKind],
     ) {
-        let exact: BTreeSet<SourceId> = exact.into_iter().collect();
+        let exact: BTreeSet<Arc<SourceId>> = exact.into_iter().collect();
         let kinds: BTreeSet<SourceKind> = pattern_kinds.iter().copied().collect();
 
         // Keep the allocation the index already holds (the controller shares it) when re-registered.
@@ -105,13 +156,16 @@ impl ReverseIndex {
                 Some((k, _)) => Arc::clone(k),
                 None => {
                     self.polled_changed |= id.kind.is_polled();
-                    Arc::new(id)
+                    id
                 }
             };
-            self.by_source
-                .entry(Arc::clone(&key))
-                .or_default()
-                .insert(Arc::clone(&w));
+            match self.by_source.get_mut(&key) {
+                Some(users) => users.insert(Arc::clone(&w)),
+                None => {
+                    self.by_source
+                        .insert(Arc::clone(&key), Users::One(Arc::clone(&w)));
+                }
+            }
             shared.push(key);
         }
         if !kinds.is_empty() {
@@ -132,6 +186,12 @@ impl ReverseIndex {
         );
     }
 
+    /// The allocation the index holds for `source`, if any workload names it: the controller's source map
+    /// shares it rather than holding a second copy of the id.
+    pub fn source_id(&self, source: &SourceId) -> Option<&Arc<SourceId>> {
+        self.by_source.get_key_value(source).map(|(k, _)| k)
+    }
+
     /// Forgets `workload` entirely; sources nobody else uses disappear from the index.
     pub fn remove(&mut self, workload: &WorkloadId) {
         if let Some((w, old)) = self.by_workload.remove_entry(workload) {
@@ -147,6 +207,7 @@ impl ReverseIndex {
             .get(&source.namespace)
             .map(|t| t.of(source.kind));
         let merged: BTreeSet<&Arc<WorkloadId>> = exact
+            .map(Users::as_slice)
             .into_iter()
             .flatten()
             .chain(pattern.into_iter().flatten())
@@ -207,12 +268,11 @@ impl ReverseIndex {
     /// Removes `w` from everything `reg` lists, dropping entries left empty.
     fn unregister(&mut self, w: &Arc<WorkloadId>, reg: Registration) {
         for id in reg.exact.iter() {
-            if let Some(users) = self.by_source.get_mut(&**id) {
-                users.remove(w);
-                if users.is_empty() {
-                    self.by_source.remove(&**id);
-                    self.polled_changed |= id.kind.is_polled();
-                }
+            if let Some(users) = self.by_source.get_mut(&**id)
+                && !users.remove(w)
+            {
+                self.by_source.remove(&**id);
+                self.polled_changed |= id.kind.is_polled();
             }
         }
         if !reg.pattern_kinds.is_empty()
@@ -245,10 +305,25 @@ mod tests {
         SourceId::new(SourceKind::ConfigMap, ns, name)
     }
 
+    /// `ReverseIndex::set` with plain ids.
+    fn set<const N: usize>(
+        ix: &mut ReverseIndex,
+        w: &Arc<WorkloadId>,
+        exact: [SourceId; N],
+        kinds: &[SourceKind],
+    ) {
+        ix.set(w, exact.map(Arc::new), kinds);
+    }
+
     /// Checks the index's internal invariants: both directions agree and nothing empty is kept.
     fn assert_consistent(ix: &ReverseIndex) {
         for (src, users) in &ix.by_source {
+            let users = users.as_slice();
             assert!(!users.is_empty(), "empty user set kept for {src}");
+            assert!(users.is_sorted() && users.windows(2).all(|p| p[0] != p[1]));
+            if let Users::Many(ws) = &ix.by_source[src] {
+                assert!(ws.len() > 1, "one user of {src} kept in a vector");
+            }
             for w in users {
                 let reg = ix.by_workload.get(&**w).expect("user is registered");
                 assert!(
@@ -272,7 +347,7 @@ mod tests {
         for (w, reg) in &ix.by_workload {
             assert!(!reg.exact.is_empty() || !reg.pattern_kinds.is_empty());
             for s in reg.exact.iter() {
-                assert!(ix.by_source[&**s].contains(w));
+                assert!(ix.by_source[&**s].as_slice().contains(w));
                 // Shared, not copied: the forward and backward maps hold the same allocation.
                 let (key, _) = ix.by_source.get_key_value(&**s).unwrap();
                 assert!(Arc::ptr_eq(key, s));
@@ -284,8 +359,9 @@ mod tests {
     fn exact_users_are_found_including_missing_sources() {
         let mut ix = ReverseIndex::default();
         let (a, b) = (deploy("ns", "a"), deploy("ns", "b"));
-        ix.set(&a, [secret("ns", "db"), cm("ns", "app")], &[]);
-        ix.set(
+        set(&mut ix, &a, [secret("ns", "db"), cm("ns", "app")], &[]);
+        set(
+            &mut ix,
             &b,
             [secret("ns", "db"), secret("ns", "not-created-yet")],
             &[],
@@ -312,8 +388,18 @@ mod tests {
     fn set_replaces_and_drops_stale_sources() {
         let mut ix = ReverseIndex::default();
         let a = deploy("ns", "a");
-        ix.set(&a, [secret("ns", "old"), secret("ns", "kept")], &[]);
-        ix.set(&a, [secret("ns", "kept"), secret("ns", "new")], &[]);
+        set(
+            &mut ix,
+            &a,
+            [secret("ns", "old"), secret("ns", "kept")],
+            &[],
+        );
+        set(
+            &mut ix,
+            &a,
+            [secret("ns", "kept"), secret("ns", "new")],
+            &[],
+        );
         assert_consistent(&ix);
 
         assert!(ix.affected(&secret("ns", "old")).is_empty());
@@ -331,7 +417,8 @@ mod tests {
     fn duplicates_are_registered_once() {
         let mut ix = ReverseIndex::default();
         let a = deploy("ns", "a");
-        ix.set(
+        set(
+            &mut ix,
             &a,
             [secret("ns", "db"), secret("ns", "db")],
             &[SourceKind::Secret, SourceKind::Secret],
@@ -347,12 +434,13 @@ mod tests {
     fn remove_leaves_no_stale_entries() {
         let mut ix = ReverseIndex::default();
         let (a, b) = (deploy("ns", "a"), deploy("ns", "b"));
-        ix.set(
+        set(
+            &mut ix,
             &a,
             [secret("ns", "shared"), secret("ns", "only-a")],
             &[SourceKind::ConfigMap],
         );
-        ix.set(&b, [secret("ns", "shared")], &[]);
+        set(&mut ix, &b, [secret("ns", "shared")], &[]);
         ix.remove(&a);
         assert_consistent(&ix);
 
@@ -373,8 +461,8 @@ mod tests {
     fn setting_nothing_forgets_the_workload() {
         let mut ix = ReverseIndex::default();
         let a = deploy("ns", "a");
-        ix.set(&a, [secret("ns", "db")], &[SourceKind::Secret]);
-        ix.set(&a, [], &[]);
+        set(&mut ix, &a, [secret("ns", "db")], &[SourceKind::Secret]);
+        set(&mut ix, &a, [], &[]);
         assert_consistent(&ix);
         assert!(!ix.contains(&a));
         assert_eq!((ix.workload_count(), ix.source_count()), (0, 0));
@@ -387,9 +475,14 @@ mod tests {
         let p = deploy("ns", "pattern");
         let e = deploy("ns", "exact");
         let other = deploy("other", "pattern");
-        ix.set(&p, [], &[SourceKind::Secret]);
-        ix.set(&e, [secret("ns", "db")], &[]);
-        ix.set(&other, [], &[SourceKind::Secret, SourceKind::ConfigMap]);
+        set(&mut ix, &p, [], &[SourceKind::Secret]);
+        set(&mut ix, &e, [secret("ns", "db")], &[]);
+        set(
+            &mut ix,
+            &other,
+            [],
+            &[SourceKind::Secret, SourceKind::ConfigMap],
+        );
         assert_consistent(&ix);
 
         assert_eq!(ix.affected(&secret("ns", "anything")), vec![p.clone()]);
@@ -401,7 +494,7 @@ mod tests {
         assert_eq!(ix.workload_count(), 3);
 
         // Switching from pattern to exact tracking removes the pattern registration.
-        ix.set(&p, [secret("ns", "tls")], &[]);
+        set(&mut ix, &p, [secret("ns", "tls")], &[]);
         assert_consistent(&ix);
         assert!(ix.affected(&secret("ns", "anything")).is_empty());
         assert_eq!(ix.affected(&secret("ns", "tls")), vec![p.clone()]);
@@ -419,7 +512,7 @@ mod tests {
         ]
         .map(Arc::new);
         for w in &ids {
-            ix.set(w, [cm("ns", "shared")], &[]);
+            set(&mut ix, w, [cm("ns", "shared")], &[]);
         }
         let mut expected = ids.to_vec();
         expected.sort();
@@ -430,7 +523,8 @@ mod tests {
     fn many_workloads_share_one_source_entry() {
         let mut ix = ReverseIndex::default();
         for i in 0..1000 {
-            ix.set(
+            set(
+                &mut ix,
                 &deploy("ns", &format!("w{i}")),
                 [cm("ns", "ca"), secret("ns", &format!("s{i}"))],
                 &[],

@@ -11,7 +11,7 @@ mod fixtures;
 pub mod gate;
 pub mod index;
 pub mod input;
-mod memory;
+pub(crate) mod memory;
 pub mod scheduler;
 pub mod scopes;
 pub mod skipped;

@@ -19,7 +19,7 @@ use crate::model::hashing::{InstallationKey, Stamp};
 use crate::model::kind::{SourceId, SourceKind, WorkloadId, WorkloadKind, source_label};
 use crate::model::policy::Tracked;
 use crate::model::source::SourceSummary;
-use crate::model::workload::{RecordedSources, Stored, Tracking, WorkloadSummary};
+use crate::model::workload::{RecordedSources, Stored, Tracking, Uid, WorkloadSummary};
 use crate::reconcile::decision::{self, Action, Current, Missing, Visibility};
 use crate::reconcile::gate::{Failure, FailureReason};
 use crate::reconcile::index::ReverseIndex;
@@ -77,7 +77,9 @@ pub struct State {
     metrics: Metrics,
 
     sources: BTreeMap<Arc<SourceId>, SourceSummary>,
-    workloads: HashMap<Wid, Entry>,
+    /// Boxed: the table's power-of-two capacity leaves up to half its slots empty, and an empty slot
+    /// costs a pointer rather than a whole entry (~220 bytes).
+    workloads: HashMap<Wid, Box<Entry>>,
     index: ReverseIndex,
 
     /// Which watches have listed, and which namespaces hashroll acts in.
@@ -235,7 +237,7 @@ impl State {
                 tracing::warn!(workload = %id, annotation = %e.annotation, error = %message,
                     "skipping workload: malformed annotation");
                 let event = invalid_annotation_event(id.kind, &message);
-                let uid = entry.summary.uid.clone();
+                let uid = entry.summary.uid.as_ref().map(Uid::to_string);
                 self.warned.insert(id.clone(), message);
                 return Some(Effect::Publish(EventRequest {
                     id: id.clone(),
@@ -306,7 +308,10 @@ impl State {
                     self.held.insert(id.clone(), source);
                     if let Some(event) = vault {
                         self.metrics.held_workloads.set(self.held.len() as i64);
-                        let uid = self.workloads.get(id).and_then(|e| e.summary.uid.clone());
+                        let uid = self
+                            .workloads
+                            .get(id)
+                            .and_then(|e| e.summary.uid.as_ref().map(Uid::to_string));
                         return Some(Effect::Publish(EventRequest {
                             id: id.clone(),
                             uid,
@@ -438,7 +443,10 @@ impl State {
         vec![
             Effect::Publish(EventRequest {
                 id: id.clone(),
-                uid: self.workloads.get(id).and_then(|e| e.summary.uid.clone()),
+                uid: self
+                    .workloads
+                    .get(id)
+                    .and_then(|e| e.summary.uid.as_ref().map(Uid::to_string)),
                 event: reload_failed_event(id.kind, what, answer),
                 about_source: None,
             }),
@@ -530,7 +538,7 @@ impl State {
             stamp,
             sources: RecordedSources::from(f.changed.clone()),
             event: Some(event),
-            uid: entry.summary.uid.clone(),
+            uid: entry.summary.uid.as_ref().map(Uid::to_string),
             rolled_for: None,
             changed_at: None,
             changed: BTreeMap::new(),
@@ -539,6 +547,9 @@ impl State {
 
     /// After a burst, give the maps' spare capacity back.
     pub fn shrink(&mut self) {
+        // Rebuilt from its own sorted entries: inserts in arrival order leave a B-tree's nodes about
+        // two-thirds full, a build from sorted entries fills them (0.5 MiB less at M's 17,000 sources).
+        self.sources = std::mem::take(&mut self.sources).into_iter().collect();
         shrink(&mut self.warned);
         shrink(&mut self.held);
         shrink(&mut self.unwatched);
@@ -665,8 +676,13 @@ impl State {
     }
 
     fn source_applied(&mut self, mut s: SourceSummary, seen: Instant, out: &mut Vec<Effect>) {
-        // Keep the id allocation the map already holds: the key and the summary share it.
-        if let Some((known, _)) = self.sources.get_key_value(&*s.id) {
+        // Keep the id allocation the map (or else the index) already holds: one per source id.
+        if let Some(known) = self
+            .sources
+            .get_key_value(&*s.id)
+            .map(|(k, _)| k)
+            .or_else(|| self.index.source_id(&s.id))
+        {
             s.id = Arc::clone(known);
         }
         let id = Arc::clone(&s.id);
@@ -735,10 +751,10 @@ impl State {
         self.invalid += usize::from(invalid(&w));
         let old = self.workloads.insert(
             Arc::clone(&id),
-            Entry {
+            Box::new(Entry {
                 summary: w,
                 template_changed,
-            },
+            }),
         );
         self.invalid -= usize::from(old.is_some_and(|o| invalid(&o.summary)));
         self.refresh_gauges();
@@ -749,9 +765,14 @@ impl State {
     fn index_workload(&mut self, id: &Wid, tracked: &Tracked) {
         let kinds: BTreeSet<SourceKind> = tracked.patterns.iter().map(|(k, _)| *k).collect();
         let kinds: Vec<SourceKind> = kinds.into_iter().collect();
-        let exact = tracked.exact.iter().map(|t| t.id.clone());
-        self.index
-            .set(id, exact.chain(tracked.excluded.iter().cloned()), &kinds);
+        // The source map's id allocations, where the sources are known, so the index holds no copies.
+        let shared = |s: &SourceId| match self.sources.get_key_value(s) {
+            Some((k, _)) => Arc::clone(k),
+            None => Arc::new(s.clone()),
+        };
+        let exact = tracked.exact.iter().map(|t| shared(&t.id));
+        let exact: Vec<Arc<SourceId>> = exact.chain(tracked.excluded.iter().map(shared)).collect();
+        self.index.set(id, exact, &kinds);
     }
 
     fn refresh_failing(&self) {
@@ -795,7 +816,7 @@ impl State {
     ) -> Option<Effect> {
         let dry_run = self.settings.dry_run;
         let entry = self.workloads.get_mut(id)?;
-        let uid = entry.summary.uid.clone();
+        let uid = entry.summary.uid.as_ref().map(Uid::to_string);
         let event = rolled_for
             .as_ref()
             .map(|what| roll_event(id.kind, what, dry_run));
