@@ -781,6 +781,12 @@ impl Env {
                 .as_ref()
                 .is_some_and(|a| a.contains_key("hashroll.dev/hash"))
             {
+                // A real deployment controller that has not synced the Deployment yet would meet a roll
+                // made right after this as its first template, and show no roll for it: wait until it
+                // has seen the recorded generation (so its first ReplicaSet is there).
+                if self.test_server.is_none() && kind == "deployments" {
+                    self.rolls(kind, ns, name).await;
+                }
                 return;
             }
             assert!(
