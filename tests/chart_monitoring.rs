@@ -7,6 +7,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
+#[path = "common/readme.rs"]
+mod readme;
+
 /// Labels every scraped series gets from a Prometheus Operator monitor (the target's), not hashroll.
 const TARGET_LABELS: [&str; 7] = [
     "job",
@@ -20,29 +23,12 @@ const TARGET_LABELS: [&str; 7] = [
 
 /// README's metrics table: family → (type, labels).
 fn readme_metrics() -> BTreeMap<String, (String, BTreeSet<String>)> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
-    let section = readme
-        .split("\n## Metrics\n")
-        .nth(1)
-        .expect("a ## Metrics section")
-        .split("\n## ")
-        .next()
-        .unwrap();
-    let ticked = |cell: &str| -> BTreeSet<String> {
-        cell.split('`')
-            .skip(1)
-            .step_by(2)
-            .map(str::to_string)
-            .collect()
-    };
-    section
-        .lines()
-        .filter(|l| l.starts_with("| `"))
-        .map(|l| {
-            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
-            let name = ticked(cells[1]).into_iter().next().unwrap();
-            (name, (cells[2].to_string(), ticked(cells[3])))
+    readme::metrics_rows()
+        .iter()
+        .map(|cells| {
+            let name = readme::ticked(&cells[1]).remove(0);
+            let labels = readme::ticked(&cells[3]).into_iter().collect();
+            (name, (cells[2].clone(), labels))
         })
         .collect()
 }

@@ -6,6 +6,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use common::readme::ticked;
 use common::{Env, Server, e2e, secret_key_ref};
 use kube_testserver::{Fault, RequestMatch};
 
@@ -21,35 +22,17 @@ struct Row {
 
 /// The rows of the table under `## Metrics` in README.md.
 fn readme_table() -> BTreeMap<String, Row> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
-    let section = readme
-        .split("\n## Metrics\n")
-        .nth(1)
-        .expect("a ## Metrics section")
-        .split("\n## ")
-        .next()
-        .unwrap();
-    let ticked = |cell: &str| -> Vec<String> {
-        cell.split('`')
-            .skip(1)
-            .step_by(2)
-            .map(str::to_string)
-            .collect()
-    };
-    section
-        .lines()
-        .filter(|l| l.starts_with("| `"))
-        .map(|l| {
-            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
-            let (name, type_, labels) = (cells[1], cells[2], cells[3]);
+    common::readme::metrics_rows()
+        .iter()
+        .map(|cells| {
+            let (name, type_, labels) = (&cells[1], &cells[2], cells[3].as_str());
             let (base, flagged) = labels.split_once("(+").unwrap_or((labels, ""));
             assert!(
                 flagged.is_empty() || ticked(flagged) == ["namespace"],
-                "only `namespace` is added by the flag: {l}"
+                "only `namespace` is added by the flag: {cells:?}"
             );
             let row = Row {
-                type_: type_.to_string(),
+                type_: type_.clone(),
                 labels: ticked(base).into_iter().collect(),
                 namespaced: !flagged.is_empty(),
             };

@@ -12,6 +12,7 @@
 //! take turns, each on a cluster emptied of what the previous one made.
 #![allow(dead_code)]
 
+pub mod readme;
 mod real;
 
 use std::collections::BTreeMap;
