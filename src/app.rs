@@ -73,7 +73,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
     };
     let config = client_config(&args).await?;
     let controller_ns = args.controller_namespace(&config.default_namespace);
-    let client = Client::try_from(config).context("building the Kubernetes client")?;
+    let client = crate::k8s::client::build(config).context("building the Kubernetes client")?;
 
     let metrics = Metrics::with(MetricsSettings {
         namespace_label: args.metrics_namespace_label,

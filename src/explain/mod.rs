@@ -45,7 +45,7 @@ pub async fn run(args: &Args, explain: &ExplainArgs) -> anyhow::Result<String> {
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
     let controller_ns = args.controller_namespace(&config.default_namespace);
-    let client = Client::try_from(config).context("building the Kubernetes client")?;
+    let client = crate::k8s::client::build(config).context("building the Kubernetes client")?;
     let settings = Settings {
         policy: args.into(),
         visibility: args.into(),

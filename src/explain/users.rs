@@ -33,7 +33,7 @@ pub fn source_report(
     };
     let mut report = SourceReport {
         kind: id.kind.as_str(),
-        namespace: id.namespace.clone(),
+        namespace: id.namespace.to_string(),
         name: id.name.clone(),
         state,
         keys: s

@@ -58,7 +58,7 @@ impl EventPublisher {
             api_version: Some(ar.api_version),
             kind: Some(ar.kind),
             name: Some(id.name.clone()),
-            namespace: Some(id.namespace.clone()),
+            namespace: Some(id.namespace.to_string()),
             uid: uid.map(str::to_string),
             ..ObjectReference::default()
         };

@@ -2,6 +2,7 @@
 //! by [`wire`] straight into the model's summaries); writes go out through [`patch`] and [`events`].
 
 pub mod canary;
+pub mod client;
 pub mod csi;
 pub mod events;
 pub mod key_secret;

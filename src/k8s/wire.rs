@@ -5,15 +5,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 
 use crate::model::annotations::{CANARY_LABEL, CANARY_TOKEN_ANNOTATION};
-use crate::model::hashing::{KeyDigest, Section, key_digest};
+use crate::model::hashing::{KeyDigest, KeyDigester, Section, key_digest};
 use crate::model::kind::{SourceKind, WorkloadKind};
 use crate::model::policy::PolicySettings;
 use crate::model::rollout::{StatusWire, progress};
@@ -23,7 +22,7 @@ use crate::model::workload::WorkloadSummary;
 /// A Secret as hashroll reads it: `data` arrives as digests.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct SecretDigests {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lean_meta")]
     pub metadata: ObjectMeta,
     #[serde(default, deserialize_with = "secret_data", skip_serializing)]
     pub data: BTreeMap<String, KeyDigest>,
@@ -32,7 +31,7 @@ pub struct SecretDigests {
 /// A ConfigMap as hashroll reads it: `data` and `binaryData` arrive as digests (kept apart by section).
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct ConfigMapDigests {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lean_meta")]
     pub metadata: ObjectMeta,
     #[serde(default, deserialize_with = "text_data", skip_serializing)]
     pub data: BTreeMap<String, KeyDigest>,
@@ -82,7 +81,7 @@ core_v1_resource!(ConfigMapDigests, "ConfigMap", "configmaps");
 /// parsing. The template stays JSON here and is parsed per object, so one odd workload cannot fail a list.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct WorkloadWire {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lean_meta")]
     pub metadata: ObjectMeta,
     #[serde(default)]
     spec: Option<WorkloadSpecWire>,
@@ -212,6 +211,83 @@ impl kube::Resource for WorkloadWire {
     }
 }
 
+/// The metadata fields hashroll and kube-runtime's watcher read. Everything else is skipped while parsing
+/// without being allocated: `managedFields` (dozens of small blocks per object) and kubectl's
+/// last-applied annotation (a whole copy of the object, a Secret's data included).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LeanMeta {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    uid: Option<String>,
+    #[serde(default)]
+    resource_version: Option<String>,
+    #[serde(default)]
+    generation: Option<i64>,
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "lean_annotations")]
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+/// Written by `kubectl apply`; never read by hashroll.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+fn lean_meta<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
+    let m = LeanMeta::deserialize(d)?;
+    Ok(ObjectMeta {
+        name: m.name,
+        namespace: m.namespace,
+        uid: m.uid,
+        resource_version: m.resource_version,
+        generation: m.generation,
+        labels: m.labels,
+        annotations: m.annotations,
+        ..ObjectMeta::default()
+    })
+}
+
+fn lean_annotations<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    struct Lean;
+    impl<'de> Visitor<'de> for Lean {
+        type Value = Option<BTreeMap<String, String>>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a map of annotations, or null")
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if key == LAST_APPLIED {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                } else {
+                    out.insert(key, map.next_value()?);
+                }
+            }
+            Ok(Some(out))
+        }
+    }
+    d.deserialize_option(Lean)
+}
+
 /// How the values of one map are encoded and which section their digests belong to.
 #[derive(Clone, Copy)]
 enum Values {
@@ -259,24 +335,86 @@ impl<'de> Visitor<'de> for DigestMap {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut out = BTreeMap::new();
         while let Some(key) = map.next_key::<String>()? {
-            let digest = match self.0 {
-                Values::Text => {
-                    let v: String = map.next_value()?;
-                    key_digest(Section::Data, &key, v.as_bytes())
-                }
-                Values::Base64Data | Values::Base64Binary => {
-                    let v: ByteString = map.next_value()?;
-                    let section = match self.0 {
-                        Values::Base64Binary => Section::BinaryData,
-                        _ => Section::Data,
-                    };
-                    key_digest(section, &key, &v.0)
-                }
+            let (section, base64) = match self.0 {
+                Values::Text => (Section::Data, false),
+                Values::Base64Data => (Section::Data, true),
+                Values::Base64Binary => (Section::BinaryData, true),
             };
+            let digest = map.next_value_seed(ValueDigest {
+                section,
+                key: &key,
+                base64,
+            })?;
             out.insert(key, digest);
         }
         Ok(out)
     }
+}
+
+/// One value, hashed as it is read: the JSON string is borrowed from the event's line (or from the
+/// parser's scratch buffer when it has escapes), and base64 is decoded a few KiB at a time, so no copy of
+/// a value is ever allocated.
+struct ValueDigest<'k> {
+    section: Section,
+    key: &'k str,
+    base64: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for ValueDigest<'_> {
+    type Value = KeyDigest;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<KeyDigest, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueDigest<'_> {
+    type Value = KeyDigest;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        if self.base64 {
+            f.write_str("a base64 string")
+        } else {
+            f.write_str("a string")
+        }
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<KeyDigest, E> {
+        if !self.base64 {
+            return Ok(key_digest(self.section, self.key, v.as_bytes()));
+        }
+        // The key is named, the value never is.
+        base64_digest(self.section, self.key, v)
+            .ok_or_else(|| E::custom(format_args!("key {:?}: invalid base64", self.key)))
+    }
+}
+
+/// Base64 characters decoded per step: a multiple of 4, so every step but the last is whole quads.
+const BASE64_STEP: usize = 4096;
+
+/// [`key_digest`] of the value `encoded` holds in standard, padded base64 (what the API server writes, and
+/// what k8s-openapi's `ByteString` accepts), decoded in steps. None where that decoding would fail.
+fn base64_digest(section: Section, key: &str, encoded: &str) -> Option<KeyDigest> {
+    use base64::Engine as _;
+    let bytes = encoded.as_bytes();
+    if !bytes.len().is_multiple_of(4) {
+        return None;
+    }
+    let padding = bytes.iter().rev().take(2).filter(|b| **b == b'=').count();
+    let mut d = KeyDigester::new(section, key, bytes.len() / 4 * 3 - padding);
+    let mut buf = [0u8; BASE64_STEP / 4 * 3];
+    let mut steps = bytes.chunks(BASE64_STEP).peekable();
+    while let Some(step) = steps.next() {
+        // Padding only ends the whole value; decoding a step alone would accept it at any step's end.
+        if steps.peek().is_some() && step.contains(&b'=') {
+            return None;
+        }
+        let n = base64::engine::general_purpose::STANDARD
+            .decode_slice(step, &mut buf)
+            .ok()?;
+        d.update(&buf[..n]);
+    }
+    d.finish()
 }
 
 #[cfg(test)]
@@ -384,5 +522,110 @@ mod tests {
             odd.pod_template(WorkloadKind::Deployment).is_none(),
             "a bad template is this object's problem only"
         );
+    }
+
+    /// A small deterministic generator: the same bytes on every run.
+    fn bytes(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..len)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (x >> 33) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn base64_values_hashed_in_steps_equal_the_digest_of_the_decoded_value() {
+        use base64::Engine as _;
+        // Lengths around the step size, where a step ends mid-value and the padding falls in the last.
+        let lens = [
+            0, 1, 2, 3, 4, 100, 3071, 3072, 3073, 6143, 6144, 6145, 100_000,
+        ];
+        for (i, len) in lens.into_iter().enumerate() {
+            let value = bytes(i as u64, len);
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&value);
+            assert_eq!(
+                base64_digest(Section::Data, "k", &encoded),
+                Some(key_digest(Section::Data, "k", &value)),
+                "{len} bytes"
+            );
+            // Through the parser, as a watch event delivers it.
+            let line = format!(r#"{{"metadata":{{"name":"s"}},"data":{{"k":"{encoded}"}}}}"#);
+            let wire: SecretDigests = serde_json::from_str(&line).unwrap();
+            assert_eq!(wire.data["k"], key_digest(Section::Data, "k", &value));
+        }
+    }
+
+    #[test]
+    fn base64_is_refused_exactly_where_a_whole_decode_refuses_it() {
+        use base64::Engine as _;
+        let standard = base64::engine::general_purpose::STANDARD;
+        let good = standard.encode(bytes(7, 9000));
+        let mut cases: Vec<String> = vec![
+            "QQ".into(),       // no padding
+            "QQ=".into(),      // short padding
+            "Q===".into(),     // too much padding
+            "QR==".into(),     // non-canonical trailing bits
+            "QQ==QUJD".into(), // padding before the end
+            "QU JD".into(),    // whitespace
+            "QUJD\\n".into(),  // an escape the parser turns into a newline
+        ];
+        // Padding at the end of a step that is not the last: a step alone would accept it.
+        let mut early = good.clone();
+        early.replace_range(BASE64_STEP - 2..BASE64_STEP, "==");
+        cases.push(early);
+        // A character outside the alphabet in a later step.
+        let mut bad = good.clone();
+        bad.replace_range(BASE64_STEP + 10..BASE64_STEP + 11, "*");
+        cases.push(bad);
+        for case in &cases {
+            let line = format!(r#"{{"metadata":{{"name":"s"}},"data":{{"pw":"{case}"}}}}"#);
+            let decoded = serde_json::from_str::<String>(&format!("\"{case}\"")).unwrap();
+            assert!(standard.decode(&decoded).is_err(), "{case:?} is bad base64");
+            let err = serde_json::from_str::<SecretDigests>(&line).unwrap_err();
+            assert!(
+                err.to_string().contains(r#"key "pw": invalid base64"#),
+                "{err}"
+            );
+        }
+        assert!(base64_digest(Section::Data, "k", &good).is_some());
+    }
+
+    #[test]
+    fn metadata_keeps_what_is_read_and_drops_managed_fields_and_the_last_applied_copy() {
+        let obj = json!({
+            "metadata": {"name": "db", "namespace": "prod", "uid": "u-1", "resourceVersion": "42",
+                "generation": 3, "labels": {"app": "db"},
+                "annotations": {"hashroll.dev/ignore": "false",
+                    "kubectl.kubernetes.io/last-applied-configuration": "{\"data\":{\"pw\":\"aHVudGVyMg==\"}}"},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply",
+                    "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:pw": {}}}}],
+                "creationTimestamp": "2026-11-30T00:00:00Z"},
+            "data": {"pw": "aHVudGVyMg=="}
+        });
+        let m = serde_json::from_value::<SecretDigests>(obj.clone())
+            .unwrap()
+            .metadata;
+        assert_eq!(m.name.as_deref(), Some("db"));
+        assert_eq!(m.namespace.as_deref(), Some("prod"));
+        assert_eq!(m.uid.as_deref(), Some("u-1"));
+        assert_eq!(m.resource_version.as_deref(), Some("42"));
+        assert_eq!(m.generation, Some(3));
+        assert_eq!(m.labels.unwrap()["app"], "db");
+        let annotations = m.annotations.unwrap();
+        assert_eq!(annotations.len(), 1, "{annotations:?}");
+        assert_eq!(annotations["hashroll.dev/ignore"], "false");
+        assert!(m.managed_fields.is_none());
+        // The same for workloads, and a null map is no map.
+        let w: WorkloadWire = serde_json::from_value(json!({
+            "metadata": {"name": "web", "annotations": null, "managedFields": []}}))
+        .unwrap();
+        assert_eq!(w.metadata.name.as_deref(), Some("web"));
+        assert!(w.metadata.annotations.is_none());
     }
 }

@@ -65,13 +65,43 @@ impl Section {
 
 /// SHA-256(section tag byte ‖ u64-BE len ‖ key ‖ u64-BE len ‖ value). In-memory only, never written out.
 pub fn key_digest(section: Section, key: &str, value: &[u8]) -> KeyDigest {
-    let mut h = Sha256::new();
-    h.update([section.tag()]);
-    h.update(len_be(key.len()));
-    h.update(key.as_bytes());
-    h.update(len_be(value.len()));
-    h.update(value);
-    h.finalize().into()
+    let mut d = KeyDigester::new(section, key, value.len());
+    d.update(value);
+    d.finish()
+        .expect("the whole value was fed, as its length said")
+}
+
+/// [`key_digest`] fed in pieces, so a value can be hashed while it is decoded and never held whole. The
+/// value's length comes first in the digest, so it is given up front.
+pub struct KeyDigester {
+    h: Sha256,
+    len: usize,
+    fed: usize,
+}
+
+impl KeyDigester {
+    pub fn new(section: Section, key: &str, value_len: usize) -> Self {
+        let mut h = Sha256::new();
+        h.update([section.tag()]);
+        h.update(len_be(key.len()));
+        h.update(key.as_bytes());
+        h.update(len_be(value_len));
+        KeyDigester {
+            h,
+            len: value_len,
+            fed: 0,
+        }
+    }
+
+    pub fn update(&mut self, part: &[u8]) {
+        self.fed = self.fed.saturating_add(part.len());
+        self.h.update(part);
+    }
+
+    /// The digest; None if what was fed is not exactly the length given to [`KeyDigester::new`].
+    pub fn finish(self) -> Option<KeyDigest> {
+        (self.fed == self.len).then(|| self.h.finalize().into())
+    }
 }
 
 /// Why an installation key could not be made.

@@ -3,7 +3,9 @@
 //! Everything that differs between kinds (API group and version, resource name, where a workload keeps its
 //! pod template, the names accepted on the command line) is a column here: adding a kind adds a row.
 
+use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 /// One row of a kind table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,16 +235,127 @@ impl fmt::Display for WorkloadKind {
     }
 }
 
+/// A namespace's name, allocated once per distinct namespace and shared by every id in it: thousands of
+/// objects live in a few hundred namespaces (at the M scale of `benches/scale`, 23,000 ids in 100).
+/// Compares, orders and hashes as its text.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Namespace(Arc<str>);
+
+/// Every namespace name in use; [`Namespace::forget_unused`] drops those no id holds any more.
+static NAMESPACES: Mutex<BTreeSet<Arc<str>>> = Mutex::new(BTreeSet::new());
+
+impl Namespace {
+    pub fn new(name: &str) -> Self {
+        let mut known = NAMESPACES.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = known.get(name) {
+            return Namespace(Arc::clone(n));
+        }
+        let n: Arc<str> = Arc::from(name);
+        known.insert(Arc::clone(&n));
+        Namespace(n)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Drops the names of namespaces nothing refers to (deleted, or no longer watched).
+    pub fn forget_unused() {
+        let mut known = NAMESPACES.lock().unwrap_or_else(|e| e.into_inner());
+        known.retain(|n| Arc::strong_count(n) > 1);
+    }
+}
+
+impl std::ops::Deref for Namespace {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Namespace {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Namespace {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl From<&str> for Namespace {
+    fn from(s: &str) -> Self {
+        Namespace::new(s)
+    }
+}
+
+impl From<String> for Namespace {
+    fn from(s: String) -> Self {
+        Namespace::new(&s)
+    }
+}
+
+impl From<&String> for Namespace {
+    fn from(s: &String) -> Self {
+        Namespace::new(s)
+    }
+}
+
+impl From<&Namespace> for Namespace {
+    fn from(n: &Namespace) -> Self {
+        n.clone()
+    }
+}
+
+impl From<Namespace> for String {
+    fn from(n: Namespace) -> Self {
+        n.0.to_string()
+    }
+}
+
+impl PartialEq<str> for Namespace {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Namespace {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl PartialEq<String> for Namespace {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
 /// A Secret or ConfigMap by kind, namespace and name; it may not exist (yet).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SourceId {
     pub kind: SourceKind,
-    pub namespace: String,
+    pub namespace: Namespace,
     pub name: String,
 }
 
 impl SourceId {
-    pub fn new(kind: SourceKind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn new(kind: SourceKind, namespace: impl Into<Namespace>, name: impl Into<String>) -> Self {
         SourceId {
             kind,
             namespace: namespace.into(),
@@ -271,12 +384,16 @@ impl fmt::Display for SourceId {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WorkloadId {
     pub kind: WorkloadKind,
-    pub namespace: String,
+    pub namespace: Namespace,
     pub name: String,
 }
 
 impl WorkloadId {
-    pub fn new(kind: WorkloadKind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn new(
+        kind: WorkloadKind,
+        namespace: impl Into<Namespace>,
+        name: impl Into<String>,
+    ) -> Self {
         WorkloadId {
             kind,
             namespace: namespace.into(),

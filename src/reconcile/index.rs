@@ -12,7 +12,7 @@ use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::model::kind::{SourceId, SourceKind, WorkloadId};
+use crate::model::kind::{Namespace, SourceId, SourceKind, WorkloadId};
 
 /// (namespace, kind, name) → workloads, including names that do not exist yet; plus per (namespace, kind) the
 /// workloads that track by pattern (regular expressions) and must be checked against every source of that kind.
@@ -21,7 +21,7 @@ pub struct ReverseIndex {
     /// Exact source → the workloads naming it.
     by_source: HashMap<Arc<SourceId>, Users>,
     /// Namespace → pattern trackers per source kind. Never holds an entry with both sets empty.
-    patterns: HashMap<String, PatternTrackers>,
+    patterns: HashMap<Namespace, PatternTrackers>,
     /// Workload → what it registered, so `set` and `remove` can undo exactly that.
     by_workload: HashMap<Arc<WorkloadId>, Registration>,
     /// A source of a polled kind (Vault) entered or left `by_source` since [`ReverseIndex::take_polled`].

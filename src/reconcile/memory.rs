@@ -1,4 +1,4 @@
-//! How hashroll uses glibc's allocator: two arenas from the start, and the allocator's free memory given
+//! How hashroll uses glibc's allocator: one arena from the start, and the allocator's free memory given
 //! back to the operating system after each burst of work.
 //!
 //! glibc's malloc keeps freed memory in its per-thread arenas for reuse. After the initial sync (every
@@ -24,10 +24,11 @@ mod glibc {
 }
 
 /// Arenas shared by all threads (glibc's default is up to 8 per core, one per thread that ever contended).
-/// The decisions run on one task; the watches mostly wait on the network: more arenas only spread free
-/// memory over more heaps.
+/// The decisions run on one task; the watches mostly wait on the network; most small blocks come from
+/// each thread's cache without the arena's lock. More arenas only spread free memory over more heaps:
+/// at M one arena holds 24.6–24.8 MiB steady against 25.2–26.3 MiB with two (benches/README.md).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-const ARENA_MAX: std::ffi::c_int = 2;
+const ARENA_MAX: std::ffi::c_int = 1;
 
 /// Sets the allocator up for a long-running process holding many small objects. Call first thing in
 /// `main`, before any thread starts (glibc fixes the arena limit when a second thread first allocates).

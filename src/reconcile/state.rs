@@ -16,7 +16,7 @@ use crate::error::ErrorClass;
 
 use crate::k8s::patch::Write;
 use crate::model::hashing::{InstallationKey, Stamp};
-use crate::model::kind::{SourceId, SourceKind, WorkloadId, WorkloadKind, source_label};
+use crate::model::kind::{Namespace, SourceId, SourceKind, WorkloadId, WorkloadKind, source_label};
 use crate::model::policy::Tracked;
 use crate::model::source::SourceSummary;
 use crate::model::workload::{RecordedSources, Stored, Tracking, Uid, WorkloadSummary};
@@ -557,6 +557,7 @@ impl State {
         shrink(&mut self.paused);
         shrink(&mut self.failures);
         self.reached.shrink();
+        Namespace::forget_unused();
     }
 
     fn source_deleted(&mut self, id: &SourceId, seen: Instant, out: &mut Vec<Effect>) {
@@ -741,22 +742,36 @@ impl State {
             None => false,
         };
         let invalid = |w: &WorkloadSummary| matches!(w.tracking, Tracking::Invalid(_));
-        match &w.tracking {
-            Tracking::On { policy, references } => {
-                let tracked = policy.tracked(&id.namespace, references);
-                self.index_workload(&id, &tracked);
+        // Most changes in substance are hashroll's own writes (a new stamp): what the workload tracks is
+        // the same, and so is its place in the index.
+        let retrack = self
+            .workloads
+            .get(&id)
+            .is_none_or(|old| old.summary.tracking != w.tracking);
+        if retrack {
+            match &w.tracking {
+                Tracking::On { policy, references } => {
+                    let tracked = policy.tracked(&id.namespace, references);
+                    self.index_workload(&id, &tracked);
+                }
+                _ => self.index.remove(&id),
             }
-            _ => self.index.remove(&id),
         }
         self.invalid += usize::from(invalid(&w));
-        let old = self.workloads.insert(
-            Arc::clone(&id),
-            Box::new(Entry {
-                summary: w,
-                template_changed,
-            }),
-        );
-        self.invalid -= usize::from(old.is_some_and(|o| invalid(&o.summary)));
+        let entry = Entry {
+            summary: w,
+            template_changed,
+        };
+        // The entry's allocation is reused: one per workload for its life, not one per change.
+        match self.workloads.get_mut(&id) {
+            Some(old) => {
+                self.invalid -= usize::from(invalid(&old.summary));
+                **old = entry;
+            }
+            None => {
+                self.workloads.insert(Arc::clone(&id), Box::new(entry));
+            }
+        }
         self.refresh_gauges();
         out.push(Effect::DecideNow(id));
     }

@@ -177,7 +177,7 @@ impl Writer {
                             api_version: Some("v1".into()),
                             kind: Some(source.kind.info().kind.into()),
                             name: Some(source.name.clone()),
-                            namespace: Some(source.namespace.clone()),
+                            namespace: Some(source.namespace.to_string()),
                             ..ObjectReference::default()
                         };
                         if let Err(e) = events.publish_regarding(regarding, &event).await {

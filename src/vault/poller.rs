@@ -192,7 +192,7 @@ impl Poller {
                     self.metrics.vault_read("ok");
                     let keys: crate::model::source::KeyDigests = keys.into();
                     for id in users {
-                        present.insert(id.namespace.clone(), id.name.clone());
+                        present.insert(id.namespace.to_string(), id.name.clone());
                         let summary = SourceSummary {
                             id: Arc::new(SourceId::clone(id)),
                             keys: keys.clone(),
