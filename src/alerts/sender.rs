@@ -243,8 +243,8 @@ mod tests {
         };
         assert_eq!(dropped(&metrics), Some(2.0));
         // The oldest are kept, in order.
-        assert_eq!(rx.try_recv().unwrap().0.workload.name, "a");
-        assert_eq!(rx.try_recv().unwrap().0.workload.name, "b");
+        assert_eq!(&*rx.try_recv().unwrap().0.workload.name, "a");
+        assert_eq!(&*rx.try_recv().unwrap().0.workload.name, "b");
         // Alerts off: nothing queued, nothing counted.
         let off = AlertQueue::off(Metrics::new());
         off.send(alert("e"));

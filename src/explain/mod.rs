@@ -101,7 +101,7 @@ pub async fn run(args: &Args, explain: &ExplainArgs) -> anyhow::Result<String> {
                     }
                 }
             }
-            let id = SourceId::new(*kind, &namespace, name);
+            let id = SourceId::new(*kind, &namespace, name.as_str());
             let mut report = users::source_report(&id, &workloads, &settings, &cluster);
             report.notes.extend(notes);
             Ok(if json {

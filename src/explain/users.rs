@@ -34,7 +34,7 @@ pub fn source_report(
     let mut report = SourceReport {
         kind: id.kind.as_str(),
         namespace: id.namespace.to_string(),
-        name: id.name.clone(),
+        name: id.name.to_string(),
         state,
         keys: s
             .map(|s| s.keys.iter().map(|(k, _)| k.to_string()).collect())
@@ -53,18 +53,18 @@ pub fn source_report(
             .map(pod_spec_references)
             .unwrap_or_default()
             .into_iter()
-            .find(|r| r.kind == id.kind && r.name == id.name);
+            .find(|r| r.kind == id.kind && *r.name == *id.name);
         let used_keys = used
             .as_ref()
             .map_or(Keys::All("all"), |r| Keys::of(&r.keys));
         let used_optional = used.as_ref().is_some_and(|r| r.optional);
         let via = paths
-            .get(&(id.kind, id.name.clone()))
+            .get(&(id.kind, id.name.to_string()))
             .cloned()
             .unwrap_or_default();
         let user = |keys: Keys, optional: bool, via: Vec<String>, state| User {
             kind: kind.as_str(),
-            name: summary.id.name.clone(),
+            name: summary.id.name.to_string(),
             keys,
             optional,
             via,

@@ -25,7 +25,7 @@ pub fn via_of(
         let own = own_list_annotation(t.id.kind);
         let listed_in_own = [workload, template].iter().any(|a| {
             a.get(own)
-                .is_some_and(|v| v.split(',').any(|e| e.trim() == t.id.name))
+                .is_some_and(|v| v.split(',').any(|e| *e.trim() == *t.id.name))
         });
         via.push(match pattern {
             NamePattern::Exact(_) if listed_in_own => format!("annotation {own}"),

@@ -268,7 +268,7 @@ impl OptedIn<'_> {
             let uses = read.uses(t.id.kind, &t.id.name);
             lines.push(SourceLine {
                 kind: t.id.kind.as_str(),
-                name: t.id.name.clone(),
+                name: t.id.name.to_string(),
                 keys: Keys::of(&t.keys),
                 optional: t.optional,
                 via: via_of(
@@ -284,7 +284,7 @@ impl OptedIn<'_> {
         }
         lines.extend(tracked.excluded.iter().map(|id| SourceLine {
             kind: id.kind.as_str(),
-            name: id.name.clone(),
+            name: id.name.to_string(),
             keys: Keys::All("all"),
             optional: false,
             via: read.uses(id.kind, &id.name),
@@ -321,7 +321,7 @@ impl OptedIn<'_> {
                 let digest = sources.get(&label).map(String::as_str).unwrap_or_default();
                 SourceLine {
                     kind: id.kind.as_str(),
-                    name: id.name.clone(),
+                    name: id.name.to_string(),
                     keys: Keys::All("all"),
                     optional: true,
                     via: vec![format!(
@@ -397,7 +397,7 @@ impl OptedIn<'_> {
             .iter()
             .map(|id| ChangedSource {
                 kind: id.kind.as_str(),
-                name: id.name.clone(),
+                name: id.name.to_string(),
                 keys: tracked
                     .exact
                     .iter()

@@ -50,3 +50,57 @@ pub fn build(config: Config) -> Result<Client, kube::Error> {
         .service(hyper);
     Ok(ClientBuilder::new(service, config.default_namespace.clone()).build())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, PostParams, WatchEvent, WatchParams};
+    use serde_json::json;
+
+    use crate::k8s::wire::SecretDigests;
+    use crate::model::hashing::{Section, key_digest};
+
+    /// Objects far larger than a connection's read buffer arrive whole, listed and watched, and the
+    /// admin's token is sent (the test server refuses requests without one).
+    #[tokio::test]
+    async fn objects_larger_than_the_read_buffer_arrive_whole() {
+        let server = kube_testserver::TestServer::start().await.unwrap();
+        let mut config = Config::new(server.url().parse().unwrap());
+        config.default_namespace = "default".into();
+        config.auth_info = serde_json::from_value(json!({"token": "admin"})).unwrap();
+        let client = build(config).unwrap();
+
+        let value: Vec<u8> = (0..READ_BUFFER_MAX * 40).map(|i| (i % 251) as u8).collect();
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "big", "namespace": "default"},
+            "data": {"blob": k8s_openapi::ByteString(value.clone())},
+        }))
+        .unwrap();
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+        let watched: Api<SecretDigests> = Api::namespaced(client, "default");
+        let mut events = watched
+            .watch(&WatchParams::default(), "0")
+            .await
+            .unwrap()
+            .boxed();
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+
+        let want = key_digest(Section::Data, "blob", &value);
+        let listed = watched.get("big").await.unwrap();
+        assert_eq!(listed.data["blob"], want);
+        loop {
+            match events.next().await.unwrap().unwrap() {
+                WatchEvent::Added(s) if s.metadata.name.as_deref() == Some("big") => {
+                    assert_eq!(s.data["blob"], want);
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+}

@@ -57,7 +57,7 @@ impl EventPublisher {
         let regarding = ObjectReference {
             api_version: Some(ar.api_version),
             kind: Some(ar.kind),
-            name: Some(id.name.clone()),
+            name: Some(id.name.to_string()),
             namespace: Some(id.namespace.to_string()),
             uid: uid.map(str::to_string),
             ..ObjectReference::default()

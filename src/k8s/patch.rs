@@ -122,7 +122,7 @@ mod tests {
             (STAMP_ANNOTATION.to_string(), s.as_str().to_string()),
             (ROLLOUT_FAILED_ANNOTATION.to_string(), mark.to_string()),
         ]));
-        assert_eq!(stored.rollout_failed, Some((s, changed)));
+        assert_eq!(stored.rollout_failed, Some(Box::new((s, changed))));
     }
 
     #[test]

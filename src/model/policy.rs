@@ -1009,7 +1009,7 @@ mod tests {
             let t = p.tracked(NS, &refs);
             t.exact
                 .iter()
-                .map(|t| (t.id.kind, t.id.name.clone()))
+                .map(|t| (t.id.kind, t.id.name.to_string()))
                 .collect()
         };
         let both = vec![(Spc, "tmp".into()), (Spc, "vault".into())];
@@ -1176,7 +1176,7 @@ mod tests {
             .tracked(NS, &refs)
             .exact
             .into_iter()
-            .map(|t| t.id.name)
+            .map(|t| t.id.name.to_string())
             .collect();
         assert_eq!(names, ["cfgxv1"]);
 

@@ -68,7 +68,7 @@ impl ProviderClasses {
     /// the source as it is now, if it has content.
     pub fn class_applied(&mut self, class: SourceSummary) -> Option<SourceSummary> {
         debug_assert_eq!(class.id.kind, SourceKind::SecretProviderClass);
-        let key = (class.id.namespace.to_string(), class.id.name.clone());
+        let key = (class.id.namespace.to_string(), class.id.name.to_string());
         let entry = self.entries.entry(key).or_default();
         entry.class = Some(class);
         entry.summary()

@@ -42,8 +42,8 @@ pub struct Stored {
     /// When hashroll last rolled the workload; None if never, or unreadable.
     pub rolled_at: Option<jiff::Timestamp>,
     /// The roll whose rollout failed and halted its change, if any: its stamp, and the digests of the
-    /// sources it changed (`secret/db` → digest).
-    pub rollout_failed: Option<(Stamp, BTreeMap<String, String>)>,
+    /// sources it changed (`secret/db` → digest). Boxed: rare, and every workload carries the field.
+    pub rollout_failed: Option<Box<(Stamp, BTreeMap<String, String>)>>,
 }
 
 impl Stored {
@@ -64,7 +64,10 @@ impl Stored {
                 .get(ROLLOUT_FAILED_ANNOTATION)
                 .and_then(|s| s.split_once(' '))
                 .and_then(|(stamp, changed)| {
-                    Some((Stamp::parse(stamp)?, serde_json::from_str(changed).ok()?))
+                    Some(Box::new((
+                        Stamp::parse(stamp)?,
+                        serde_json::from_str(changed).ok()?,
+                    )))
                 }),
         }
     }
@@ -192,7 +195,7 @@ impl WorkloadSummary {
     /// The workload's roll halted its change, and nothing was written on it since (it still records that
     /// roll's stamp): the digests of the sources that roll changed.
     pub fn halted(&self) -> Option<&BTreeMap<String, String>> {
-        let (stamp, changed) = self.stored.rollout_failed.as_ref()?;
+        let (stamp, changed) = self.stored.rollout_failed.as_deref()?;
         (self.stored.stamp.as_ref() == Some(stamp)).then_some(changed)
     }
 }

@@ -646,7 +646,7 @@ mod tests {
         let names: Vec<_> = s
             .in_namespace(SourceKind::Secret, NS)
             .iter()
-            .map(|x| x.id.name.clone())
+            .map(|x| x.id.name.to_string())
             .collect();
         assert_eq!(names, vec!["a", "b"]);
         assert!(s.in_namespace(SourceKind::ConfigMap, NS).is_empty());

@@ -563,7 +563,7 @@ mod tests {
             let id = release(gate).await;
             assert!(gate.admit(&id, &none()), "a released roll goes through");
             gate.decided(&id, true);
-            went.push((id.name.clone(), start.elapsed()));
+            went.push((id.name.to_string(), start.elapsed()));
         }
         went
     }
@@ -613,7 +613,7 @@ mod tests {
         assert!(!admit(&mut gate, "c"));
         assert!(!admit(&mut gate, "b"), "still waits");
         assert_eq!(gate.waiting(), 2);
-        assert_eq!(release(&mut gate).await.name, "b");
+        assert_eq!(&*release(&mut gate).await.name, "b");
     }
 
     #[tokio::test(start_paused = true)]
@@ -629,7 +629,7 @@ mod tests {
         gate.decided(&b, false);
         let c = release(&mut gate).await;
         assert_eq!(
-            (c.name.as_str(), start.elapsed()),
+            (&*c.name, start.elapsed()),
             ("c", Duration::from_secs(1)),
             "the token b did not use"
         );
@@ -637,7 +637,7 @@ mod tests {
         gate.decided(&c, true);
         assert!(gate.admit(&c, &none()));
         assert!(!admit(&mut gate, "d"));
-        assert_eq!(release(&mut gate).await.name, "d");
+        assert_eq!(&*release(&mut gate).await.name, "d");
         assert_eq!(start.elapsed(), Duration::from_secs(2));
     }
 
@@ -649,7 +649,7 @@ mod tests {
         assert!(!admit(&mut gate, "b"));
         gate.forget(&wid("gone"));
         assert_eq!(gate.waiting(), 1);
-        assert_eq!(release(&mut gate).await.name, "b");
+        assert_eq!(&*release(&mut gate).await.name, "b");
     }
 
     // ---- waves ----
@@ -698,7 +698,7 @@ mod tests {
             g.patched(&seen(&id.name, rv, Progress::Rolling, None)),
             None
         );
-        id.name.clone()
+        id.name.to_string()
     }
 
     async fn nothing_within(g: &mut Gate, d: Duration) -> bool {
@@ -740,7 +740,7 @@ mod tests {
         assert_eq!(g.observe(&seen("a", 11, Progress::Done, None)), None);
         assert_eq!(g.patched(&seen("a", 10, Progress::Rolling, None)), None);
         assert_eq!(g.in_progress(), 0);
-        assert_eq!(release(&mut g).await.name, "b");
+        assert_eq!(&*release(&mut g).await.name, "b");
     }
 
     #[tokio::test(start_paused = true)]
@@ -776,10 +776,10 @@ mod tests {
         let failure = g
             .observe(&seen("a", 11, Progress::Failed, None))
             .expect("a failure");
-        assert_eq!(failure.id.name, "a");
+        assert_eq!(&*failure.id.name, "a");
         assert_eq!(failure.reason, FailureReason::Failed);
         assert_eq!(failure.changed, db("d1"));
-        let mut held: Vec<&str> = failure.held.iter().map(|w| w.name.as_str()).collect();
+        let mut held: Vec<&str> = failure.held.iter().map(|w| &*w.name).collect();
         held.sort();
         assert_eq!(held, ["b", "c"]);
         assert_eq!((g.in_progress(), g.halted()), (0, 2));
@@ -809,10 +809,7 @@ mod tests {
         let start = Instant::now();
         match g.next_release().await {
             Release::Failed(f) => {
-                assert_eq!(
-                    (f.id.name.as_str(), f.reason),
-                    ("a", FailureReason::Timeout)
-                );
+                assert_eq!((&*f.id.name, f.reason), ("a", FailureReason::Timeout));
                 assert_eq!(f.held.len(), 1);
             }
             other => panic!("expected a timeout, got {other:?}"),
@@ -825,7 +822,7 @@ mod tests {
         let mut a = seen("a", 20, Progress::Rolling, None);
         let stamp = Stamp::parse(&format!("v1.{}.{}", "0".repeat(8), "1".repeat(32)));
         a.stored.stamp = stamp.clone();
-        a.stored.rollout_failed = Some((stamp.unwrap(), db("d1")));
+        a.stored.rollout_failed = Some(Box::new((stamp.unwrap(), db("d1"))));
         assert!(a.halted().is_some());
         assert_eq!(g.observe(&a), None);
         assert!(!g.admit(&wid("b"), &db("d1")));

@@ -301,7 +301,7 @@ mod tests {
     /// The next due workload and when it came due, measured on the paused clock.
     async fn next(s: &mut Scheduler, start: Instant) -> (String, Duration) {
         let id = s.next_due().await;
-        (id.name.clone(), Instant::now() - start)
+        (id.name.to_string(), Instant::now() - start)
     }
 
     /// Whether anything falls due within `d`.

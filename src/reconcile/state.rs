@@ -1123,7 +1123,7 @@ mod tests {
         let out = apply(&mut s, vec![db("c"), db("d")]);
         assert!(
             out.iter()
-                .all(|e| matches!(e, Effect::Debounce(id) if id.name == "web")),
+                .all(|e| matches!(e, Effect::Debounce(id) if &*id.name == "web")),
             "{out:?}"
         );
         let Some(Effect::Write(w)) = s.decide(&wid("web"), now()) else {
@@ -1217,7 +1217,7 @@ mod tests {
     fn nothing_is_decided_before_the_sources_have_listed_then_first_sight_records() {
         let mut s = state();
         let out = apply(&mut s, vec![opted_in("web")]);
-        assert!(matches!(&out[..], [Effect::DecideNow(id)] if id.name == "web"));
+        assert!(matches!(&out[..], [Effect::DecideNow(id)] if &*id.name == "web"));
         assert!(
             s.decide(&wid("web"), now()).is_none(),
             "sources not listed yet"
@@ -1252,7 +1252,7 @@ mod tests {
                 &[("password", "b"), ("user", "u")],
             )],
         );
-        assert!(matches!(&out[..], [Effect::Debounce(id)] if id.name == "web"));
+        assert!(matches!(&out[..], [Effect::Debounce(id)] if &*id.name == "web"));
         match s.decide(&wid("web"), now()) {
             Some(Effect::Write(w)) => {
                 assert_eq!(w.write, Write::RollTemplate);
@@ -1277,7 +1277,7 @@ mod tests {
         );
         assert!(
             out.iter()
-                .any(|e| matches!(e, Effect::Forget(id) if id.name == "web"))
+                .any(|e| matches!(e, Effect::Forget(id) if &*id.name == "web"))
         );
         assert!(s.decide(&wid("web"), now()).is_none());
         assert_eq!(s.counts(), (2, 0));
@@ -1291,7 +1291,7 @@ mod tests {
         );
         assert!(
             out.iter()
-                .any(|e| matches!(e, Effect::Debounce(id) if id.name == "web"))
+                .any(|e| matches!(e, Effect::Debounce(id) if &*id.name == "web"))
         );
         assert_eq!(s.counts(), (1, 1));
     }
@@ -1545,7 +1545,7 @@ mod tests {
         );
         match s.decide(&wid("p"), at(2)) {
             Some(Effect::DecideAfter(id, wait)) => {
-                assert_eq!((id.name.as_str(), wait), ("p", Duration::from_secs(2)))
+                assert_eq!((&*id.name, wait), ("p", Duration::from_secs(2)))
             }
             other => panic!("expected to wait, got {other:?}"),
         }
@@ -1762,7 +1762,7 @@ mod tests {
         let out = apply(&mut s, vault_version("1"));
         assert!(
             out.iter()
-                .any(|e| matches!(e, Effect::DecideNow(id) if id.name == "web"))
+                .any(|e| matches!(e, Effect::DecideNow(id) if &*id.name == "web"))
         );
         let Some(Effect::Write(w)) = s.decide(&wid("web"), now()) else {
             panic!("first read records");
@@ -1786,7 +1786,7 @@ mod tests {
         let out = apply(&mut s, vault_version("2"));
         assert!(
             out.iter()
-                .any(|e| matches!(e, Effect::Debounce(id) if id.name == "web"))
+                .any(|e| matches!(e, Effect::Debounce(id) if &*id.name == "web"))
         );
         let Some(Effect::Write(w)) = s.decide(&wid("web"), now()) else {
             panic!("a new version rolls");
@@ -1812,7 +1812,7 @@ mod tests {
         );
         assert!(
             out.iter()
-                .any(|e| matches!(e, Effect::Debounce(id) if id.name == "web"))
+                .any(|e| matches!(e, Effect::Debounce(id) if &*id.name == "web"))
         );
         let Some(Effect::Publish(e)) = s.decide(&wid("web"), now()) else {
             panic!("a Warning");
@@ -1871,10 +1871,7 @@ mod tests {
             }
         );
         let about = on_source.about_source.as_ref().expect("about the Secret");
-        assert_eq!(
-            (about.kind, about.name.as_str()),
-            (SourceKind::Secret, "db")
-        );
+        assert_eq!((about.kind, &*about.name), (SourceKind::Secret, "db"));
         assert_eq!(on_source.event.reason, "RolloutHalted");
         assert!(
             on_source.event.note.contains("2 roll(s)"),

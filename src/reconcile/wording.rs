@@ -31,7 +31,7 @@ pub fn describe(
         };
         ChangedSource {
             kind: id.kind,
-            name: id.name.clone(),
+            name: id.name.to_string(),
             keys,
             deleted,
         }

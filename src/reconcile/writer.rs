@@ -176,7 +176,7 @@ impl Writer {
                         let regarding = ObjectReference {
                             api_version: Some("v1".into()),
                             kind: Some(source.kind.info().kind.into()),
-                            name: Some(source.name.clone()),
+                            name: Some(source.name.to_string()),
                             namespace: Some(source.namespace.to_string()),
                             ..ObjectReference::default()
                         };

@@ -75,11 +75,9 @@ pub async fn run(
             // nothing.
             let new: HashSet<&str> = (ids.iter())
                 .filter(|id| !poller.known.contains(*id))
-                .map(|id| id.name.as_str())
+                .map(|id| &*id.name)
                 .collect();
-            ids.iter()
-                .filter(|id| new.contains(id.name.as_str()))
-                .collect()
+            ids.iter().filter(|id| new.contains(&*id.name)).collect()
         };
         if full || !wanted.is_empty() {
             match poller.round(&mut client, &wanted, &tx).await {
@@ -130,7 +128,7 @@ impl Poller {
     ) -> Result<(), ()> {
         let mut by_path: BTreeMap<&str, Vec<&SourceId>> = BTreeMap::new();
         for id in ids {
-            by_path.entry(id.name.as_str()).or_default().push(id);
+            by_path.entry(&*id.name).or_default().push(id);
         }
         if by_path.is_empty() {
             // Nothing to read: ask Vault how it is, so `hashroll_vault_up` says something true.
@@ -192,7 +190,7 @@ impl Poller {
                     self.metrics.vault_read("ok");
                     let keys: crate::model::source::KeyDigests = keys.into();
                     for id in users {
-                        present.insert(id.namespace.to_string(), id.name.clone());
+                        present.insert(id.namespace.to_string(), id.name.to_string());
                         let summary = SourceSummary {
                             id: Arc::new(SourceId::clone(id)),
                             keys: keys.clone(),
