@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta, Time};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
@@ -212,7 +212,8 @@ impl kube::Resource for WorkloadWire {
 }
 
 /// The metadata fields hashroll and kube-runtime's watcher read. Everything else is skipped while parsing
-/// without being allocated: `managedFields` (dozens of small blocks per object) and kubectl's
+/// without being allocated: `managedFields` (dozens of small blocks per object) but for the newest write
+/// time in it (`hashroll explain` tells a change still within the debounce by it), and kubectl's
 /// last-applied annotation (a whole copy of the object, a Secret's data included).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -231,6 +232,10 @@ struct LeanMeta {
     labels: Option<BTreeMap<String, String>>,
     #[serde(default, deserialize_with = "lean_annotations")]
     annotations: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    creation_timestamp: Option<Time>,
+    #[serde(default, deserialize_with = "newest_write")]
+    managed_fields: Option<Time>,
 }
 
 /// Written by `kubectl apply`; never read by hashroll.
@@ -246,8 +251,59 @@ fn lean_meta<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
         generation: m.generation,
         labels: m.labels,
         annotations: m.annotations,
+        creation_timestamp: m.creation_timestamp,
+        // The newest write only, as the one entry.
+        managed_fields: m.managed_fields.map(|time| {
+            vec![ManagedFieldsEntry {
+                time: Some(time),
+                ..ManagedFieldsEntry::default()
+            }]
+        }),
         ..ObjectMeta::default()
     })
+}
+
+/// The newest `time` of the `managedFields` entries, each entry's other fields skipped unread.
+fn newest_write<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Time>, D::Error> {
+    #[derive(Deserialize)]
+    struct Entry {
+        #[serde(default)]
+        time: Option<Time>,
+    }
+    struct Newest;
+    impl<'de> Visitor<'de> for Newest {
+        type Value = Option<Time>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list of managed fields entries, or null")
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_seq(self)
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut newest: Option<Time> = None;
+            while let Some(e) = seq.next_element::<Entry>()? {
+                if e.time.as_ref().map(|t| t.0) > newest.as_ref().map(|t| t.0) {
+                    newest = e.time;
+                }
+            }
+            Ok(newest)
+        }
+    }
+    d.deserialize_option(Newest)
 }
 
 fn lean_annotations<'de, D: Deserializer<'de>>(
@@ -597,14 +653,17 @@ mod tests {
     }
 
     #[test]
-    fn metadata_keeps_what_is_read_and_drops_managed_fields_and_the_last_applied_copy() {
+    fn metadata_keeps_what_is_read_and_drops_the_managed_fields_and_the_last_applied_copy() {
         let obj = json!({
             "metadata": {"name": "db", "namespace": "prod", "uid": "u-1", "resourceVersion": "42",
                 "generation": 3, "labels": {"app": "db"},
                 "annotations": {"hashroll.dev/ignore": "false",
                     "kubectl.kubernetes.io/last-applied-configuration": "{\"data\":{\"pw\":\"aHVudGVyMg==\"}}"},
-                "managedFields": [{"manager": "kubectl", "operation": "Apply",
-                    "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:pw": {}}}}],
+                "managedFields": [
+                    {"manager": "kubectl", "operation": "Apply", "time": "2026-11-30T10:00:00Z",
+                        "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:pw": {}}}},
+                    {"manager": "old", "operation": "Update", "time": "2026-11-30T09:00:00Z"},
+                    {"manager": "untimed", "operation": "Update"}],
                 "creationTimestamp": "2026-11-30T00:00:00Z"},
             "data": {"pw": "aHVudGVyMg=="}
         });
@@ -620,7 +679,18 @@ mod tests {
         let annotations = m.annotations.unwrap();
         assert_eq!(annotations.len(), 1, "{annotations:?}");
         assert_eq!(annotations["hashroll.dev/ignore"], "false");
-        assert!(m.managed_fields.is_none());
+        // Of managedFields, the newest write time only.
+        let writes = m.managed_fields.unwrap();
+        assert_eq!(writes.len(), 1);
+        assert_eq!(
+            writes[0].time.as_ref().unwrap().0.to_string(),
+            "2026-11-30T10:00:00Z"
+        );
+        assert!(writes[0].manager.is_none() && writes[0].fields_v1.is_none());
+        assert_eq!(
+            m.creation_timestamp.unwrap().0.to_string(),
+            "2026-11-30T00:00:00Z"
+        );
         // The same for workloads, and a null map is no map.
         let w: WorkloadWire = serde_json::from_value(json!({
             "metadata": {"name": "web", "annotations": null, "managedFields": []}}))
