@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta, Time};
-use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
@@ -265,83 +265,73 @@ fn lean_meta<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
 
 /// The newest `time` of the `managedFields` entries, each entry's other fields skipped unread.
 fn newest_write<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Time>, D::Error> {
-    #[derive(Deserialize)]
-    struct Entry {
-        #[serde(default)]
-        time: Option<Time>,
-    }
-    struct Newest;
-    impl<'de> Visitor<'de> for Newest {
-        type Value = Option<Time>;
+    Ok(Option::<NewestWrite>::deserialize(d)?.and_then(|n| n.0))
+}
 
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a list of managed fields entries, or null")
+struct NewestWrite(Option<Time>);
+
+impl<'de> Deserialize<'de> for NewestWrite {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Entry {
+            #[serde(default)]
+            time: Option<Time>,
         }
+        struct Newest;
+        impl<'de> Visitor<'de> for Newest {
+            type Value = NewestWrite;
 
-        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-
-        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-
-        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_seq(self)
-        }
-
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(
-            self,
-            mut seq: A,
-        ) -> Result<Self::Value, A::Error> {
-            let mut newest: Option<Time> = None;
-            while let Some(e) = seq.next_element::<Entry>()? {
-                if e.time.as_ref().map(|t| t.0) > newest.as_ref().map(|t| t.0) {
-                    newest = e.time;
-                }
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of managed fields entries")
             }
-            Ok(newest)
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<NewestWrite, A::Error> {
+                let mut newest: Option<Time> = None;
+                while let Some(e) = seq.next_element::<Entry>()? {
+                    if e.time.as_ref().map(|t| t.0) > newest.as_ref().map(|t| t.0) {
+                        newest = e.time;
+                    }
+                }
+                Ok(NewestWrite(newest))
+            }
         }
+        d.deserialize_seq(Newest)
     }
-    d.deserialize_option(Newest)
 }
 
 fn lean_annotations<'de, D: Deserializer<'de>>(
     d: D,
 ) -> Result<Option<BTreeMap<String, String>>, D::Error> {
-    struct Lean;
-    impl<'de> Visitor<'de> for Lean {
-        type Value = Option<BTreeMap<String, String>>;
+    Ok(Option::<LeanAnnotations>::deserialize(d)?.map(|a| a.0))
+}
 
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a map of annotations, or null")
-        }
+/// Annotations without kubectl's last-applied copy, which is skipped unread.
+struct LeanAnnotations(BTreeMap<String, String>);
 
-        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
+impl<'de> Deserialize<'de> for LeanAnnotations {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Lean;
+        impl<'de> Visitor<'de> for Lean {
+            type Value = LeanAnnotations;
 
-        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-
-        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_map(self)
-        }
-
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut out = BTreeMap::new();
-            while let Some(key) = map.next_key::<String>()? {
-                if key == LAST_APPLIED {
-                    map.next_value::<serde::de::IgnoredAny>()?;
-                } else {
-                    out.insert(key, map.next_value()?);
-                }
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map of annotations")
             }
-            Ok(Some(out))
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<LeanAnnotations, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == LAST_APPLIED {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    } else {
+                        out.insert(key, map.next_value()?);
+                    }
+                }
+                Ok(LeanAnnotations(out))
+            }
         }
+        d.deserialize_map(Lean)
     }
-    d.deserialize_option(Lean)
 }
 
 /// How the values of one map are encoded and which section their digests belong to.
