@@ -1,6 +1,6 @@
 //! The Kubernetes client: kube's own service stack (TLS from the kubeconfig, timeouts, base URI, retries,
-//! auth, extra headers), assembled here for one setting kube does not expose: the largest read buffer a
-//! connection keeps.
+//! auth, extra headers, a debug span per request), assembled here for one setting kube does not expose: the
+//! largest read buffer a connection keeps.
 //!
 //! hyper grows a connection's read buffer while reads fill it, up to about 400 KiB, and keeps it for the
 //! connection's life. A watch that streams thousands of objects at start-up fills every read, so each of
@@ -16,6 +16,7 @@ use kube::client::{ClientBuilder, ConfigExt};
 use kube::{Client, Config};
 use tower::retry::RetryLayer;
 use tower::{BoxError, ServiceBuilder};
+use tower_http::trace::TraceLayer;
 
 /// The largest read buffer a connection keeps: one TLS record's plaintext, the most rustls hands over at
 /// once anyway. hyper accepts nothing under 8 KiB.
@@ -46,6 +47,8 @@ pub fn build(config: Config) -> Result<Client, kube::Error> {
         .option_layer(retry)
         .option_layer(config.auth_layer()?)
         .layer(config.extra_headers_layer()?)
+        // As kube's: a span per request at debug level, an error logged for a failed one.
+        .layer(TraceLayer::new_for_http())
         .map_err(BoxError::from)
         .service(hyper);
     Ok(ClientBuilder::new(service, config.default_namespace.clone()).build())
