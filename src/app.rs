@@ -304,7 +304,6 @@ impl Pipeline {
         let (targets_tx, targets) = watch::channel(None);
         let poller = match vault {
             Some((client, addr)) => {
-                metrics.enable_vault();
                 let settings = crate::vault::poller::PollSettings {
                     interval: args.vault.vault_poll_interval,
                     concurrency: usize::from(args.vault.vault_concurrency),
@@ -315,6 +314,7 @@ impl Pipeline {
                 Some(tokio::spawn(crate::vault::poller::run(
                     client,
                     targets,
+                    leading.clone(),
                     tx.clone(),
                     metrics.clone(),
                     settings,

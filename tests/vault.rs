@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Env, Hashroll, Server, e2e, pod};
+use common::{Env, Hashroll, Server, Until, e2e, pod};
 use serde_json::{Value, json};
 
 const NS: &str = "vault";
@@ -595,6 +595,67 @@ async fn a_kv_v1_path_rolls_when_its_data_changes(on: Server) {
     env.assert_rolls("deployments", NS, "a", 0).await;
     bao.put_v1("legacy", &[("password", "p2")]).await;
     env.wait_rolls("deployments", NS, "a", 1).await;
+}
+
+e2e!(
+    a_warm_standby_reads_nothing_from_vault_until_it_leads_then_rolls_a_change_made_meanwhile,
+    test_server_only =
+        "Vault is the subject; tests/standby.rs proves the takeover on the real control plane"
+);
+async fn a_warm_standby_reads_nothing_from_vault_until_it_leads_then_rolls_a_change_made_meanwhile(
+    on: Server,
+) {
+    let env = Env::start(on).await;
+    let bao = Bao::start(env.dir.path()).await;
+    env.namespace(NS).await;
+    bao.put("app", &[("password", "p1")]).await;
+    let mut n = sentinel(&env, &bao).await;
+    env.deployment(NS, "a", vault_env(&["vault:secret/data/app#password"]))
+        .await;
+    let token = bao.token_file(None).await;
+    let lease = [
+        "--leader-elect",
+        "--leader-election-lease-duration=2s",
+        "--leader-election-renew-deadline=1.5s",
+        "--leader-election-retry-period=0.5s",
+        "--warm-standby",
+    ];
+    let leader = hashroll(&env, &bao, &token, &lease).await;
+    env.wait_recorded("deployments", NS, "a").await;
+    let addr = format!("--vault-addr={}", bao.addr());
+    let token_flag = format!("--vault-token-file={}", token.display());
+    let mut args = vec![addr.as_str(), token_flag.as_str(), POLL];
+    args.extend_from_slice(&lease);
+    let standby = env
+        .hashroll_until(&env.kubeconfig, &args, Until::Standby)
+        .await;
+    standby.wait_metric("hashroll_workloads", &[], 2.0).await;
+
+    // The leader reads every round; the standby, having watched the same workloads, reads nothing.
+    vault_barrier(&env, &bao, &mut n).await;
+    vault_barrier(&env, &bao, &mut n).await;
+    assert!(
+        leader
+            .metric("hashroll_vault_reads_total", &[("result", "ok")])
+            .await
+            .is_some_and(|r| r > 0.0)
+    );
+    assert_eq!(
+        standby
+            .metric("hashroll_vault_reads_total", &[("result", "ok")])
+            .await,
+        None,
+        "a warm standby reads nothing from Vault"
+    );
+    assert_eq!(standby.metric("hashroll_vault_up", &[]).await, None);
+
+    // A change made once the leader is gone rolls once, by the standby taking over.
+    leader.kill().await;
+    bao.put("app", &[("password", "p2")]).await;
+    env.wait_rolls("deployments", NS, "a", 1).await;
+    standby.wait_metric("hashroll_vault_up", &[], 1.0).await;
+    vault_barrier(&env, &bao, &mut n).await;
+    env.assert_rolls("deployments", NS, "a", 1).await;
 }
 
 /// A service-account token in the JWT shape a kubelet projects (unsigned: the test server checks only

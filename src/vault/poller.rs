@@ -39,14 +39,22 @@ enum PathState {
     Forbidden,
 }
 
-/// Runs until `tx` closes.
+/// Runs until `tx` closes. Reads nothing until `leading` says this replica leads: a warm standby holds
+/// the watches' state, but a second replica reading every path would double the load on Vault (and its
+/// audit log). At takeover it reads every path at once, as a fresh start would, and `hashroll_vault_up`
+/// appears only then: a standby has no view of Vault to report.
 pub async fn run(
     mut client: VaultClient,
     mut targets: Targets,
+    mut leading: watch::Receiver<bool>,
     tx: mpsc::Sender<Input>,
     metrics: Metrics,
     settings: PollSettings,
 ) {
+    if leading.wait_for(|l| *l).await.is_err() {
+        return;
+    }
+    metrics.enable_vault();
     let mut poller = Poller {
         down: None,
         first: true,
