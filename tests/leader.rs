@@ -10,17 +10,9 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, PostParams};
 
-use common::{Env, Hashroll, Server, Until, e2e, env_from_secret};
+use common::{Env, FAST_LEASE, Hashroll, Server, Until, e2e, env_from_secret};
 
 const NS: &str = "lead";
-
-/// Short timings so a takeover after a crash takes about two seconds.
-const FAST: [&str; 4] = [
-    "--leader-elect",
-    "--leader-election-lease-duration=2s",
-    "--leader-election-renew-deadline=1.5s",
-    "--leader-election-retry-period=0.5s",
-];
 
 /// A long lease: a takeover well under 10 s can only come from the leader releasing it.
 const SLOW: [&str; 4] = [
@@ -97,11 +89,11 @@ async fn only_the_leader_rolls_and_a_standby_takes_over_after_the_leader_is_kill
     let env = Env::start(on).await;
     setup(&env).await;
     // Ready (200 `ready`, not `standby`) means it leads and every watch has listed.
-    let a = env.hashroll(&FAST).await;
+    let a = env.hashroll(&FAST_LEASE).await;
     assert_eq!(leader_gauge(&a).await, 1.0);
     let a_id = holder(&env).await.expect("the leader holds the Lease");
     let lists_before_b = lists(&env);
-    let b = standby(&env, &FAST).await;
+    let b = standby(&env, &FAST_LEASE).await;
     assert_eq!(leader_gauge(&b).await, 0.0);
     // README: a standby logs `waiting to become leader` once, naming the holder; only the log says so.
     // It answers `standby` as soon as it starts waiting, before its first look at the Lease: wait for it.
@@ -199,7 +191,7 @@ e2e!(a_leader_that_loses_the_lease_stops_and_exits_non_zero);
 async fn a_leader_that_loses_the_lease_stops_and_exits_non_zero(on: Server) {
     let env = Env::start(on).await;
     setup(&env).await;
-    let mut a = env.hashroll(&FAST).await;
+    let mut a = env.hashroll(&FAST_LEASE).await;
     env.wait_recorded("deployments", NS, "web").await;
 
     // Another holder writes the Lease (as a replica that judged it expired would).

@@ -7,17 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Env, Server, Until, e2e, env_from_secret};
+use common::{Env, FAST_LEASE, Server, Until, e2e, env_from_secret};
 
 const NS: &str = "standby";
-
-/// Short leader-election timings: a standby takes over about two seconds after the leader dies.
-const FAST_LEASE: [&str; 4] = [
-    "--leader-elect",
-    "--leader-election-lease-duration=2s",
-    "--leader-election-renew-deadline=1.5s",
-    "--leader-election-retry-period=0.5s",
-];
 
 /// Kills the leader, changes the Secret, and returns how long until the new leader rolled the workload.
 async fn takeover(env: &Env, warm: bool) -> Duration {

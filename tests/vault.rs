@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Env, Hashroll, Server, Until, e2e, pod};
+use common::{Env, FAST_LEASE, Hashroll, Server, Until, e2e, pod};
 use serde_json::{Value, json};
 
 const NS: &str = "vault";
@@ -229,16 +229,39 @@ fn vault_env(refs: &[&str]) -> Value {
     pod(json!({ "env": env }))
 }
 
+/// hashroll's flags for `bao` with a token file, then `extra`.
+fn vault_flags(bao: &Bao, token: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        format!("--vault-addr={}", bao.addr()),
+        format!("--vault-token-file={}", token.display()),
+        POLL.to_string(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
 /// Starts hashroll against `bao` with a token file, and waits for its first Vault round.
 async fn hashroll(env: &Env, bao: &Bao, token: &Path, extra: &[&str]) -> Hashroll {
-    let addr = format!("--vault-addr={}", bao.addr());
-    let token = format!("--vault-token-file={}", token.display());
-    let mut args = vec![addr.as_str(), token.as_str(), POLL];
-    args.extend_from_slice(extra);
+    let args = vault_flags(bao, token, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let hr = env.hashroll(&args).await;
     hr.wait_for_log("Vault polled once", Duration::from_secs(15))
         .await;
     hr
+}
+
+/// One KV v2 path, `app` (`password` = p1), used by Deployment `a`, and the sentinel; hashroll not started.
+/// Returns the environment, the server, the sentinel's count and a token file.
+async fn one_path(on: Server) -> (Env, Bao, usize, PathBuf) {
+    let env = Env::start(on).await;
+    let bao = Bao::start(env.dir.path()).await;
+    env.namespace(NS).await;
+    bao.put("app", &[("password", "p1")]).await;
+    let n = sentinel(&env, &bao).await;
+    env.deployment(NS, "a", vault_env(&["vault:secret/data/app#password"]))
+        .await;
+    let token = bao.token_file(None).await;
+    (env, bao, n, token)
 }
 
 /// Proves hashroll has taken in every Vault write made before: a sentinel path changes, its Deployment
@@ -458,14 +481,7 @@ e2e!(
 async fn vault_restarting_rolls_nothing_and_a_change_made_while_hashroll_was_down_rolls_once_at_start(
     on: Server,
 ) {
-    let env = Env::start(on).await;
-    let mut bao = Bao::start(env.dir.path()).await;
-    env.namespace(NS).await;
-    bao.put("app", &[("password", "p1")]).await;
-    let mut n = sentinel(&env, &bao).await;
-    env.deployment(NS, "a", vault_env(&["vault:secret/data/app#password"]))
-        .await;
-    let token = bao.token_file(None).await;
+    let (env, mut bao, mut n, token) = one_path(on).await;
     let hr = hashroll(&env, &bao, &token, &[]).await;
     env.wait_recorded("deployments", NS, "a").await;
 
@@ -605,27 +621,13 @@ e2e!(
 async fn a_warm_standby_reads_nothing_from_vault_until_it_leads_then_rolls_a_change_made_meanwhile(
     on: Server,
 ) {
-    let env = Env::start(on).await;
-    let bao = Bao::start(env.dir.path()).await;
-    env.namespace(NS).await;
-    bao.put("app", &[("password", "p1")]).await;
-    let mut n = sentinel(&env, &bao).await;
-    env.deployment(NS, "a", vault_env(&["vault:secret/data/app#password"]))
-        .await;
-    let token = bao.token_file(None).await;
-    let lease = [
-        "--leader-elect",
-        "--leader-election-lease-duration=2s",
-        "--leader-election-renew-deadline=1.5s",
-        "--leader-election-retry-period=0.5s",
-        "--warm-standby",
-    ];
+    let (env, bao, mut n, token) = one_path(on).await;
+    let mut lease = FAST_LEASE.to_vec();
+    lease.push("--warm-standby");
     let leader = hashroll(&env, &bao, &token, &lease).await;
     env.wait_recorded("deployments", NS, "a").await;
-    let addr = format!("--vault-addr={}", bao.addr());
-    let token_flag = format!("--vault-token-file={}", token.display());
-    let mut args = vec![addr.as_str(), token_flag.as_str(), POLL];
-    args.extend_from_slice(&lease);
+    let args = vault_flags(&bao, &token, &lease);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let standby = env
         .hashroll_until(&env.kubeconfig, &args, Until::Standby)
         .await;

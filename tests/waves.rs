@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Env, Server, e2e, env_from_secret};
+use common::{Env, FAST_LEASE, Server, e2e, env_from_secret};
 use kube_testserver::WorkloadSim;
 
 const NS: &str = "waves";
@@ -296,14 +296,6 @@ async fn a_stuck_canary_wave_halts_the_rest_until_the_source_changes_again(on: S
     }
     hr.wait_metric("hashroll_halted_rolls", &[], 0.0).await;
 }
-
-/// Short leader-election timings: a standby takes over about two seconds after the leader dies.
-const FAST_LEASE: [&str; 4] = [
-    "--leader-elect",
-    "--leader-election-lease-duration=2s",
-    "--leader-election-renew-deadline=1.5s",
-    "--leader-election-retry-period=0.5s",
-];
 
 e2e!(
     a_leader_killed_in_the_middle_of_the_waves_is_finished_by_the_new_one_rolling_nothing_twice,

@@ -731,23 +731,22 @@ impl State {
             w.id = Arc::clone(known);
         }
         let id = Arc::clone(&w.id);
-        let template_changed = match self.workloads.get_mut(&id) {
+        // Most changes in substance are hashroll's own writes (a new stamp): what the workload tracks is
+        // the same, and so is its place in the index (`retrack` false).
+        let (template_changed, retrack) = match self.workloads.get_mut(&id) {
             // A watch event can arrive after the response to hashroll's own patch: never go back.
             Some(old) if w.is_older_than(&old.summary) => return,
             Some(old) if !old.summary.differs_in_substance(&w) => {
                 old.summary.resource_version = w.resource_version;
                 return;
             }
-            Some(old) => old.template_changed || old.summary.template_digest != w.template_digest,
-            None => false,
+            Some(old) => (
+                old.template_changed || old.summary.template_digest != w.template_digest,
+                old.summary.tracking != w.tracking,
+            ),
+            None => (false, true),
         };
         let invalid = |w: &WorkloadSummary| matches!(w.tracking, Tracking::Invalid(_));
-        // Most changes in substance are hashroll's own writes (a new stamp): what the workload tracks is
-        // the same, and so is its place in the index.
-        let retrack = self
-            .workloads
-            .get(&id)
-            .is_none_or(|old| old.summary.tracking != w.tracking);
         if retrack {
             match &w.tracking {
                 Tracking::On { policy, references } => {
